@@ -1,0 +1,77 @@
+"""The judge's prompt logic: the paper's question, answer parsing and soft-score token lookup.
+
+Pure (no torch, ray or deepspeed): every judge, the model's own or an external one, builds its question
+and parses its answer here, so a verdict means the same thing whoever gives it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from rayunify.types import Verdict
+
+# Janus's default system prompt (transformers' JanusProcessor.DEFAULT_SYSTEM_PROMPT), which the paper's
+# judge runs under.
+SYSTEM_PROMPT = (
+    "You are a helpful language and vision assistant. "
+    "You are able to understand the visual content that the user provides, "
+    "and assist the user with a variety of tasks using natural language.\n\n"
+)
+
+# The paper's exact judge question q(y) (arXiv 2507.16663, §3).
+JUDGE_QUESTION = (
+    "Does this image describe {prompt}? If it describes the scene, score 1; if it does not fully describe, "
+    "score 0. Please answer in the following format: The score is {{your score}}."
+)
+ANSWER_PREFIX = "The score is"
+
+_SCORE_RE = re.compile(r"score\s+is\s*[:=]?\s*\{?\s*([01])\b", re.IGNORECASE)
+
+
+def judge_question(prompt: str) -> str:
+    """The question asked about an image generated for `prompt`."""
+    return JUDGE_QUESTION.format(prompt=prompt.strip().rstrip("."))
+
+
+def parse_verdict(answer: str) -> Verdict:
+    """ "The score is 1" → ACCEPT, "... 0" → REJECT; anything else (or both digits) → INVALID."""
+    found = {m.group(1) for m in _SCORE_RE.finditer(answer)}
+    if found == {"1"}:
+        return Verdict.ACCEPT
+    if found == {"0"}:
+        return Verdict.REJECT
+    return Verdict.INVALID
+
+
+def soft_score(logit_one: float, logit_zero: float) -> float:
+    """P("1") / (P("1") + P("0")) from the two logits at the answer position, computed stably."""
+    import math
+
+    diff = logit_zero - logit_one
+    if diff > 50:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(diff))
+
+
+def answer_text(verdict: Verdict) -> str:
+    """The judge's answer as the model should write it after "<|Assistant|>:" (used to train judges too)."""
+    return f" {ANSWER_PREFIX} {int(verdict == Verdict.ACCEPT)}"
+
+
+def answer_token_ids(
+    encode: Callable[[str], Sequence[int]], prefix: str = " " + ANSWER_PREFIX
+) -> tuple[list[int], int, int]:
+    """Token ids of the teacher-forced answer prefix and of the "1" and "0" that follow it.
+
+    Tokenizers differ in how "The score is 1" splits (" 1" vs " " + "1"), so take the longest common token
+    prefix of the two full answers: what follows it is the digit token in each.
+    """
+    with_one: Sequence[int] = encode(f"{prefix} 1")
+    with_zero: Sequence[int] = encode(f"{prefix} 0")
+    common = 0
+    while common < min(len(with_one), len(with_zero)) and with_one[common] == with_zero[common]:
+        common += 1
+    if common >= len(with_one) or common >= len(with_zero):
+        raise ValueError(f"the tokenizer cannot tell '{prefix} 1' from '{prefix} 0' apart")
+    return list(with_one[:common]), with_one[common], with_zero[common]

@@ -1,0 +1,392 @@
+"""Janus / Janus-Pro through transformers' `JanusForConditionalGeneration`, behind `UnifiedModel`.
+
+Three hot paths live here, all batched:
+- `generate`: our own CFG sampling loop (transformers' `generate(generation_mode="image")` re-prepares
+  inputs, masks and processors at every one of its 576 steps; we prefill each prompt once, share that
+  KV cache across the n samples, and keep the per-step work to one LM step and one head).
+- `judge`: greedy answer to the paper's question plus the soft score P("1") read from the same logits.
+- `image_logprobs`: teacher-forced log-probs of image tokens, conditional or CFG-combined.
+
+Positions are padding-aware (cumulative attention mask), so a prompt's images and scores do not depend
+on what else is in its batch; generation and teacher forcing use the same positions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rayunify import judges
+from rayunify.models.base import GenerationOutput, UnifiedModel
+from rayunify.types import Geometry, Judgement, SamplingSettings
+
+Trainable = Literal["language_model", "lora"]
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """Fail early, naming what is missing, instead of deep inside transformers."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory {path} does not exist")
+    problems = []
+    if not (path / "config.json").is_file():
+        problems.append("config.json")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        problems.append("weights (one of " + ", ".join(WEIGHT_FILES) + ")")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        problems.append("tokenizer (tokenizer.json / tokenizer_config.json)")
+    if not any((path / f).is_file() for f in IMAGE_PROCESSOR_FILES):
+        problems.append("image processor (preprocessor_config.json / processor_config.json)")
+    if problems:
+        raise FileNotFoundError(f"incomplete checkpoint directory {path}: missing {'; '.join(problems)}")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type != "janus":
+        raise ValueError(f"{path}/config.json has model_type={model_type!r}; the janus family needs 'janus'")
+    return path
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Padding-aware positions: 0 at each row's first real token (left padding keeps position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+class JanusUnifiedModel(UnifiedModel):
+    def __init__(self, model, processor, trainable: Trainable = "language_model", lora: LoraSettings | None = None):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.trainable = trainable
+        self.peft_model = None
+        self.model = model
+        self._freeze_all_but_language_model()
+        if trainable == "lora":
+            self._add_lora(lora or LoraSettings())
+        elif trainable != "language_model":
+            raise ValueError(f"model.trainable={trainable!r}: choose one of 'language_model', 'lora'")
+        self.num_image_tokens = model.config.vision_config.num_image_tokens
+        cfg = model.config.text_config
+        self.max_length = cfg.max_position_embeddings
+        self.bos_id = self.tokenizer.bos_token_id
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+        self.boi_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.boi_token)
+        encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.answer_prefix_ids, self.one_id, self.zero_id = judges.answer_token_ids(encode)
+
+    # ------------------------------------------------------------------ construction, saving
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        trainable: Trainable = "language_model",
+        lora: LoraSettings | None = None,
+    ) -> JanusUnifiedModel:
+        from transformers import JanusForConditionalGeneration, JanusProcessor
+
+        path = check_checkpoint_dir(path)
+        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        processor = JanusProcessor.from_pretrained(path)
+        return cls(model, processor, trainable=trainable, lora=lora)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Standard HF layout (safetensors + processor); a LoRA adapter is merged into a copy first."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.peft_model is not None:
+            import copy
+
+            merged = copy.deepcopy(self.peft_model).merge_and_unload()
+            merged.save_pretrained(path)
+            self.peft_model.save_pretrained(path / "adapter")
+        else:
+            self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+    def _freeze_all_but_language_model(self) -> None:
+        # The paper trains only the shared LLM backbone; vision encoder, VQ model, aligners and heads stay.
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name.startswith("model.language_model."))
+
+    def _add_lora(self, lora: LoraSettings) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        names = "|".join(lora.target_modules)
+        config = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=rf"model\.language_model\..*\.({names})",
+        )
+        self.peft_model = get_peft_model(self.model, config)
+        # peft wraps in place: self.model keeps pointing at the Janus model, now with LoRA layers injected.
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def language_model(self):
+        return self.model.model.language_model
+
+    def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def reference(self) -> contextlib.AbstractContextManager[None]:
+        if self.peft_model is None:
+            return contextlib.nullcontext()
+        return self.peft_model.disable_adapter()
+
+    # ------------------------------------------------------------------ prompts
+    def generation_prompt_ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded ids of "<|User|>: {prompt}\\n\\n<|Assistant|>:<begin_of_image>", as transformers builds them."""
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: give at least one prompt")
+        for i, prompt in enumerate(prompts):
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise ValueError(f"prompt {i} is empty or not a string: {prompt!r}")
+        chats = [
+            self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "text", "text": p}]}], add_generation_prompt=True
+            )
+            for p in prompts
+        ]
+        enc = self.processor(text=chats, generation_mode="image", padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        too_long = mask.sum(-1) + self.num_image_tokens > self.max_length
+        if too_long.any():
+            i = int(too_long.nonzero()[0])
+            raise ValueError(
+                f"prompt {i} is {int(mask[i].sum())} tokens; with {self.num_image_tokens} image tokens it exceeds "
+                f"the model's context of {self.max_length}: {prompts[i][:80]!r}"
+            )
+        return ids, mask
+
+    def _unconditional_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        # As transformers and Janus do: every token but BOS and <begin_of_image> becomes padding.
+        keep = (ids == self.bos_id) | (ids == self.boi_id)
+        return ids.masked_fill(~keep, self.pad_id)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        settings: SamplingSettings | None = None,
+        seed: int | None = None,
+        decode: bool = False,
+        greedy: bool = False,
+    ) -> GenerationOutput:
+        settings = settings or SamplingSettings()
+        if settings.guidance_scale < 1:
+            raise ValueError(f"guidance_scale must be >= 1, got {settings.guidance_scale}")
+        if n < 1:
+            raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        ids, mask = self.generation_prompt_ids(prompts)
+        use_cfg = settings.guidance_scale > 1
+        hidden, cache, mask = self._prefill_for_generation(ids, mask, n, use_cfg)
+        rows = ids.shape[0] * n
+        tokens = torch.empty(rows, self.num_image_tokens, dtype=torch.long, device=self.device)
+        logprobs = torch.empty(rows, self.num_image_tokens, dtype=torch.float32, device=self.device)
+        positions = _positions(mask)[:, -1:]
+        for step in range(self.num_image_tokens):
+            logits = self._guided_logits(hidden, settings.guidance_scale if use_cfg else 1.0)
+            next_token = self._pick(logits, settings, generator, greedy)
+            tokens[:, step] = next_token
+            logprobs[:, step] = torch.log_softmax(logits, -1).gather(-1, next_token[:, None]).squeeze(-1)
+            if step + 1 == self.num_image_tokens:
+                break
+            embeds = self.model.prepare_embeddings_for_image_generation(next_token[:, None])
+            if use_cfg:
+                embeds = torch.cat([embeds, embeds])
+            mask = F.pad(mask, (0, 1), value=1)
+            positions = positions + 1
+            out = self.language_model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            )
+            hidden = out.last_hidden_state[:, -1]
+        images = self.decode_images(tokens) if decode else None
+        return GenerationOutput(image_tokens=tokens, logprobs=logprobs, images=images)
+
+    def _prefill_for_generation(self, ids, mask, n: int, use_cfg: bool):
+        """One forward over the prompts (and their unconditional twins), then the cache is shared by n samples."""
+        from transformers import DynamicCache
+
+        if use_cfg:
+            ids = torch.cat([ids, self._unconditional_ids(ids)])
+            mask = torch.cat([mask, mask])  # as transformers: the twin keeps the prompt's mask
+        embeds = self.model.get_input_embeddings()(ids)
+        cache = DynamicCache(config=self.model.config.text_config)
+        out = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), cache=cache, use_cache=True
+        )
+        hidden = out.last_hidden_state[:, -1]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            hidden = hidden.repeat_interleave(n, dim=0)
+            mask = mask.repeat_interleave(n, dim=0)
+        return hidden, cache, mask
+
+    def _guided_logits(self, hidden: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """Generation-head logits; with CFG (rows [cond; uncond]) the guided uncond + s·(cond − uncond)."""
+        logits = self.model.model.generation_head(hidden).float()
+        if guidance_scale == 1.0:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, settings: SamplingSettings, generator, greedy: bool) -> torch.Tensor:
+        if greedy or settings.temperature == 0:
+            return logits.argmax(-1)
+        scores = logits / settings.temperature
+        if settings.top_k:
+            kth = scores.topk(min(settings.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    @torch.no_grad()
+    def decode_images(self, image_tokens: torch.Tensor) -> np.ndarray:
+        """VQ tokens → uint8 RGB (B, H, W, 3), undoing the image processor's normalisation."""
+        pixels = self.model.decode_image_tokens(image_tokens.to(self.device)).float()
+        ip = self.processor.image_processor
+        mean = torch.tensor(ip.image_mean, device=pixels.device)
+        std = torch.tensor(ip.image_std, device=pixels.device)
+        pixels = (pixels * std + mean) * 255.0
+        return pixels.round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+    # ------------------------------------------------------------------ teacher-forced log-probs
+    def image_logprobs(
+        self,
+        prompts: Sequence[str],
+        image_tokens: torch.Tensor,
+        geometry: Geometry = "conditional",
+        guidance_scale: float = 5.0,
+    ) -> torch.Tensor:
+        if geometry not in ("conditional", "cfg"):
+            raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
+        image_tokens = image_tokens.to(self.device)
+        if image_tokens.shape != (len(prompts), self.num_image_tokens):
+            raise ValueError(
+                f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
+            )
+        ids, mask = self.generation_prompt_ids(prompts)
+        use_cfg = geometry == "cfg" and guidance_scale != 1.0
+        if use_cfg:
+            ids, mask = torch.cat([ids, self._unconditional_ids(ids)]), torch.cat([mask, mask])
+            image_tokens_in = torch.cat([image_tokens, image_tokens])
+        else:
+            image_tokens_in = image_tokens
+        prompt_embeds = self.model.get_input_embeddings()(ids)
+        image_embeds = self.model.prepare_embeddings_for_image_generation(image_tokens_in[:, :-1])
+        embeds = torch.cat([prompt_embeds, image_embeds.to(prompt_embeds.dtype)], dim=1)
+        full_mask = F.pad(mask, (0, image_tokens.shape[1] - 1), value=1)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=_positions(full_mask))
+        # The hidden state at <begin_of_image> predicts image token 0, and so on.
+        hidden = out.last_hidden_state[:, ids.shape[1] - 1 :]
+        logits = self._guided_logits(hidden, guidance_scale if use_cfg else 1.0)
+        return torch.log_softmax(logits, -1).gather(-1, image_tokens[..., None]).squeeze(-1)
+
+    # ------------------------------------------------------------------ judging
+    def judge_inputs(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None):
+        """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
+        if len(images) != len(prompts):
+            raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
+        if len(images) == 0:
+            raise ValueError("judge got no images")
+        texts = []
+        for i, prompt in enumerate(prompts):
+            chat = self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": judges.judge_question(prompt)}]}],
+                add_generation_prompt=True,
+            )
+            text = chat if self.processor.use_default_system_prompt else judges.SYSTEM_PROMPT + chat
+            texts.append(text + (answers[i] if answers is not None else ""))
+        enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    @torch.no_grad()
+    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8) -> list[Judgement]:
+        """Greedy answer → verdict; P("1") read at the digit position, teacher-forced where the answer strays."""
+        enc = self.judge_inputs(images, prompts)
+        answers, digit_logits = self._greedy_answer(enc, max_new_tokens)
+        strayed = [i for i, d in enumerate(digit_logits) if d is None]
+        if strayed:
+            forced = self._teacher_forced_digit_logits({k: v[strayed] for k, v in enc.items()})
+            for i, logits in zip(strayed, forced):
+                digit_logits[i] = logits
+        return [
+            Judgement(verdict=judges.parse_verdict(a), score=judges.soft_score(*d), answer=a, judge="self")
+            for a, d in zip(answers, digit_logits)
+        ]
+
+    def _greedy_answer(self, enc, max_new_tokens: int):
+        from transformers import DynamicCache
+
+        mask = enc["attention_mask"]
+        cache = DynamicCache(config=self.model.config.text_config)
+        out = self.model(**enc, position_ids=_positions(mask), cache=cache, use_cache=True, logits_to_keep=1)
+        rows = mask.shape[0]
+        prefix = self.answer_prefix_ids
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        digit_logits: list[tuple[float, float] | None] = [None] * rows
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        positions = _positions(mask)[:, -1:]
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()
+            if step == len(prefix):
+                for i in range(rows):
+                    if generated[i] == prefix:
+                        digit_logits[i] = (float(logits[i, self.one_id]), float(logits[i, self.zero_id]))
+            next_token = logits.argmax(-1).masked_fill(done, self.pad_id)
+            for i, tok in enumerate(next_token.tolist()):
+                if not done[i]:
+                    generated[i].append(tok)
+            done |= next_token == self.eos_id
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            mask = F.pad(mask, (0, 1), value=1)
+            positions = positions + 1
+            out = self.model(
+                input_ids=next_token[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+            )
+        answers = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+        return answers, digit_logits
+
+    def _teacher_forced_digit_logits(self, enc) -> list[tuple[float, float]]:
+        prefix = torch.tensor(self.answer_prefix_ids, device=self.device).expand(enc["input_ids"].shape[0], -1)
+        ids = torch.cat([enc["input_ids"], prefix], dim=1)
+        mask = F.pad(enc["attention_mask"], (0, prefix.shape[1]), value=1)
+        out = self.model(
+            input_ids=ids, pixel_values=enc["pixel_values"], attention_mask=mask, position_ids=_positions(mask), logits_to_keep=1
+        )
+        logits = out.logits[:, -1].float()
+        return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
