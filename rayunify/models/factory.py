@@ -7,8 +7,13 @@ Janus-Pro-1B architecture (weights random): timings on it are real timings.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -153,3 +158,21 @@ def set_generation_defaults(model, tokenizer, guidance_scale: float = 5.0) -> No
 
 def arch_dict(arch: JanusArch) -> dict:
     return asdict(arch)
+
+
+def cache_root() -> Path:
+    """Where built-in models are cached: $RAYUNIFY_CACHE, else ~/.cache/rayunify."""
+    return Path(os.environ.get("RAYUNIFY_CACHE", Path.home() / ".cache" / "rayunify"))
+
+
+def cached_tiny_dir(arch: JanusArch = TINY, seed: int = 0) -> Path:
+    """A saved tiny random Janus (HF layout), keyed by a hash of its architecture and seed."""
+    key = hashlib.sha256(json.dumps([arch_dict(arch), seed], sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_root() / f"tiny-{key}"
+    if not (path / "config.json").is_file():
+        model, processor = build_janus(arch, seed=seed)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        os.replace(tmp, path) if not path.exists() else shutil.rmtree(tmp)
+    return path

@@ -341,11 +341,11 @@ class JanusUnifiedModel(UnifiedModel):
         strayed = [i for i, d in enumerate(digit_logits) if d is None]
         if strayed:
             forced = self._teacher_forced_digit_logits({k: v[strayed] for k, v in enc.items()})
-            for i, logits in zip(strayed, forced):
+            for i, logits in zip(strayed, forced, strict=True):
                 digit_logits[i] = logits
         return [
             Judgement(verdict=judges.parse_verdict(a), score=judges.soft_score(*d), answer=a, judge="self")
-            for a, d in zip(answers, digit_logits)
+            for a, d in zip(answers, digit_logits, strict=True)
         ]
 
     def _greedy_answer(self, enc, max_new_tokens: int):

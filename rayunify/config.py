@@ -1,0 +1,383 @@
+"""The one typed config tree: YAML files in configs/, plus dotted command-line overrides.
+
+Pure (pydantic + yaml only). Every swappable part is a variant chosen by `type`; unknown keys are errors
+that name the key and the keys allowed there. A file may start from another with `inherit: other.yaml`
+(path relative to the file), so experiment configs only state what they change.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def variants(*models: type[BaseModel]) -> Any:
+    """A union chosen by its `type` field; a section that omits `type` gets the first variant."""
+    default = models[0].model_fields["type"].default
+
+    def tag_of(value: Any) -> str:
+        return value.get("type", default) if isinstance(value, dict) else getattr(value, "type", default)
+
+    tagged = tuple(Annotated[m, Tag(m.model_fields["type"].default)] for m in models)
+    return Annotated[Union[tagged], Discriminator(tag_of)]  # noqa: UP007
+
+
+# ---------------------------------------------------------------------------------------------- model
+class LoraConfig(Strict):
+    rank: int = Field(16, gt=0, description="LoRA rank r.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling alpha (effective scale alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers of the language model that get adapters.",
+    )
+
+
+class JanusModelConfig(Strict):
+    type: Literal["janus"] = "janus"
+    path: str = Field(
+        "builtin:shapes-base",
+        description="A local HF directory (e.g. a Janus-Pro-1B download), or builtin:tiny (random tiny Janus), "
+        "builtin:shapes-base / builtin:shapes-test (the ShapesWorld base, trained and cached on first use).",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
+    trainable: Literal["language_model", "lora"] = Field(
+        "language_model", description="language_model: the paper's default; lora: peft adapters on it."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+if TYPE_CHECKING:
+    ModelConfig = JanusModelConfig
+else:
+    ModelConfig = variants(JanusModelConfig)
+
+
+# ---------------------------------------------------------------------------------------------- judges
+class SelfJudgeConfig(Strict):
+    type: Literal["self"] = "self"
+    weights: Literal["live", "frozen"] = Field(
+        "live", description="live: receives every weight push (the paper); frozen: the initial model judges."
+    )
+    max_new_tokens: int = Field(8, gt=0)
+
+
+class ShapesCheckerJudgeConfig(Strict):
+    """ShapesWorld's exact checker: the ground truth, used as the guard's reference judge."""
+
+    type: Literal["shapes_checker"] = "shapes_checker"
+
+
+class PythonJudgeConfig(Strict):
+    """User code: `import_path` names `module:callable`, called as fn(images, prompts) -> (verdicts, scores)."""
+
+    type: Literal["python"] = "python"
+    import_path: str = Field(..., pattern=r"^[\w.]+:[\w.]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class NoisyJudgeConfig(Strict):
+    """Poor supervision on purpose: wraps another judge and corrupts a fraction of its verdicts."""
+
+    type: Literal["noisy"] = "noisy"
+    base: variants(SelfJudgeConfig, ShapesCheckerJudgeConfig) = Field(default_factory=SelfJudgeConfig)  # type: ignore[valid-type]
+    flip_fraction: float = Field(0.0, ge=0, le=1, description="Share of verdicts flipped.")
+    random_fraction: float = Field(0.0, ge=0, le=1, description="Share of verdicts replaced by a coin flip.")
+    always_accept: bool = False
+    seed: int = 0
+
+
+if TYPE_CHECKING:
+    JudgeConfig = SelfJudgeConfig | ShapesCheckerJudgeConfig | PythonJudgeConfig | NoisyJudgeConfig
+else:
+    JudgeConfig = variants(SelfJudgeConfig, ShapesCheckerJudgeConfig, PythonJudgeConfig, NoisyJudgeConfig)
+
+
+# ---------------------------------------------------------------------------------------------- algorithms
+class DPOConfig(Strict):
+    type: Literal["dpo"] = "dpo"
+    beta: float = Field(0.1, gt=0)
+    loss_type: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    nll_weight: float = Field(1.0, ge=0, description="Weight of the NLL term on the chosen image (the paper's).")
+    reference: Literal["stored", "recompute"] = Field(
+        "stored", description="stored: reference log-probs computed once when the pair is made."
+    )
+
+
+class SFTConfig(Strict):
+    type: Literal["sft"] = "sft"
+
+
+if TYPE_CHECKING:
+    AlgorithmConfig = DPOConfig | SFTConfig
+else:
+    AlgorithmConfig = variants(DPOConfig, SFTConfig)
+
+
+# ---------------------------------------------------------------------------------------------- curriculum
+class CurriculumConfig(Strict):
+    type: Literal["none", "replay", "adaptive"] = Field(
+        "none",
+        description="none; replay: the paper's discard-pool replay at `replay_at`; adaptive: replay plus "
+        "difficulty-ranked sampling and an admission schedule for harder prompts.",
+    )
+    replay_at: list[int] = Field(default_factory=list, description="Epochs (offline) or steps (online) to replay.")
+    priority_alpha: float = Field(1.0, ge=0, description="Pair sampling priority ∝ (difficulty + eps)^alpha.")
+    admit_threshold: float = Field(0.5, gt=0, lt=1, description="Pass rate that admits the next level.")
+    smoothing: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest pass-rate observation.")
+
+
+# ---------------------------------------------------------------------------------------------- the rest
+class PromptsConfig(Strict):
+    source: Literal["shapes", "file"] = "shapes"
+    path: str | None = Field(None, description="JSONL/TXT prompt file when source=file.")
+    eval_path: str | None = None
+    n_train: int = Field(256, gt=0)
+    n_eval: int = Field(64, gt=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> PromptsConfig:
+        if self.source == "file" and not self.path:
+            raise ValueError("prompts.path is required when prompts.source=file")
+        return self
+
+
+class SamplingConfig(Strict):
+    samples_per_prompt: int = Field(4, ge=2, description="N images per prompt (the paper uses 10).")
+    guidance_scale: float = Field(5.0, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, gt=0)
+    geometry: Literal["conditional", "cfg"] = Field(
+        "conditional", description="Which distribution log-probs are taken under, for policy and reference alike."
+    )
+
+
+class Resources(Strict):
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+
+
+class LearnerConfig(Strict):
+    num_ranks: int = Field(1, ge=1)
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks.")
+    bf16: bool = False
+
+
+class GuardConfig(Strict):
+    """The co-degradation guard: a reference judge re-scores a share of fresh samples every `every` steps."""
+
+    enabled: bool = True
+    reference: variants(ShapesCheckerJudgeConfig, SelfJudgeConfig, PythonJudgeConfig) = Field(  # type: ignore[valid-type]
+        default_factory=ShapesCheckerJudgeConfig
+    )
+    every: int = Field(1, gt=0)
+    fraction: float = Field(0.25, gt=0, le=1)
+    min_agreement: float = Field(0.6, ge=0, le=1)
+    stop_on_alarm: bool = False
+    probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
+
+
+class LoggerConfig(Strict):
+    type: Literal["wandb", "jsonl"] = "wandb"
+    project: str = "rayunify"
+    run_name: str | None = None
+    image_every: int = Field(5, gt=0, description="Steps between image grids with verdicts.")
+
+
+class TrainerConfig(Strict):
+    mode: Literal["online", "offline"] = "online"
+    sync: Literal["sync", "async"] = "sync"
+    max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
+    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: steps per epoch is derived.")
+    epochs: int = Field(1, gt=0, description="Offline: passes over the built dataset.")
+    push_every: int = Field(1, gt=0)
+    eval_every: int = Field(10, gt=0)
+    checkpoint_every: int = Field(10, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    resume: bool = False
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str = "run"
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
+    num_cpus: int | None = None
+
+
+class Config(Strict):
+    model: ModelConfig = Field(default_factory=JanusModelConfig)
+    judge: JudgeConfig = Field(default_factory=SelfJudgeConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=DPOConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rollout: Resources = Field(default_factory=Resources)
+    judging: Resources = Field(default_factory=Resources)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key and what is allowed."""
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    raw = _read_with_inherit(Path(path)) if path else {}
+    for item in overrides or []:
+        _apply_override(raw, item)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, source=str(path or "<defaults>"))) from None
+
+
+def _read_with_inherit(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"config inheritance loops through {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    base = _read_with_inherit(path.parent / parent, (*seen, path.resolve()))
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        # A new `type` switches variant: the old variant's keys would be errors in the new one.
+        switching = isinstance(value, dict) and isinstance(merged.get(key), dict) and "type" in value
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not (
+            switching and value["type"] != merged[key].get("type")
+        ):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """`a.b.c=value`; the value is parsed as YAML (numbers, booleans, lists), else kept as a string."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {key} is a value, not a section")
+        node = child
+    if keys[-1] == "type" and node.get("type") not in (None, value):
+        node.clear()  # switching variant drops the old variant's keys
+    node[keys[-1]] = value
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        # pydantic puts the variant's tag in the path (judge.noisy.base...): users wrote judge.base...
+        loc = ".".join(str(p) for i, p in enumerate(e["loc"]) if not _is_tag_position(e["loc"], i))
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(e["loc"][:-1])
+            lines.append(f"  unknown key '{loc}'" + (f" (allowed here: {', '.join(allowed)})" if allowed else ""))
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {loc or '<top>'}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _is_tag_position(loc: tuple[Any, ...], index: int) -> bool:
+    if index == 0:
+        return False
+    parent = _model_at(loc[:index])
+    if parent is None or loc[index] in getattr(parent, "model_fields", {}):
+        return False
+    return loc[index] in _tags(parent)
+
+
+def _tags(annotation: Any) -> set[str]:
+    return {t for t in (_type_tag(m) for m in _variants(annotation)) if t}
+
+
+def _model_at(loc: tuple[Any, ...]) -> Any:
+    model: Any = Config
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields and part in fields:
+            model = fields[part].annotation
+        elif _type_tag(model) != part:
+            model = next((m for m in _variants(model) if _type_tag(m) == part), None)
+        if model is None:
+            return None
+    return model
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names at a config location (following union variants by their tag in the path)."""
+    model = _first_model(_model_at(loc))
+    return sorted(getattr(model, "model_fields", {}).keys())
+
+
+def _variants(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    out: list[Any] = []
+    for a in args:
+        out.extend(_variants(a))
+    return [a for a in out if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    variants = _variants(annotation)
+    return annotation if len(variants) != 1 else variants[0]
+
+
+def _type_tag(model: Any) -> str | None:
+    field = getattr(model, "model_fields", {}).get("type")
+    return None if field is None else field.default
+
+
+def dump_config(config: Config, path: str | Path) -> None:
+    """The resolved config, as the run directory keeps it (loadable again with load_config)."""
+    Path(path).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
