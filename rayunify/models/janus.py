@@ -86,6 +86,11 @@ class JanusUnifiedModel(UnifiedModel):
         elif trainable != "language_model":
             raise ValueError(f"model.trainable={trainable!r}: choose one of 'language_model', 'lora'")
         self.num_image_tokens = model.config.vision_config.num_image_tokens
+        self._image_embedding_table: torch.Tensor | None = None
+        lm = self.language_model
+        self._lean_decode = all(hasattr(lm, a) for a in ("layers", "norm", "rotary_emb")) and (
+            lm.config._attn_implementation in ("sdpa", "eager")
+        )
         cfg = model.config.text_config
         self.max_length = cfg.max_position_embeddings
         self.bos_id = self.tokenizer.bos_token_id
@@ -223,15 +228,12 @@ class JanusUnifiedModel(UnifiedModel):
             logprobs[:, step] = torch.log_softmax(logits, -1).gather(-1, next_token[:, None]).squeeze(-1)
             if step + 1 == self.num_image_tokens:
                 break
-            embeds = self.model.prepare_embeddings_for_image_generation(next_token[:, None])
+            embeds = self._image_token_embeddings(next_token[:, None])
             if use_cfg:
                 embeds = torch.cat([embeds, embeds])
             mask = F.pad(mask, (0, 1), value=1)
             positions = positions + 1
-            out = self.language_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-            )
-            hidden = out.last_hidden_state[:, -1]
+            hidden = self._decode_step(embeds, mask, positions, cache)
         images = self.decode_images(tokens) if decode else None
         return GenerationOutput(image_tokens=tokens, logprobs=logprobs, images=images)
 
@@ -253,6 +255,30 @@ class JanusUnifiedModel(UnifiedModel):
             hidden = hidden.repeat_interleave(n, dim=0)
             mask = mask.repeat_interleave(n, dim=0)
         return hidden, cache, mask
+
+    def _image_token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Generation embeddings of image tokens, from a table built once (embedding + aligner are frozen)."""
+        if self._image_embedding_table is None:
+            codebook = torch.arange(self.model.config.vq_config.num_embeddings, device=self.device)
+            self._image_embedding_table = self.model.prepare_embeddings_for_image_generation(codebook).detach()
+        return self._image_embedding_table[tokens]
+
+    def _decode_step(self, embeds, mask, positions, cache) -> torch.Tensor:
+        """One cached decoding step of the language model, returning the last hidden state (rows, hidden).
+
+        For LLaMA-style stacks we call the decoder layers directly with a ready boolean mask: the generic
+        forward rebuilds causal masks and output hooks at every step, which dominates small-batch decoding.
+        """
+        lm = self.language_model
+        if not self._lean_decode:
+            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            return out.last_hidden_state[:, -1]
+        hidden = embeds
+        attend = mask.bool()[:, None, None, :]  # (rows, 1, q=1, keys): a new token sees every real key
+        rotary = lm.rotary_emb(hidden, position_ids=positions)
+        for layer in lm.layers:
+            hidden = layer(hidden, attention_mask=attend, position_embeddings=rotary, cache=cache, use_cache=True)
+        return lm.norm(hidden)[:, -1]
 
     def _guided_logits(self, hidden: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         """Generation-head logits; with CFG (rows [cond; uncond]) the guided uncond + s·(cond − uncond)."""
