@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 # On a machine without CUDA take the CPU build of torch (plain `pip install torch` pulls a multi-GB CUDA build).
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+export RAY_USAGE_STATS_ENABLED := 0
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 

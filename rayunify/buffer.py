@@ -58,6 +58,10 @@ class ReplayBuffer:
     def size(self, kind: Kind = "pair") -> int:
         return len(self._store(kind))
 
+    def items(self, kind: Kind = "pair") -> list[Item]:
+        """A snapshot of the stored items of `kind`, oldest first."""
+        return list(self._store(kind))
+
     def add_pairs(self, pairs: Iterable[PreferencePair]) -> None:
         self._add("pair", pairs)
 

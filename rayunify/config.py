@@ -206,16 +206,25 @@ class TrainerConfig(Strict):
     mode: Literal["online", "offline"] = "online"
     sync: Literal["sync", "async"] = "sync"
     max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
-    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: steps per epoch is derived.")
+    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs × dataset size).")
+    prompts_per_step: int = Field(8, gt=0, description="Online: prompts generated (× samples_per_prompt) per step.")
     epochs: int = Field(1, gt=0, description="Offline: passes over the built dataset.")
     push_every: int = Field(1, gt=0)
     eval_every: int = Field(10, gt=0)
+    eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
+    eval_samples_per_prompt: int = Field(2, gt=0)
     checkpoint_every: int = Field(10, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     resume: bool = False
     seed: int = 0
     output_dir: str = "runs"
     run_name: str = "run"
+
+    @model_validator(mode="after")
+    def _async_needs_staleness(self) -> TrainerConfig:
+        if self.sync == "async" and self.max_staleness < 1:
+            raise ValueError("trainer.sync=async needs trainer.max_staleness >= 1 (0 is the sync mode)")
+        return self
 
 
 class RayConfig(Strict):
@@ -224,6 +233,8 @@ class RayConfig(Strict):
 
 
 class Config(Strict):
+    """The whole run. `rayunify train --config FILE key=value …` builds it; the run directory keeps it."""
+
     model: ModelConfig = Field(default_factory=JanusModelConfig)
     judge: JudgeConfig = Field(default_factory=SelfJudgeConfig)
     algorithm: AlgorithmConfig = Field(default_factory=DPOConfig)

@@ -47,7 +47,9 @@ class UnifiedModel(abc.ABC):
     def decode_images(self, image_tokens: torch.Tensor) -> np.ndarray: ...
 
     @abc.abstractmethod
-    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[Judgement]: ...
+    def judge(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8
+    ) -> list[Judgement]: ...
 
     @abc.abstractmethod
     def image_logprobs(

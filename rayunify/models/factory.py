@@ -53,6 +53,8 @@ class JanusArch:
         return self.grid**2
 
 
+# Bump when what the factory saves changes, so cached built-in models are rebuilt.
+FACTORY_VERSION = 2
 TINY = JanusArch()
 # Janus-Pro-1B (deepseek-community/Janus-Pro-1B config.json): 24-layer 2048-wide LLaMA, SigLIP-L/16 at 384,
 # 16384-entry VQ codebook, 576 image tokens.
@@ -154,6 +156,9 @@ def set_generation_defaults(model, tokenizer, guidance_scale: float = 5.0) -> No
     gc.eos_token_id = tokenizer.eos_token_id
     gc.guidance_scale = guidance_scale
     gc.generation_kwargs = {"boi_token_id": tokenizer.convert_tokens_to_ids(tokenizer.boi_token)}
+    # Marked as our own settings: transformers re-derives (and drops generation_kwargs from) configs that
+    # say they came from the model config.
+    gc._from_model_config = False
 
 
 def arch_dict(arch: JanusArch) -> dict:
@@ -167,7 +172,7 @@ def cache_root() -> Path:
 
 def cached_tiny_dir(arch: JanusArch = TINY, seed: int = 0) -> Path:
     """A saved tiny random Janus (HF layout), keyed by a hash of its architecture and seed."""
-    key = hashlib.sha256(json.dumps([arch_dict(arch), seed], sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([arch_dict(arch), seed, FACTORY_VERSION], sort_keys=True).encode()).hexdigest()[:12]
     path = cache_root() / f"tiny-{key}"
     if not (path / "config.json").is_file():
         model, processor = build_janus(arch, seed=seed)

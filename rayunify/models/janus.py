@@ -115,6 +115,10 @@ class JanusUnifiedModel(UnifiedModel):
         path = check_checkpoint_dir(path)
         model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         processor = JanusProcessor.from_pretrained(path)
+        if "boi_token_id" not in (getattr(model.generation_config, "generation_kwargs", None) or {}):
+            from rayunify.models.factory import set_generation_defaults
+
+            set_generation_defaults(model, processor.tokenizer)  # so plain `generate(generation_mode="image")` works
         return cls(model, processor, trainable=trainable, lora=lora)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -316,7 +320,10 @@ class JanusUnifiedModel(UnifiedModel):
         image_tokens: torch.Tensor,
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
+        drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Teacher-forced log-probs (B, T); `drop_prompt` (B,) bool replaces those prompts by the
+        unconditional one (for training the unconditional branch that guidance needs)."""
         if geometry not in ("conditional", "cfg"):
             raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
         image_tokens = image_tokens.to(self.device)
@@ -325,6 +332,9 @@ class JanusUnifiedModel(UnifiedModel):
                 f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
             )
         ids, mask = self.generation_prompt_ids(prompts)
+        if drop_prompt is not None:
+            # Classifier-free-guidance training: dropped rows see the unconditional prompt, as sampling does.
+            ids = torch.where(drop_prompt.to(self.device)[:, None], self._unconditional_ids(ids), ids)
         use_cfg = geometry == "cfg" and guidance_scale != 1.0
         if use_cfg:
             ids, mask = torch.cat([ids, self._unconditional_ids(ids)]), torch.cat([mask, mask])

@@ -1,0 +1,104 @@
+"""What the learner trains and what every model-holding actor receives: the unified model as one module.
+
+`PolicyModule` registers the Janus model as its only submodule, so parameter names are identical in the
+learner (inside DeepSpeed), the rollout actors and the live self-judges: a weight push is a name-for-name
+copy. Its forward is the teacher-forced image log-prob pass. The loss functions below are module-level
+(picklable) and are what the generic `LearnerWorker` calls with its engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rayunify.algos import dpo_objective, sft_objective
+from rayunify.models.base import UnifiedModel
+from rayunify.types import Geometry
+
+
+class PolicyModule(torch.nn.Module):
+    def __init__(self, unified: UnifiedModel, keep_reference_copy: bool = False):
+        super().__init__()
+        self.janus = unified.model  # type: ignore[attr-defined]
+        object.__setattr__(self, "unified", unified)  # a plain attribute: not a second registration
+        object.__setattr__(self, "_reference_lm", None)
+        uses_lora = getattr(unified, "peft_model", None) is not None
+        if keep_reference_copy and not uses_lora:
+            # Full language-model training keeps a frozen copy for reference log-probs (TRL's ref_model).
+            # With LoRA the reference is the same weights with the adapter disabled: no copy.
+            ref = copy.deepcopy(unified.language_model).requires_grad_(False).eval()  # type: ignore[attr-defined]
+            object.__setattr__(self, "_reference_lm", ref)
+
+    def forward(self, prompts: list[str], image_tokens: torch.Tensor, geometry: Geometry, guidance_scale: float):
+        return self.unified.image_logprobs(prompts, image_tokens, geometry=geometry, guidance_scale=guidance_scale)
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        if self._reference_lm is None:
+            with self.unified.reference():
+                yield
+            return
+        janus_model = self.janus.model
+        live = janus_model.language_model
+        janus_model.language_model = self._reference_lm
+        try:
+            yield
+        finally:
+            janus_model.language_model = live
+
+
+@dataclass
+class TrainBatch:
+    """One rank's share of a step: prompts and image tokens (chosen / rejected for DPO, accepted for SFT)."""
+
+    prompts: list[str]
+    chosen: torch.Tensor  # (B, T)
+    rejected: torch.Tensor | None = None  # (B, T), DPO only
+    ref_chosen: torch.Tensor | None = None  # (B,), DPO only
+    ref_rejected: torch.Tensor | None = None
+    geometry: Geometry = "conditional"
+    guidance_scale: float = 5.0
+
+
+def _sequence_logps(engine: Any, prompts: list[str], tokens: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
+    return engine(prompts, tokens, batch.geometry, batch.guidance_scale).sum(-1)
+
+
+def dpo_loss_fn(
+    engine: Any, batch: TrainBatch, *, beta: float, loss_type: str, label_smoothing: float, nll_weight: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Chosen and rejected go through one forward (2B rows): one pass of the model per step."""
+    assert batch.rejected is not None and batch.ref_chosen is not None and batch.ref_rejected is not None
+    n = len(batch.prompts)
+    logps = _sequence_logps(engine, batch.prompts * 2, torch.cat([batch.chosen, batch.rejected]), batch)
+    return dpo_objective(
+        logps[:n],
+        logps[n:],
+        batch.ref_chosen.to(logps),
+        batch.ref_rejected.to(logps),
+        batch.chosen.shape[1],
+        beta=beta,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        nll_weight=nll_weight,
+    )
+
+
+def sft_loss_fn(engine: Any, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    return sft_objective(_sequence_logps(engine, batch.prompts, batch.chosen, batch), batch.chosen.shape[1])
+
+
+@torch.no_grad()
+def reference_logps_fn(engine: Any, batch: TrainBatch) -> tuple[list[float], list[float]]:
+    """Summed reference log-probs of chosen and rejected images, in the batch's geometry."""
+    assert batch.rejected is not None
+    module: PolicyModule = engine.module if hasattr(engine, "module") else engine
+    n = len(batch.prompts)
+    with module.reference():
+        logps = _sequence_logps(module, batch.prompts * 2, torch.cat([batch.chosen, batch.rejected]), batch)
+    return logps[:n].tolist(), logps[n:].tolist()

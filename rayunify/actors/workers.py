@@ -1,0 +1,164 @@
+"""The model-holding roles: rollout (generation) and judge (understanding). Plain classes; the driver
+wraps them as Ray actors with resources from config.
+
+Both hold a `PolicyModule`, so they accept the learner's weight pushes name for name and refuse stale or
+partial ones (`rayunify.weights.apply_update`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rayunify.config import Config
+from rayunify.types import JudgedSample, Prompt, Sample, SamplingSettings
+
+
+def _limit_threads(num_cpus: float) -> None:
+    # Several model-holding actors share the machine; torch's default of "all cores each" oversubscribes.
+    threads = max(1, int(num_cpus))
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+@dataclass
+class Rollout:
+    """A chunk of generated samples with their decoded images (for the judge and for logging only)."""
+
+    chunk: int
+    samples: list[Sample]
+    images: np.ndarray  # (len(samples), H, W, 3) uint8
+    generate_s: float
+    decode_s: float
+
+
+def sampling_settings(cfg: Config) -> SamplingSettings:
+    s = cfg.sampling
+    return SamplingSettings(
+        guidance_scale=s.guidance_scale, temperature=s.temperature, top_k=s.top_k, geometry=s.geometry
+    )
+
+
+class ModelHolder:
+    """Shared by rollout and judge roles: builds the unified model and applies weight pushes."""
+
+    def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
+        from rayunify.actors.policy import PolicyModule
+        from rayunify.models import build_model
+
+        _limit_threads(num_cpus)
+        self.cfg = Config.model_validate(config)
+        self.unified = build_model(self.cfg.model, seed=self.cfg.trainer.seed)
+        self.policy = PolicyModule(self.unified)
+        # A push must cover exactly the trainable tensors: a subset would leave the actor half-updated.
+        self.expected_names = {n for n, p in self.policy.named_parameters() if p.requires_grad}
+        self.version = 0
+
+    def apply_weight_update(self, update: Any) -> int:
+        from rayunify.weights import apply_update
+
+        self.version = apply_update(self.policy, update, self.version, expected_names=self.expected_names)
+        return self.version
+
+    def get_version(self) -> int:
+        return self.version
+
+
+class RolloutWorker(ModelHolder):
+    def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int) -> Rollout:
+        start = time.perf_counter()
+        out = self.unified.generate([p.text for p in prompts], n=n, settings=sampling_settings(self.cfg), seed=seed)
+        generated = time.perf_counter()
+        images = self.unified.decode_images(out.image_tokens)
+        tokens = out.image_tokens.cpu().numpy()
+        settings = sampling_settings(self.cfg)
+        samples = [
+            Sample(
+                sample_id=f"{seed}-{chunk}-{i}",
+                prompt=prompts[i // n],
+                image_tokens=tokens[i],
+                policy_version=self.version,
+                sampling=settings,
+            )
+            for i in range(len(tokens))
+        ]
+        return Rollout(chunk, samples, images, generated - start, time.perf_counter() - generated)
+
+    def evaluate(self, prompts: list[Prompt], n: int, seed: int) -> tuple[dict, list]:
+        """The current model's unification report against ShapesWorld's checker (or the guard reference)."""
+        from rayunify.evaluation import evaluate
+        from rayunify.judging import build_judge
+
+        reference = build_judge(self.cfg.guard.reference, lambda: self.unified)
+        result = evaluate(self.unified, prompts, reference, n_per_prompt=n, settings=sampling_settings(self.cfg), seed=seed)
+        return result.report, result.items
+
+    def probe(self, prompts: list[str], images: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+        """The paper's false-positive probe: the judge's P(yes) and the generation log-likelihood of fixed
+        images the base model accepted but the reference rejects. Co-improvement: both fall together."""
+        judgements = self.unified.judge(list(images), prompts)
+        with torch.no_grad():
+            logps = self.unified.image_logprobs(
+                prompts, torch.as_tensor(tokens), geometry=self.cfg.sampling.geometry,
+                guidance_scale=self.cfg.sampling.guidance_scale,
+            )  # fmt: skip
+        return {
+            "probe/p_yes": float(np.mean([j.score for j in judgements])),
+            "probe/gen_logp_per_token": float(logps.mean()),
+            "probe/size": float(len(prompts)),
+        }
+
+    def export(self, path: str) -> str:
+        self.unified.save_pretrained(path)
+        return path
+
+
+class JudgeWorker:
+    """The training judge (and the guard's reference judge, on a share of samples)."""
+
+    def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
+        from rayunify.judging import build_judge
+
+        _limit_threads(num_cpus)
+        self.cfg = Config.model_validate(config)
+        self.holder: ModelHolder | None = None
+        self.judge = build_judge(self.cfg.judge, self._model)
+        self.reference = build_judge(self.cfg.guard.reference, self._model) if self.cfg.guard.enabled else None
+
+    def _model(self):
+        if self.holder is None:
+            self.holder = ModelHolder(self.cfg.model_dump(mode="json"))
+        return self.holder.unified
+
+    def apply_weight_update(self, update: Any) -> int:
+        if self.holder is None:
+            raise RuntimeError("this judge holds no model: it takes no weight pushes")
+        return self.holder.apply_weight_update(update)
+
+    def get_version(self) -> int:
+        return -1 if self.holder is None else self.holder.version
+
+    def judge_rollout(
+        self, rollout: Rollout, reference_fraction: float, seed: int
+    ) -> tuple[list[JudgedSample], float]:
+        """Judge a chunk; the guard's reference also scores a seeded `reference_fraction` of it."""
+        start = time.perf_counter()
+        prompts = [s.prompt for s in rollout.samples]
+        verdicts = self.judge.judge(list(rollout.images), prompts)
+        references: list[Any] = [None] * len(prompts)
+        if self.reference is not None and reference_fraction > 0:
+            chosen = np.flatnonzero(np.random.default_rng(seed).random(len(prompts)) < reference_fraction)
+            if len(chosen):
+                ref = self.reference.judge([rollout.images[i] for i in chosen], [prompts[i] for i in chosen])
+                for i, j in zip(chosen, ref, strict=True):
+                    references[i] = j
+        judged = [
+            JudgedSample(sample, verdict, reference)
+            for sample, verdict, reference in zip(rollout.samples, verdicts, references, strict=True)
+        ]
+        return judged, time.perf_counter() - start

@@ -1,0 +1,183 @@
+"""The training-data service: prompt schedule, Algorithm-1 pairing, curriculum and the replay buffer.
+
+One pure class (`TrainingData`) that the Ray layer runs as the replay-buffer actor. It decides which
+prompts are generated next (admission schedule, discard-pool replays), turns judged groups into SFT
+samples and DPO pairs, keeps the per-prompt difficulty that ranks pairs, and hands out training batches.
+Everything it holds is in `state_dict()`, so a resumed run continues with the same buffer and curriculum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rayunify.buffer import ReplayBuffer
+from rayunify.curriculum import AdmissionSchedule, DifficultyTracker, DiscardPool
+from rayunify.pairing import build_group_outcome
+from rayunify.types import JudgedSample, PreferencePair, Prompt
+
+
+class TrainingData:
+    def __init__(
+        self,
+        prompts: Sequence[Prompt],
+        curriculum: str = "none",
+        replay_at: Sequence[int] = (),
+        priority_alpha: float = 1.0,
+        admit_threshold: float = 0.5,
+        smoothing: float = 0.3,
+        category_order: Sequence[str] | None = None,
+        capacity: int = 10_000,
+        seed: int = 0,
+    ) -> None:
+        if not prompts:
+            raise ValueError("training needs at least one prompt")
+        if curriculum not in ("none", "replay", "adaptive"):
+            raise ValueError(f"curriculum.type={curriculum!r}: choose none, replay or adaptive")
+        self.prompts = list(prompts)
+        self.by_id = {p.prompt_id: p for p in self.prompts}
+        adaptive = curriculum == "adaptive"
+        self.buffer = ReplayBuffer(capacity=capacity, alpha=priority_alpha if adaptive else 0.0)
+        self.tracker = DifficultyTracker(decay=1.0 - smoothing if adaptive else 1.0)
+        self.pool = DiscardPool(replay_at=replay_at if curriculum != "none" else ())
+        self.schedule = self._admission(adaptive, category_order, admit_threshold)
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(self.prompts)).tolist()
+        self.cursor = 0
+        self.reference: dict[str, tuple[float, float]] = {}  # pair key → stored reference log-probs
+        self.counters = {"prompts_consumed": 0, "groups": 0, "pairs": 0, "sft": 0, "replayed_prompts": 0}
+
+    def _admission(self, adaptive: bool, order: Sequence[str] | None, threshold: float) -> AdmissionSchedule | None:
+        if not adaptive:
+            return None
+        categories = list(order or [])
+        categories += sorted({p.category for p in self.prompts} - set(categories))
+        return AdmissionSchedule.from_categories(self.prompts, categories, pass_threshold=threshold)
+
+    # ------------------------------------------------------------------ prompts
+    def next_prompts(self, k: int) -> list[Prompt]:
+        """The next k admitted prompts, cycling through a seeded shuffle of the training set."""
+        chosen: list[Prompt] = []
+        scanned = 0
+        while len(chosen) < k and scanned < 2 * len(self.order):
+            prompt = self.prompts[self.order[self.cursor]]
+            self.cursor = (self.cursor + 1) % len(self.order)
+            if self.cursor == 0:
+                self.order = self.rng.permutation(len(self.prompts)).tolist()
+            scanned += 1
+            if self.schedule is None or self.schedule.admitted(prompt):
+                chosen.append(prompt)
+        return chosen
+
+    def all_prompts(self) -> list[Prompt]:
+        """Offline mode builds its dataset from every training prompt once."""
+        return list(self.prompts)
+
+    def size(self, kind: str) -> int:
+        return self.buffer.size(kind)  # type: ignore[arg-type]
+
+    def replay_due(self, when: int) -> bool:
+        return self.pool.due(when)
+
+    def replay_prompts(self) -> list[Prompt]:
+        """The paper's Algorithm 2: every pooled prompt is regenerated with the current model."""
+        return self.pool.prompts()
+
+    # ------------------------------------------------------------------ judged groups → training items
+    def add_groups(self, groups: Sequence[Sequence[JudgedSample]], step: int, replay_at: int | None = None) -> dict:
+        """Pair each prompt's group, update difficulty and pool. `replay_at` marks a discard-pool replay."""
+        outcomes = [build_group_outcome(g, created_step=step) for g in groups if g]
+        for group in groups:
+            if group:
+                self.tracker.update_group(group)
+        if replay_at is not None:
+            recovered = self.pool.replay_outcomes(outcomes, when=replay_at)
+            self.counters["replayed_prompts"] += len(outcomes)
+        else:
+            self.pool.add_discarded(outcomes)
+            recovered = []
+        pairs = [o.pair for o in outcomes if o.pair is not None]
+        accepted = [s for o in outcomes for s in o.accepted]
+        self.buffer.add_pairs(pairs)
+        self.buffer.add_sft(accepted)
+        self.buffer.update_difficulty(self.tracker.scores())
+        opened = False
+        if self.schedule is not None:
+            opened = self.schedule.update(self.tracker.mean_pass_rate(self.schedule.admitted_ids()))
+        self.counters["groups"] += len(outcomes)
+        self.counters["pairs"] += len(pairs)
+        self.counters["sft"] += len(accepted)
+        if replay_at is None:
+            self.counters["prompts_consumed"] += len(outcomes)
+        valid = sum(o.n_valid for o in outcomes)
+        rejected = sum(o.n_rejected for o in outcomes)
+        return {
+            "data/groups": float(len(outcomes)),
+            "data/pairs_made": float(len(pairs)),
+            "data/accepted": float(len(accepted)),
+            "data/discarded": float(sum(o.discard for o in outcomes)),
+            "data/invalid": float(sum(o.n_invalid for o in outcomes)),
+            "data/recovered": float(len(recovered)),
+            "data/nonunified": rejected / valid if valid else math.nan,
+            "data/level_opened": float(opened),
+        }
+
+    # ------------------------------------------------------------------ batches
+    def sample(self, kind: str, batch_size: int, current_version: int, max_staleness: int | None) -> list:
+        items = self.buffer.sample(batch_size, self.rng, current_version, max_staleness, kind=kind)  # type: ignore[call-overload]
+        if kind == "pair":
+            for pair in items:
+                stored = self.reference.get(pair_key(pair))
+                if stored is not None:
+                    pair.ref_chosen_logp, pair.ref_rejected_logp = stored
+        return items
+
+    def store_reference(self, keys: Sequence[str], chosen: Sequence[float], rejected: Sequence[float]) -> None:
+        """Reference log-probs are computed once per pair (by the learner) and kept for its later draws."""
+        for key, c, r in zip(keys, chosen, rejected, strict=True):
+            self.reference[key] = (float(c), float(r))
+        if len(self.reference) > 4 * self.buffer.capacity:
+            live = {pair_key(p) for p in self.buffer.items("pair")}  # type: ignore[arg-type]
+            self.reference = {k: v for k, v in self.reference.items() if k in live}
+
+    # ------------------------------------------------------------------ state
+    def metrics(self) -> dict[str, float]:
+        out = {f"data/{k}": float(v) for k, v in self.counters.items()}
+        out.update(self.buffer.metrics())
+        out.update(self.tracker.metrics())
+        out.update(self.pool.metrics())
+        if self.schedule is not None:
+            out.update(self.schedule.metrics())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "buffer": self.buffer.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "pool": self.pool.state_dict(),
+            "schedule": None if self.schedule is None else self.schedule.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "order": list(self.order),
+            "cursor": self.cursor,
+            "reference": dict(self.reference),
+            "counters": dict(self.counters),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.pool.load_state_dict(state["pool"])
+        if self.schedule is not None and state["schedule"] is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        self.rng.bit_generator.state = state["rng"]
+        self.order = list(state["order"])
+        self.cursor = int(state["cursor"])
+        self.reference = {k: tuple(v) for k, v in state["reference"].items()}  # type: ignore[misc]
+        self.counters = dict(state["counters"])
+
+
+def pair_key(pair: PreferencePair) -> str:
+    return f"{pair.chosen.sample_id}|{pair.rejected.sample_id}"

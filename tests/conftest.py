@@ -1,0 +1,12 @@
+"""Shared test set-up: Ray stays on loopback and writes no auth token; wandb stays offline."""
+
+from __future__ import annotations
+
+import os
+
+# Read when ray is imported (NOTES §4): a local cluster binds 127.0.0.1 only.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,233 @@
+"""The Ray runtime on a real local cluster: actor groups, DeepSpeed learner ranks, weight push.
+
+A tiny MLP stands in for the model, so these tests exercise the infrastructure only. The whole file
+takes about a minute on 2 cores; most of it is starting actor processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+# Read when ray is imported: keeps every Ray address on 127.0.0.1 (NOTES §4). Token auth is pointless for
+# a loopback-only test cluster, and turning it off keeps the tests from writing ~/.ray/auth_token.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import pytest  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from ray._private import ray_constants  # noqa: E402
+
+from rayunify.actors.group import ActorGroup  # noqa: E402
+from rayunify.actors.learner import LearnerGroup  # noqa: E402
+from rayunify.weights import StaleUpdateError, WeightUpdate, apply_update, tensors_checksum  # noqa: E402
+
+IN, HIDDEN, OUT = 8, 16, 4
+SEED = 0
+
+
+def tiny_mlp():
+    """The model factory: the first layer stays frozen, like Janus's vision tower beside the trained LLM."""
+    model = torch.nn.Sequential(
+        torch.nn.Linear(IN, HIDDEN),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN, HIDDEN),
+        torch.nn.ReLU(),
+        torch.nn.Linear(HIDDEN, OUT),
+    )
+    return model, lambda name: not name.startswith("0.")
+
+
+def mse_loss(model, batch):
+    pred = model(batch["x"])
+    return ((pred - batch["y"]) ** 2).mean(), {"pred_abs": pred.abs().mean().item()}
+
+
+def make_batch(seed: int, nan: bool = False) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, IN, generator=gen)
+    if nan:
+        x[0, 0] = float("nan")
+    return {"x": x, "y": torch.randn(16, OUT, generator=gen)}
+
+
+def ds_config(stage: int) -> dict:
+    return {"train_micro_batch_size_per_gpu": 16, "zero_optimization": {"stage": stage}}
+
+
+class MLPReceiver:
+    """Stands in for a rollout actor: holds the same model and takes weight pushes."""
+
+    def __init__(self, seed: int = SEED) -> None:
+        torch.manual_seed(seed)
+        self.model, _ = tiny_mlp()
+        self.version = 0
+
+    def apply_weight_update(self, update: WeightUpdate) -> int:
+        self.version = apply_update(self.model, update, self.version)
+        return self.version
+
+    def checksum(self) -> str:
+        return tensors_checksum(self.model.named_parameters())
+
+    def get_version(self) -> int:
+        return self.version
+
+
+class Counter:
+    def __init__(self, start: int, step: int = 1) -> None:
+        self.value, self.step = start, step
+
+    def bump(self) -> int:
+        return self.add(self.step)
+
+    def add(self, n: int) -> int:
+        self.value += n
+        return self.value
+
+    def die(self) -> None:
+        os._exit(1)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        pytest.fail(
+            "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set: it would leave loopback"
+        )
+    # Workers cannot import this test module (tests/ is not on their path): ship its code by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    start = time.perf_counter()
+    # address="local": a new cluster even if someone's `ray start` head is recorded in /tmp/ray.
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
+    print(f"\nray.init: {time.perf_counter() - start:.1f} s")
+    yield
+    ray.shutdown()
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def zero2_pair(ray_cluster):
+    """Two ZeRO-2 ranks over gloo, shared by the tests below (starting ranks dominates the run time)."""
+    start = time.perf_counter()
+    group = LearnerGroup(
+        2, tiny_mlp, mse_loss, ds_config(2), optimizer_kwargs={"lr": 1e-2}, num_cpus_per_rank=0.5, seed=SEED
+    )
+    print(f"2-rank ZeRO-2 group up in {time.perf_counter() - start:.1f} s; per rank {group.setup_info}")
+    yield group
+    group.kill()
+
+
+def test_actor_group_runs_and_restarts_a_dead_actor(ray_cluster):
+    group = ActorGroup(
+        Counter, 2, num_cpus=0.25, kwargs={"step": 10}, rank_kwargs=[{"start": 0}, {"start": 100}]
+    )
+    try:
+        assert group.run("bump") == [10, 110]
+        assert ray.get(group.async_run_each("add", [1, 2])) == [11, 112]
+        # An actor dying mid-call: the driver sees RayActorError on the in-flight ref.
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(group.actors[1].die.remote())
+        assert group.alive() == [True, False]
+        group.restart(1)
+        # The new actor has the old constructor arguments and fresh state.
+        assert group.run("bump") == [21, 110] and group.restarts == [0, 1]
+    finally:
+        group.kill()
+
+
+def test_two_ranks_step_and_stay_bit_identical(zero2_pair):
+    before = zero2_pair.param_checksums()
+    assert before[0] == before[1]  # same seed, same initial weights
+    for step in range(2):
+        metrics = zero2_pair.train_step([make_batch(10 * step), make_batch(10 * step + 1)])
+    print(f"2-rank ZeRO-2 train step: {metrics['step_s'] * 1000:.0f} ms")
+    after = zero2_pair.param_checksums()
+    assert after[0] != before[0], "a step must change the parameters"
+    assert after[0] == after[1], "ZeRO-2 ranks drifted apart"
+    assert metrics["version"] == 2 and zero2_pair.versions() == [2, 2]
+    assert {"loss", "pred_abs", "step_s"} <= metrics.keys()
+
+
+def test_nan_loss_raises_on_every_rank_and_changes_nothing(zero2_pair):
+    before, versions = zero2_pair.param_checksums(), zero2_pair.versions()
+    # Only rank 1 sees the NaN: both ranks must still refuse (else rank 0 would hang in backward).
+    refs = zero2_pair.async_train_step([make_batch(7), make_batch(8, nan=True)])
+    for ref in refs:
+        with pytest.raises(FloatingPointError, match="non-finite loss"):
+            ray.get(ref)
+    assert zero2_pair.param_checksums() == before and zero2_pair.versions() == versions
+    # The engine is still usable afterwards.
+    assert zero2_pair.train_step([make_batch(7), make_batch(8)])["version"] == versions[0] + 1
+
+
+def test_checkpoint_round_trip_restores_params_and_version(zero2_pair, tmp_path):
+    zero2_pair.train_step([make_batch(1), make_batch(2)])
+    saved_sum, saved_version = zero2_pair.param_checksums(), zero2_pair.versions()
+    zero2_pair.save_checkpoint(str(tmp_path), "step_x", {"consumed_prompts": 42})
+    zero2_pair.train_step([make_batch(3), make_batch(4)])
+    assert zero2_pair.param_checksums() != saved_sum
+    client_state = zero2_pair.load_checkpoint(str(tmp_path))  # tag from DeepSpeed's "latest" file
+    assert client_state["consumed_prompts"] == 42
+    assert zero2_pair.param_checksums() == saved_sum and zero2_pair.versions() == saved_version
+    # Optimizer state came back too: the same batch from the same state gives the same weights.
+    zero2_pair.train_step([make_batch(3), make_batch(4)])
+    again = zero2_pair.param_checksums()
+    zero2_pair.load_checkpoint(str(tmp_path), tag="step_x")
+    zero2_pair.train_step([make_batch(3), make_batch(4)])
+    assert zero2_pair.param_checksums() == again
+
+
+def test_load_missing_checkpoint_is_an_error(zero2_pair, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no DeepSpeed checkpoint"):
+        zero2_pair.load_checkpoint(str(tmp_path / "nothing"))
+
+
+def test_zero3_single_rank_push_to_receiver(ray_cluster):
+    learner = LearnerGroup(
+        1, tiny_mlp, mse_loss, ds_config(3), optimizer_kwargs={"lr": 1e-2}, num_cpus_per_rank=0.5
+    )
+    receiver = ray.remote(MLPReceiver).options(num_cpus=0.25).remote()
+    try:
+        print(f"1-rank ZeRO-3 group up; {learner.setup_info[0]}")
+        assert ray.get(receiver.checksum.remote()) == learner.group.run("param_checksum", False)[0]
+        learner.train_step([make_batch(0)])
+        stats = learner.push_weights([receiver], bucket_mb=0.001)  # ~1 KiB buckets: several, to exercise them
+        print(f"ZeRO-3 push: {stats}")
+        assert (
+            stats.version == 1
+            and stats.num_tensors == 4
+            and stats.num_bytes == 4 * (16 * 16 + 16 + 4 * 16 + 4)
+        )
+        assert ray.get(receiver.get_version.remote()) == 1
+        # Gathered ZeRO-3 weights reached the receiver bit for bit (frozen layer included, same seed).
+        assert ray.get(receiver.checksum.remote()) == learner.group.run("param_checksum", False)[0]
+
+        # The same version again is stale: refused, receiver untouched.
+        before = ray.get(receiver.checksum.remote())
+        with pytest.raises(StaleUpdateError, match="already has version 1"):
+            learner.push_weights([receiver])
+        assert ray.get(receiver.checksum.remote()) == before and ray.get(receiver.get_version.remote()) == 1
+    finally:
+        ray.kill(receiver)
+        learner.kill()
+
+
+def test_push_from_two_ranks_to_two_receivers(zero2_pair):
+    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(2)]
+    try:
+        ray.get([r.get_version.remote() for r in receivers])  # started, so the sync time is the push alone
+        zero2_pair.train_step([make_batch(5), make_batch(6)])
+        stats = zero2_pair.push_weights(receivers)
+        print(f"2-rank ZeRO-2 push to 2 receivers: {stats}")
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+        assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+    finally:
+        for r in receivers:
+            ray.kill(r)
