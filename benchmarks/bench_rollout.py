@@ -57,8 +57,8 @@ def bandwidth_fraction(um: JanusUnifiedModel, seconds: float) -> float | None:
 
 
 def run(arch_name: str, dtype: str, device: str, batches: list[int], n: int, repeats: int) -> list[dict]:
-    model, processor = build_janus(ARCHS[arch_name], seed=0, dtype=getattr(torch, dtype))
-    um = JanusUnifiedModel(model.to(device), processor)
+    model, processor = build_janus(ARCHS[arch_name], seed=0, dtype=getattr(torch, dtype), device=device)
+    um = JanusUnifiedModel(model, processor)
     settings = SamplingSettings(guidance_scale=5.0)
     rows = []
     for batch in batches:

@@ -51,6 +51,19 @@ def test_seeded_sampling_equals_transformers_generate(tiny):
     assert torch.equal(theirs, ours.image_tokens)
 
 
+def test_static_shape_decode_step_matches_eager(tiny):
+    """The fixed-shape step that GPUs capture as a CUDA graph gives the same tokens as the eager step."""
+    settings = SamplingSettings(guidance_scale=3.0)
+    eager = tiny.generate(["a circle", "two big red squares"], n=2, settings=settings, seed=5)
+    tiny.decode_mode = "static"
+    try:
+        static = tiny.generate(["a circle", "two big red squares"], n=2, settings=settings, seed=5)
+    finally:
+        tiny.decode_mode = "auto"
+    assert torch.equal(eager.image_tokens, static.image_tokens)
+    torch.testing.assert_close(eager.logprobs, static.logprobs, atol=1e-4, rtol=1e-4)
+
+
 def test_same_seed_same_images_and_batch_invariance(tiny):
     settings = SamplingSettings(guidance_scale=5.0)
     a = tiny.generate(["a green triangle"], n=2, settings=settings, seed=1)

@@ -54,7 +54,7 @@ class JanusArch:
 
 
 # Bump when what the factory saves changes, so cached built-in models are rebuilt.
-FACTORY_VERSION = 2
+FACTORY_VERSION = 3
 TINY = JanusArch()
 # Janus-Pro-1B (deepseek-community/Janus-Pro-1B config.json): 24-layer 2048-wide LLaMA, SigLIP-L/16 at 384,
 # 16384-entry VQ codebook, 576 image tokens.
@@ -97,7 +97,7 @@ def janus_config(arch: JanusArch, tokenizer):
     from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
 
     text = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=max(len(tokenizer), arch.vocab_size),  # the real embedding shape, even if few ids are used
         hidden_size=arch.hidden_size,
         intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_layers,
@@ -135,14 +135,17 @@ def janus_config(arch: JanusArch, tokenizer):
     )
 
 
-def build_janus(arch: JanusArch = TINY, corpus: Iterable[str] | None = None, seed: int = 0, dtype=torch.float32):
+def build_janus(
+    arch: JanusArch = TINY, corpus: Iterable[str] | None = None, seed: int = 0, dtype=torch.float32, device="cpu"
+):
     """A random-init Janus model and its processor, fully offline and deterministic for a seed."""
     from transformers import JanusForConditionalGeneration
 
     processor = build_processor(arch, corpus)
     config = janus_config(arch, processor.tokenizer)
     torch.manual_seed(seed)
-    model = JanusForConditionalGeneration(config).to(dtype)
+    with torch.device(device):  # initialise where it will run: a 1B model inits in seconds on a GPU
+        model = JanusForConditionalGeneration(config).to(dtype)
     set_generation_defaults(model, processor.tokenizer)
     model.eval()
     return model, processor

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from rayunify import judges
 from rayunify.models.base import GenerationOutput, UnifiedModel
+from rayunify.models.kvcache import PreallocatedKV, StaticKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
 Trainable = Literal["language_model", "lora"]
@@ -87,6 +88,9 @@ class JanusUnifiedModel(UnifiedModel):
             raise ValueError(f"model.trainable={trainable!r}: choose one of 'language_model', 'lora'")
         self.num_image_tokens = model.config.vision_config.num_image_tokens
         self._image_embedding_table: torch.Tensor | None = None
+        # auto: CUDA-graph replay of the decode step on GPUs (GraphDecoder), eager steps elsewhere;
+        # "static" runs the graph's fixed-shape step without capturing it (to test it on CPU).
+        self.decode_mode: Literal["auto", "eager", "static", "graph"] = "auto"
         lm = self.language_model
         self._lean_decode = all(hasattr(lm, a) for a in ("layers", "norm", "rotary_emb")) and (
             lm.config._attn_implementation in ("sdpa", "eager")
@@ -220,24 +224,19 @@ class JanusUnifiedModel(UnifiedModel):
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
         ids, mask = self.generation_prompt_ids(prompts)
         use_cfg = settings.guidance_scale > 1
-        hidden, cache, mask = self._prefill_for_generation(ids, mask, n, use_cfg)
+        scale = settings.guidance_scale if use_cfg else 1.0
+        decoder = self._decoder(*self._prefill_for_generation(ids, mask, n, use_cfg), scale)
         rows = ids.shape[0] * n
         tokens = torch.empty(rows, self.num_image_tokens, dtype=torch.long, device=self.device)
         logprobs = torch.empty(rows, self.num_image_tokens, dtype=torch.float32, device=self.device)
-        positions = _positions(mask)[:, -1:]
         for step in range(self.num_image_tokens):
-            logits = self._guided_logits(hidden, settings.guidance_scale if use_cfg else 1.0)
+            logits = decoder.logits()
             next_token = self._pick(logits, settings, generator, greedy)
             tokens[:, step] = next_token
             logprobs[:, step] = torch.log_softmax(logits, -1).gather(-1, next_token[:, None]).squeeze(-1)
-            if step + 1 == self.num_image_tokens:
-                break
-            embeds = self._image_token_embeddings(next_token[:, None])
-            if use_cfg:
-                embeds = torch.cat([embeds, embeds])
-            mask = F.pad(mask, (0, 1), value=1)
-            positions = positions + 1
-            hidden = self._decode_step(embeds, mask, positions, cache)
+            if step + 1 < self.num_image_tokens:
+                embeds = self._image_token_embeddings(next_token[:, None])
+                decoder.advance(torch.cat([embeds, embeds]) if use_cfg else embeds)
         images = self.decode_images(tokens) if decode else None
         return GenerationOutput(image_tokens=tokens, logprobs=logprobs, images=images)
 
@@ -258,6 +257,8 @@ class JanusUnifiedModel(UnifiedModel):
             cache.batch_repeat_interleave(n)
             hidden = hidden.repeat_interleave(n, dim=0)
             mask = mask.repeat_interleave(n, dim=0)
+        if self._lean_decode:
+            cache = PreallocatedKV(cache, extra_tokens=self.num_image_tokens)
         return hidden, cache, mask
 
     def _image_token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -267,18 +268,22 @@ class JanusUnifiedModel(UnifiedModel):
             self._image_embedding_table = self.model.prepare_embeddings_for_image_generation(codebook).detach()
         return self._image_embedding_table[tokens]
 
-    def _decode_step(self, embeds, mask, positions, cache) -> torch.Tensor:
-        """One cached decoding step of the language model, returning the last hidden state (rows, hidden).
+    def _decoder(self, hidden, cache, mask, guidance_scale: float):
+        mode = self.decode_mode
+        if mode == "auto":
+            mode = "graph" if self.device.type == "cuda" else "eager"
+        if mode in ("graph", "static") and self._lean_decode:
+            return GraphDecoder(self, hidden, cache, mask, guidance_scale, capture=mode == "graph")
+        return EagerDecoder(self, hidden, cache, mask, guidance_scale)
 
-        For LLaMA-style stacks we call the decoder layers directly with a ready boolean mask: the generic
-        forward rebuilds causal masks and output hooks at every step, which dominates small-batch decoding.
+    def _decode_layers(self, embeds, attend, positions, cache) -> torch.Tensor:
+        """One cached step through the decoder layers, returning the last hidden state (rows, hidden).
+
+        For LLaMA-style stacks we call the layers directly with a ready boolean mask: the generic forward
+        rebuilds causal masks and output hooks at every step, which dominates small-batch decoding.
         """
         lm = self.language_model
-        if not self._lean_decode:
-            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-            return out.last_hidden_state[:, -1]
         hidden = embeds
-        attend = mask.bool()[:, None, None, :]  # (rows, 1, q=1, keys): a new token sees every real key
         rotary = lm.rotary_emb(hidden, position_ids=positions)
         for layer in lm.layers:
             hidden = layer(hidden, attention_mask=attend, position_embeddings=rotary, cache=cache, use_cache=True)
@@ -426,3 +431,79 @@ class JanusUnifiedModel(UnifiedModel):
         )
         logits = out.logits[:, -1].float()
         return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
+
+
+class EagerDecoder:
+    """Decodes step by step: the growing KV view is read directly (no masking of unwritten slots)."""
+
+    def __init__(self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float):
+        self.um, self.hidden, self.cache, self.mask = um, hidden, cache, mask
+        self.scale = guidance_scale
+        self.positions = _positions(mask)[:, -1:]
+
+    def logits(self) -> torch.Tensor:
+        return self.um._guided_logits(self.hidden, self.scale)
+
+    def advance(self, embeds: torch.Tensor) -> None:
+        self.mask = F.pad(self.mask, (0, 1), value=1)
+        self.positions = self.positions + 1
+        if not self.um._lean_decode:
+            out = self.um.language_model(
+                inputs_embeds=embeds, attention_mask=self.mask, position_ids=self.positions, cache=self.cache,
+                use_cache=True,
+            )  # fmt: skip
+            self.hidden = out.last_hidden_state[:, -1]
+            return
+        attend = self.mask.bool()[:, None, None, :]  # (rows, 1, q=1, keys): a new token sees every real key
+        self.hidden = self.um._decode_layers(embeds, attend, self.positions, self.cache)
+
+
+class GraphDecoder:
+    """The decode step captured once as a CUDA graph and replayed for every image token.
+
+    At batch sizes where a step is a few hundred small kernels, launch overhead, not the GPU, sets the pace;
+    a graph replays them with one launch. Shapes are fixed: the KV buffers hold prompt + all image tokens,
+    writes go to a position held in a tensor, and a mask hides the slots not written yet.
+    """
+
+    def __init__(self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float, capture: bool = True):
+        self.um, self.scale, self.capture = um, guidance_scale, capture
+        self.cache = StaticKV(cache)
+        self.slot = cache.length  # host-side copy of the write position: no device sync per step
+        total = self.cache.keys[0].shape[-2]
+        self.attend = F.pad(mask, (0, total - mask.shape[1]), value=0).bool()[:, None, None, :].contiguous()
+        self.positions = _positions(mask)[:, -1:].clone()
+        self.embeds = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
+        self.logits_out = um._guided_logits(hidden, guidance_scale).contiguous()
+        self.graph = None
+
+    def logits(self) -> torch.Tensor:
+        return self.logits_out
+
+    def _body(self) -> None:
+        hidden = self.um._decode_layers(self.embeds, self.attend, self.positions, self.cache)
+        self.logits_out.copy_(self.um._guided_logits(hidden, self.scale))
+
+    def advance(self, embeds: torch.Tensor) -> None:
+        # Inputs change in place, outside the graph: the new token's embedding, its mask slot and position.
+        self.embeds.copy_(embeds)
+        self.attend[..., self.slot] = True
+        self.positions += 1
+        if not self.capture:
+            self._body()
+        else:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+        self.cache.position += 1
+        self.slot += 1
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._body()  # warm-up (allocator, cuBLAS handles); rewritten identically by the first replay
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._body()

@@ -1,0 +1,55 @@
+"""A preallocated KV cache for the image-token decode loop.
+
+transformers' DynamicCache concatenates every layer's keys and values at every step: O(length) copies
+per step, which at Janus's 576 steps and large batches moves gigabytes per step on a GPU. This cache
+allocates each layer's buffers once (prompt + all image tokens) and writes each new step in place; the
+attention reads a view of the filled part. It implements the one method LLaMA-style attention calls.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class PreallocatedKV:
+    def __init__(self, prefilled, extra_tokens: int):
+        """Copy a prefilled cache (one with `.layers[i].keys/.values`) into buffers with room to grow."""
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.length = 0
+        for layer in prefilled.layers:
+            k, v = layer.keys, layer.values
+            rows, heads, length, dim = k.shape
+            key_buffer = k.new_empty(rows, heads, length + extra_tokens, dim)
+            value_buffer = v.new_empty(rows, heads, length + extra_tokens, v.shape[-1])
+            key_buffer[:, :, :length] = k
+            value_buffer[:, :, :length] = v
+            self.keys.append(key_buffer)
+            self.values.append(value_buffer)
+            self.length = length
+        self._written = [self.length] * len(self.keys)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        start = self._written[layer_idx]
+        end = start + key_states.shape[-2]
+        if end > self.keys[layer_idx].shape[-2]:
+            raise RuntimeError(f"KV cache full: {end} tokens > {self.keys[layer_idx].shape[-2]} allocated")
+        self.keys[layer_idx][:, :, start:end] = key_states
+        self.values[layer_idx][:, :, start:end] = value_states
+        self._written[layer_idx] = end
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+
+class StaticKV:
+    """Fixed-shape variant for CUDA graphs: writes at a position held in a tensor, attention reads the whole
+    buffer and a mask hides what is not written yet (shapes never change, so one graph serves every step)."""
+
+    def __init__(self, preallocated: PreallocatedKV):
+        self.keys, self.values = preallocated.keys, preallocated.values
+        device = self.keys[0].device
+        self.position = torch.tensor([preallocated.length], dtype=torch.long, device=device)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.keys[layer_idx].index_copy_(2, self.position, key_states)
+        self.values[layer_idx].index_copy_(2, self.position, value_states)
+        return self.keys[layer_idx], self.values[layer_idx]
