@@ -63,6 +63,7 @@ class Trainer:
         self.dpo = cfg.algorithm.type == "dpo"
         self.step = 0
         self.last_update_ref: Any = None
+        self.pushed_version = 0
         self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement)
         self.probe: dict[str, Any] | None = None
         self.skipped_batches = 0
@@ -132,6 +133,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(self.cfg, self.run_dir / "config.yaml")
         self.train_prompts, self.eval_prompts = load_prompts(self.cfg.prompts)
+        self.resolve_builtin_model()
         self.started_ray = init_ray(self.cfg)
         self.build_actors()
         self.logger = RunLogger(self.run_dir, self.cfg, resume=resume)
@@ -140,6 +142,15 @@ class Trainer:
             self.restore()
         else:
             self.evaluate_and_probe()
+
+    def resolve_builtin_model(self) -> None:
+        """Build a built-in model (e.g. the ShapesWorld base) once, here, with its progress bar on the
+        console; the actors then load the cached directory instead of racing to build it."""
+        from rayunify.models import resolve_model_path
+
+        if self.cfg.model.path.startswith("builtin:"):
+            path = resolve_model_path(self.cfg.model.path, seed=self.cfg.trainer.seed)
+            self.cfg = self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"path": path})})
 
     def build_actors(self) -> None:
         import ray
@@ -304,9 +315,9 @@ class Trainer:
         staleness = self.max_staleness()
         kind = "pair" if self.dpo else "sft"
         items = ray_get(self.data.sample.remote(kind, cfg.learner.batch_size, version, staleness))
-        if not items:
+        if not items:  # no usable pair yet (e.g. every group all-accept or all-reject): skip, count, go on
             self.skipped_batches += 1
-            return {"train/skipped_batches": float(self.skipped_batches)}
+            return {"train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
         if self.dpo:
             self.fill_reference_logps(items)
         shards = split(items, cfg.learner.num_ranks)
@@ -362,6 +373,8 @@ class Trainer:
 
     def push_weights(self) -> dict[str, float]:
         """One packed update on rank 0, one RPC per receiver with the same ObjectRef; receivers check versions."""
+        if self.learner_version() == self.pushed_version:
+            return {}  # the learner skipped its step(s): the actors already hold these weights
         started = time.perf_counter()
         update_ref, meta_refs = self.learner.async_build_update()
         meta = ray_get(meta_refs)[0]
@@ -370,6 +383,7 @@ class Trainer:
         if any(v != meta["version"] for v in versions):
             raise RuntimeError(f"receivers report versions {versions} after a push of version {meta['version']}")
         self.last_update_ref = update_ref
+        self.pushed_version = meta["version"]
         return {
             "time/push_s": time.perf_counter() - started,
             "push/bytes": float(meta["num_bytes"]),
@@ -479,8 +493,7 @@ class Trainer:
             self.save_checkpoint()
 
     def finish(self) -> None:
-        if self.learner_version() != self.on_first_rollout("get_version"):
-            self.push_weights()
+        self.push_weights()
         metrics, _ = self.evaluate("final")
         if self.probe:
             metrics.update(self.run_probe())

@@ -32,7 +32,7 @@ def tiny_config(tmp_path: Path, run_name: str, *overrides: str):
         "judge.random_fraction=1.0",
         "prompts.n_train=16",
         "prompts.n_eval=4",
-        "sampling.samples_per_prompt=2",
+        "sampling.samples_per_prompt=4",
         "sampling.guidance_scale=2.0",
         "rollout.num_cpus=0.5",
         "judging.num_cpus=0.5",
