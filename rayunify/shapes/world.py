@@ -1,0 +1,309 @@
+"""ShapesWorld prompts: GenEval-like categories over coloured shapes, where the truth is machine-checkable.
+
+A `Spec` is the meaning of a prompt (which objects, which colours, how many, where); `make_prompt_text`
+writes it in English. Pure Python: no torch, no ray.
+
+The whole prompt space is small (about 1,500 texts), so the train/eval split is made over *meanings*, not
+texts: "a red circle to the left of a blue square" and "a blue square to the right of a red circle" say the
+same thing and always land on the same side. Hence the two splits are disjoint by text and by meaning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayunify.types import Prompt
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# The six saturated corners of the RGB cube: pairwise 255+ apart, so they survive a lossy VQ round trip.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "magenta": (255, 0, 255),
+    "cyan": (0, 255, 255),
+}
+COLOURS: tuple[str, ...] = tuple(PALETTE)
+BACKGROUND: tuple[int, int, int] = (0, 0, 0)  # fixed black canvas
+IMAGE_SIZE = 32
+MAX_OBJECTS = 4  # what fits in 32x32 with objects of 8-13 px and gaps between them
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# Ordered from easiest to hardest. Count 1 is the single_object category ("a circle"), so counting uses 2-4.
+CATEGORIES: tuple[str, ...] = (
+    "single_object",
+    "colour",
+    "two_objects",
+    "counting",
+    "colour_attribution",
+    "position",
+)
+_NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four"}
+_RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """`count` objects of one shape; `colour` None means any palette colour is fine."""
+
+    shape: str
+    colour: str | None = None
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown shape {self.shape!r} (known: {', '.join(SHAPES)})")
+        if self.colour is not None and self.colour not in PALETTE:
+            raise ValueError(f"unknown colour {self.colour!r} (known: {', '.join(COLOURS)})")
+        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_OBJECTS:
+            raise ValueError(f"count must be an integer in 1..{MAX_OBJECTS}, got {self.count!r}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What an image must show. With a relation, it reads `objects[0] <relation> objects[1]`."""
+
+    objects: tuple[ObjectSpec, ...]
+    relation: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objects", tuple(self.objects))
+        if not self.objects:
+            raise ValueError("a spec needs at least one object")
+        if sum(o.count for o in self.objects) > MAX_OBJECTS:
+            raise ValueError(f"at most {MAX_OBJECTS} objects fit in one {IMAGE_SIZE}x{IMAGE_SIZE} image")
+        coloured = {o.colour is not None for o in self.objects}
+        if len(coloured) > 1:
+            raise ValueError("either every object names a colour or none does")
+        kinds = [(o.shape, o.colour) for o in self.objects]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("objects must be distinguishable: no (shape, colour) twice")
+        if self.relation is not None:
+            if self.relation not in RELATIONS:
+                raise ValueError(f"unknown relation {self.relation!r} (known: {', '.join(RELATIONS)})")
+            if len(self.objects) != 2 or any(o.count != 1 for o in self.objects):
+                raise ValueError("a relation links exactly two single objects")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objects": [{"shape": o.shape, "colour": o.colour, "count": o.count} for o in self.objects],
+            "relation": self.relation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Spec:
+        """Builds a spec from `to_dict()` output; any problem is a ValueError that says what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"spec must be an object, got {type(data).__name__}")
+        _reject_unknown_keys(data, {"objects", "relation"}, "spec")
+        if "objects" not in data:
+            raise ValueError("spec is missing key 'objects'")
+        if not isinstance(data["objects"], list):
+            raise ValueError("spec 'objects' must be a list")
+        return cls(tuple(_object_from_dict(o) for o in data["objects"]), data.get("relation"))
+
+
+def _object_from_dict(data: Any) -> ObjectSpec:
+    if not isinstance(data, dict):
+        raise ValueError(f"each object must be an object, got {type(data).__name__}")
+    _reject_unknown_keys(data, {"shape", "colour", "count"}, "object")
+    if "shape" not in data:
+        raise ValueError("object is missing key 'shape'")
+    return ObjectSpec(data["shape"], data.get("colour"), data.get("count", 1))
+
+
+def _reject_unknown_keys(data: dict[str, Any], known: set[str], what: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {what}: {', '.join(map(repr, unknown))}")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One object in an image: what the renderer drew, or what the checker saw.
+
+    `shape` is "unknown" for a blob the checker could not recognise; `centre` is the pixel centroid (x, y);
+    `box` is (x0, y0, width, height).
+    """
+
+    shape: str
+    colour: str
+    centre: tuple[float, float]
+    area: int
+    box: tuple[int, int, int, int]
+
+
+def relation_holds(a: SceneObject, b: SceneObject, relation: str, margin: float) -> bool:
+    """`a <relation> b` by centroids, with at least `margin` px to spare along the named axis (image y grows
+    downwards). Only that axis counts, as in GenEval: a diagonal neighbour is both left of and above."""
+    dx = b.centre[0] - a.centre[0]
+    dy = b.centre[1] - a.centre[1]
+    offset = {"left of": dx, "right of": -dx, "above": dy, "below": -dy}[relation]
+    return offset >= margin
+
+
+def make_prompt_text(spec: Spec) -> str:
+    """English text for a spec: "a red circle", "three triangles", "a circle to the left of a square"."""
+    phrases = [_object_phrase(o) for o in spec.objects]
+    if spec.relation is not None:
+        return f"{phrases[0]} {_RELATION_WORDS[spec.relation]} {phrases[1]}"
+    return " and ".join(phrases)
+
+
+def _object_phrase(obj: ObjectSpec) -> str:
+    noun = obj.shape if obj.count == 1 else obj.shape + "s"
+    words = [_NUMBER_WORDS[obj.count], obj.colour, noun]
+    return " ".join(w for w in words if w)
+
+
+def meaning_key(spec: Spec) -> tuple[Any, ...]:
+    """Equal for specs that say the same thing in different words (object order, mirrored relations)."""
+    objects = spec.objects
+    relation = spec.relation
+    if relation in ("right of", "below"):
+        objects, relation = objects[::-1], _OPPOSITE[relation]
+    if relation is None:
+        objects = tuple(sorted(objects, key=lambda o: (o.shape, o.colour or "")))
+    return (objects, relation)
+
+
+def all_specs(category: str) -> list[Spec]:
+    """Every spec of a category, in a fixed order."""
+    kinds = list(itertools.product(SHAPES, COLOURS))
+    if category == "single_object":
+        return [Spec((ObjectSpec(s),)) for s in SHAPES]
+    if category == "colour":
+        return [Spec((ObjectSpec(s, c),)) for s, c in kinds]
+    if category == "two_objects":
+        return [Spec((ObjectSpec(a), ObjectSpec(b))) for a, b in itertools.permutations(SHAPES, 2)]
+    if category == "counting":
+        return [Spec((ObjectSpec(s, count=n),)) for s in SHAPES for n in range(2, MAX_OBJECTS + 1)]
+    if category == "colour_attribution":
+        return [Spec((ObjectSpec(*a), ObjectSpec(*b))) for a, b in itertools.permutations(kinds, 2)]
+    if category == "position":
+        return [
+            Spec((ObjectSpec(*a), ObjectSpec(*b)), relation)
+            for a, b in itertools.permutations(kinds, 2)
+            for relation in RELATIONS
+        ]
+    raise ValueError(f"unknown category {category!r} (known: {', '.join(CATEGORIES)})")
+
+
+def make_prompt(spec: Spec, category: str) -> Prompt:
+    """A Prompt whose id is a hash of its text, so the same prompt has the same id in every split and seed."""
+    text = make_prompt_text(spec)
+    return Prompt(prompt_id=_prompt_id(text), text=text, category=category, spec=spec.to_dict())
+
+
+def _prompt_id(text: str) -> str:
+    return "shapes-" + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def generate_prompts(n_train: int, n_eval: int, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """Deterministic train/eval prompt lists, disjoint by text and by meaning, spread evenly over categories.
+
+    Each category's meanings are shuffled with `seed` and cut in the ratio n_eval : n_train (every category
+    with two or more meanings gives at least one to each side). Each list then takes categories in turn
+    (round robin), so small categories are fully used before large ones fill the rest. Texts never repeat
+    within a list; asking for more prompts than a side holds is a ValueError.
+    """
+    if n_train < 0 or n_eval < 0:
+        raise ValueError("n_train and n_eval must be non-negative")
+    rng = np.random.default_rng(seed)
+    eval_share = n_eval / max(n_train + n_eval, 1)
+    train_pools, eval_pools = {}, {}
+    for category in CATEGORIES:
+        groups = _meaning_groups(all_specs(category))
+        order = rng.permutation(len(groups))
+        n_eval_groups = _eval_group_count(len(groups), eval_share, n_eval > 0, n_train > 0)
+        eval_pools[category] = [s for i in order[:n_eval_groups] for s in groups[i]]
+        train_pools[category] = [s for i in order[n_eval_groups:] for s in groups[i]]
+    return _draw_round_robin(train_pools, n_train, "train"), _draw_round_robin(eval_pools, n_eval, "eval")
+
+
+def _meaning_groups(specs: Sequence[Spec]) -> list[list[Spec]]:
+    groups: dict[tuple[Any, ...], list[Spec]] = {}
+    for spec in specs:
+        groups.setdefault(meaning_key(spec), []).append(spec)
+    return list(groups.values())
+
+
+def _eval_group_count(n_groups: int, eval_share: float, want_eval: bool, want_train: bool) -> int:
+    n = round(n_groups * eval_share)
+    if want_eval and n_groups >= 2:
+        n = max(n, 1)
+    if want_train and n_groups >= 2:
+        n = min(n, n_groups - 1)
+    return n
+
+
+def _draw_round_robin(pools: dict[str, list[Spec]], n: int, side: str) -> list[Prompt]:
+    available = sum(len(p) for p in pools.values())
+    if n > available:
+        raise ValueError(f"asked for {n} {side} prompts but this split holds only {available} distinct texts")
+    prompts: list[Prompt] = []
+    rank = 0
+    while len(prompts) < n:
+        for category in CATEGORIES:
+            if rank < len(pools[category]) and len(prompts) < n:
+                prompts.append(make_prompt(pools[category][rank], category))
+        rank += 1
+    return prompts
+
+
+def save_prompts_jsonl(path: str | Path, prompts: Iterable[Prompt]) -> None:
+    """One {"prompt", "category", "spec"} object per line."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for p in prompts:
+            if p.spec is None:
+                raise ValueError(f"prompt {p.text!r} has no spec: ShapesWorld prompts must be checkable")
+            f.write(json.dumps({"prompt": p.text, "category": p.category, "spec": p.spec}) + "\n")
+
+
+def load_prompts_jsonl(path: str | Path) -> list[Prompt]:
+    """Reads `save_prompts_jsonl` output. The text may paraphrase the spec: the spec alone is the truth.
+
+    Every problem (bad JSON, missing or unknown key, unknown shape/colour/category, empty file) is a
+    ValueError naming the file and the line.
+    """
+    prompts = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                prompts.append(_prompt_from_line(line))
+            except ValueError as e:
+                raise ValueError(f"{path}, line {line_no}: {e}") from e
+    if not prompts:
+        raise ValueError(f"{path}: empty file, no prompts in it")
+    return prompts
+
+
+def _prompt_from_line(line: str) -> Prompt:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"bad JSON ({e.msg} at column {e.colno})") from e
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    _reject_unknown_keys(record, {"prompt", "category", "spec"}, "line")
+    for key in ("prompt", "category", "spec"):
+        if key not in record:
+            raise ValueError(f"missing key {key!r}")
+    text, category = record["prompt"], record["category"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'prompt' must be a non-empty string")
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r} (known: {', '.join(CATEGORIES)})")
+    spec = Spec.from_dict(record["spec"])
+    return Prompt(prompt_id=_prompt_id(text), text=text, category=category, spec=spec.to_dict())
