@@ -379,13 +379,18 @@ class Trainer:
         update_ref, meta_refs = self.learner.async_build_update()
         meta = ray_get(meta_refs)[0]
         refs = [r.apply_weight_update.remote(update_ref) for r in self.receivers()]
-        versions = ray_get(refs)
+        applied = ray_get(refs)
+        versions = [version for version, _ in applied]
         if any(v != meta["version"] for v in versions):
             raise RuntimeError(f"receivers report versions {versions} after a push of version {meta['version']}")
         self.last_update_ref = update_ref
         self.pushed_version = meta["version"]
+        apply_s = max(seconds for _, seconds in applied)
         return {
-            "time/push_s": time.perf_counter() - started,
+            # The push's own cost (pack on rank 0 + apply on the slowest receiver); in async mode the wall
+            # time also includes waiting for a rollout actor to finish the generation it is running.
+            "time/push_s": meta["pack_s"] + apply_s,
+            "time/push_wall_s": time.perf_counter() - started,
             "push/bytes": float(meta["num_bytes"]),
             "push/tensors": float(meta["num_tensors"]),
             "push/version": float(meta["version"]),

@@ -59,11 +59,13 @@ class ModelHolder:
         self.expected_names = {n for n, p in self.policy.named_parameters() if p.requires_grad}
         self.version = 0
 
-    def apply_weight_update(self, update: Any) -> int:
+    def apply_weight_update(self, update: Any) -> tuple[int, float]:
+        """(new version, seconds spent applying): the driver logs the push's own cost apart from waiting."""
         from rayunify.weights import apply_update
 
+        started = time.perf_counter()
         self.version = apply_update(self.policy, update, self.version, expected_names=self.expected_names)
-        return self.version
+        return self.version, time.perf_counter() - started
 
     def get_version(self) -> int:
         return self.version
@@ -135,7 +137,7 @@ class JudgeWorker:
             self.holder = ModelHolder(self.cfg.model_dump(mode="json"))
         return self.holder.unified
 
-    def apply_weight_update(self, update: Any) -> int:
+    def apply_weight_update(self, update: Any) -> tuple[int, float]:
         if self.holder is None:
             raise RuntimeError("this judge holds no model: it takes no weight pushes")
         return self.holder.apply_weight_update(update)
