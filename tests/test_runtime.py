@@ -70,7 +70,7 @@ def local_cluster():
 @pytest.fixture(scope="module")
 def sync_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runs")
-    Trainer(tiny_config(tmp, "sync")).run()
+    Trainer(tiny_config(tmp, "sync", "logger.type=wandb")).run()  # wandb offline (conftest sets WANDB_MODE)
     return tmp / "sync"
 
 
@@ -85,6 +85,7 @@ def test_sync_run_completes_with_phase_timings_and_on_policy_data(sync_run):
     assert rows[-1]["data/prompts_consumed"] == STEPS * PROMPTS_PER_STEP
     assert (sync_run / "config.yaml").is_file() and (sync_run / "eval_final.json").is_file()
     assert any((sync_run / "images").glob("step_*.png"))
+    assert list(sync_run.glob("wandb/offline-run-*/run-*.wandb")), "wandb wrote no offline run"
 
 
 def test_pushes_reach_actors_and_parameters_change(sync_run):
