@@ -14,6 +14,7 @@ from PIL import Image
 
 from rayunify.shapes import (
     CATEGORIES,
+    PALETTE,
     ObjectSpec,
     Spec,
     all_specs,
@@ -98,7 +99,12 @@ def test_checker_agrees_with_truth_under_blur_noise_and_jpeg():
 
 def test_checker_rejects_blank_and_noise_images():
     rng = np.random.default_rng(2)
-    blanks = np.stack([np.full((32, 32, 3), v, np.uint8) for v in (0, 128, 255)])
+    blanks = np.stack(
+        [np.full((32, 32, 3), v, np.uint8) for v in ((0, 0, 0), (128, 128, 128), (255, 255, 255))]
+    )
+    blanks = np.concatenate(
+        [blanks, np.stack([np.full((32, 32, 3), rgb, np.uint8) for rgb in PALETTE.values()])]
+    )
     noise = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
     for images in (blanks, noise):
         for spec in ALL_SPECS[::7]:
@@ -115,7 +121,9 @@ def _one_attribute_changed(spec: Spec) -> list[Spec]:
     opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
     candidates = [lambda: Spec((ObjectSpec(other_shape, first.colour, first.count), *rest), spec.relation)]
     if first.colour is not None:
-        candidates.append(lambda: Spec((ObjectSpec(first.shape, other_colour, first.count), *rest), spec.relation))
+        candidates.append(
+            lambda: Spec((ObjectSpec(first.shape, other_colour, first.count), *rest), spec.relation)
+        )
     if spec.relation is None:
         candidates.append(lambda: Spec((ObjectSpec(first.shape, first.colour, first.count + 1), *rest)))
     else:
@@ -135,7 +143,9 @@ def test_checker_rejects_images_of_a_spec_one_attribute_away():
         assert check(image, spec).aligned, make_prompt_text(spec)
         for variant in _one_attribute_changed(spec):
             result = check(image, variant)
-            assert not result.aligned, f"{make_prompt_text(spec)!r} image passed as {make_prompt_text(variant)!r}"
+            assert not result.aligned, (
+                f"{make_prompt_text(spec)!r} image passed as {make_prompt_text(variant)!r}"
+            )
             assert result.reasons
             tested += 1
     assert tested > 300
@@ -183,7 +193,11 @@ def test_jsonl_round_trip(tmp_path: Path):
 
 
 GOOD_LINE = json.dumps(
-    {"prompt": "a red circle", "category": "colour", "spec": {"objects": [{"shape": "circle", "colour": "red"}]}}
+    {
+        "prompt": "a red circle",
+        "category": "colour",
+        "spec": {"objects": [{"shape": "circle", "colour": "red"}]},
+    }
 )
 
 

@@ -1,14 +1,16 @@
 """The exact judge of ShapesWorld: does an arbitrary 32x32 RGB image show a Spec?
 
 Two steps, kept apart so each can be tested on its own:
-1. `perceive_batch`: image -> objects. Each pixel goes to its nearest palette colour, or to background when
-   background is nearer or no palette colour is within COLOUR_RADIUS (so white, grey or murky pixels are
-   background). Same-colour pixels are grouped into 4-connected components (vectorised over the batch),
-   blobs under MIN_AREA px are dropped as noise, and the shape is read from the fill ratio
-   area / bbox area (square ~1.0, circle ~0.8, triangle ~0.5) and the bbox aspect ratio.
+1. `perceive_batch`: images -> objects. Each pixel is read as a blend of one palette colour with the black
+   background and keeps that colour if it covers at least MIN_COVERAGE of it (else background: white, grey
+   and murky pixels are background too). Pixels with fewer than two same-colour neighbours are dropped
+   (specks, one-pixel bumps), same-colour pixels are grouped into 4-connected components (vectorised over
+   the batch) and blobs under MIN_AREA px ignored. A blob's shape comes from its skewness (a triangle is
+   lopsided, circles and squares are not) and its fill ratio area / box area (square ~1.0, circle ~0.8);
+   a blob that fits no shape is "unknown".
 2. `match`: objects -> verdict, GenEval-style. The image must show exactly the prompted objects: the right
-   number of each (shape, colour) -- or each shape, when the prompt names no colour -- and nothing else, so
-   an extra object of any kind, or an unrecognisable blob, fails. A relation holds when the two objects'
+   number of each (shape, colour) -- or of each shape, when the prompt names no colour -- and nothing else,
+   so an extra object of any kind, or an unknown blob, fails. A relation holds when the two objects'
    centroids are at least RELATION_MARGIN px apart along the named axis.
 
 Deterministic and numpy-only; `match` is also the symbolic truth for rendered scenes.
@@ -16,6 +18,7 @@ Deterministic and numpy-only; `match` is also the symbolic truth for rendered sc
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,9 +38,12 @@ TRIANGLE_MIN_SKEW = 0.2
 TRIANGLE_FILL = (0.4, 0.88)
 CIRCLE_FILL = (0.68, 0.93)  # at or above the upper end: square
 MAX_ASPECT = 1.6  # every shape is drawn in a square box; a long blob is no shape of this world
+MAX_SIDE = 28  # px; rendered objects are at most 13, and a canvas-filling colour is no object
 
 _PALETTE_RGB = np.array([PALETTE[c] for c in COLOURS], np.float32)
 _PALETTE_NORMS = (_PALETTE_RGB**2).sum(1)
+_KEPT_BITS = 6  # per channel in the colour table; moves a pixel's class only within 2 levels of a boundary
+_DROPPED_BITS = 8 - _KEPT_BITS
 _CHUNK = 64  # images per vectorised pass: bigger arrays fall out of cache and run slower per image
 
 
@@ -63,34 +69,51 @@ def check_batch(images: np.ndarray | Sequence[np.ndarray], specs: Sequence[Spec]
     images = np.asarray(images)
     if len(images) != len(specs):
         raise ValueError(f"{len(images)} images but {len(specs)} specs")
-    seen = [objects for i in range(0, len(images), _CHUNK) for objects in perceive_batch(images[i : i + _CHUNK])]
+    seen = [
+        objects for i in range(0, len(images), _CHUNK) for objects in perceive_batch(images[i : i + _CHUNK])
+    ]
     return [match(objects, spec) for objects, spec in zip(seen, specs, strict=True)]
 
 
 def perceive_batch(images: np.ndarray) -> list[tuple[SceneObject, ...]]:
     """The objects seen in each of (B, H, W, 3) uint8 images."""
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected (B, H, W, 3) images, got shape {images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"expected (B, H, W, 3) uint8 images, got {images.dtype} of shape {images.shape}")
     padded = _remove_spurs(np.pad(_classify_pixels(images), ((0, 0), (1, 1), (1, 1))))
     return _describe_components(padded, _label_components(padded))
 
 
 def _classify_pixels(images: np.ndarray) -> np.ndarray:
-    """(B, H, W) int8: 0 background, 1 + palette index otherwise.
+    """(B, H, W) int8: 0 background, 1 + palette index otherwise, looked up per pixel in `_colour_table`."""
+    quantised = (images >> _DROPPED_BITS).astype(np.int32)
+    index = (quantised[..., 0] << (2 * _KEPT_BITS)) | (quantised[..., 1] << _KEPT_BITS) | quantised[..., 2]
+    return _colour_table()[index]
 
-    A pixel p is read as a blend alpha * c of a palette colour c with the black background; it takes the
+
+@functools.cache
+def _colour_table() -> np.ndarray:
+    """The colour class of every RGB colour at 6 bits a channel (the centre of each 4x4x4 cube of colours),
+    built once: a table lookup is several times faster than classifying each pixel of every image."""
+    levels = (np.arange(2**_KEPT_BITS) << _DROPPED_BITS) + (2**_DROPPED_BITS - 1) / 2
+    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")
+    return _classify_colours(np.stack([r, g, b], axis=-1).reshape(-1, 3).astype(np.float32))
+
+
+def _classify_colours(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) float RGB -> (N,) int8 colour class.
+
+    A colour p is read as a blend alpha * c of a palette colour c with the black background; it takes the
     colour whose blend fits best, if that fit is close (residual <= COLOUR_RESIDUAL) and covers at least
     MIN_COVERAGE. A threshold below one half keeps blurred thin parts (a triangle's tip) that a nearest-colour
     rule would erode, while the 3 px gaps between objects stay empty.
     """
-    pixels = images.reshape(-1, 3).astype(np.float32)
-    dots = pixels @ _PALETTE_RGB.T
+    dots = rgb @ _PALETTE_RGB.T
     alpha = np.clip(dots / _PALETTE_NORMS, 0.0, 1.0)
-    residual2 = (pixels**2).sum(1, keepdims=True) - 2 * alpha * dots + alpha**2 * _PALETTE_NORMS
+    residual2 = (rgb**2).sum(1, keepdims=True) - 2 * alpha * dots + alpha**2 * _PALETTE_NORMS
     best = residual2.argmin(1)
     rows = np.arange(best.size)
     keep = (alpha[rows, best] >= MIN_COVERAGE) & (residual2[rows, best] <= COLOUR_RESIDUAL**2)
-    return np.where(keep, best + 1, 0).astype(np.int8).reshape(images.shape[:3])
+    return np.where(keep, best + 1, 0).astype(np.int8)
 
 
 def _remove_spurs(padded: np.ndarray) -> np.ndarray:
@@ -98,7 +121,9 @@ def _remove_spurs(padded: np.ndarray) -> np.ndarray:
     noise or blur glue onto an edge, which would otherwise stretch the object's box and spoil its fill."""
     centre = padded[:, 1:-1, 1:-1]
     neighbours = sum(
-        (centre == padded[:, 1 + dy : padded.shape[1] - 1 + dy, 1 + dx : padded.shape[2] - 1 + dx]).astype(np.int8)
+        (centre == padded[:, 1 + dy : padded.shape[1] - 1 + dy, 1 + dx : padded.shape[2] - 1 + dx]).astype(
+            np.int8
+        )
         for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
     )
     cleaned = padded.copy()
@@ -151,7 +176,12 @@ def _describe_components(padded: np.ndarray, labels: np.ndarray) -> list[tuple[S
                 colour=COLOURS[colour_of[k] - 1],
                 centre=(float(stats["cx"][k]), float(stats["cy"][k])),
                 area=int(stats["area"][k]),
-                box=(int(stats["x0"][k]), int(stats["y0"][k]), int(stats["width"][k]), int(stats["height"][k])),
+                box=(
+                    int(stats["x0"][k]),
+                    int(stats["y0"][k]),
+                    int(stats["width"][k]),
+                    int(stats["height"][k]),
+                ),
             )
         )
     return [tuple(f) for f in found]
@@ -162,7 +192,7 @@ def _component_stats(component: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> d
     area = np.bincount(component)
     order = np.argsort(component, kind="stable")
     starts = np.concatenate([[0], np.cumsum(area)[:-1]])
-    stats = {"area": area}
+    stats: dict[str, np.ndarray] = {"area": area}
     for name, coord in (("x", xs), ("y", ys)):
         lo = np.minimum.reduceat(coord[order], starts)
         extent = np.maximum.reduceat(coord[order], starts) - lo + 1
@@ -180,8 +210,8 @@ def _component_stats(component: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> d
 def _classify_shapes(stats: dict[str, np.ndarray]) -> list[str]:
     """A triangle is lopsided (|skewness| ~0.5 along its axis, symmetric shapes ~0), which survives the blur
     that rounds its tip; a square fills its box (fill ~1.0), a circle does not (~0.8). Anything else -- a
-    long blob, a symmetric shape that is neither full nor round (a diamond, a ring), a lopsided box-filler --
-    is "unknown"."""
+    long or huge blob, a symmetric shape neither full nor round (a diamond, a ring), a lopsided box-filler
+    -- is "unknown"."""
     skew = np.maximum(np.abs(stats["skew_x"]), np.abs(stats["skew_y"]))
     fill = stats["fill"]
     aspect = np.maximum(stats["width"], stats["height"]) / np.minimum(stats["width"], stats["height"])
@@ -190,33 +220,38 @@ def _classify_shapes(stats: dict[str, np.ndarray]) -> list[str]:
     shapes[lopsided & (fill >= TRIANGLE_FILL[0]) & (fill < TRIANGLE_FILL[1])] = "triangle"
     shapes[~lopsided & (fill >= CIRCLE_FILL[0]) & (fill < CIRCLE_FILL[1])] = "circle"
     shapes[~lopsided & (fill >= CIRCLE_FILL[1])] = "square"
-    shapes[aspect > MAX_ASPECT] = "unknown"
+    shapes[(aspect > MAX_ASPECT) | (np.maximum(stats["width"], stats["height"]) > MAX_SIDE)] = "unknown"
     return list(shapes)
 
 
 def match(objects: Sequence[SceneObject], spec: Spec) -> CheckResult:
     """Do these objects show exactly `spec`? Pure logic; the truth for rendered scenes as well."""
-    counts = Counter((o.shape, o.colour) for o in objects)
-    coloured = spec.objects[0].colour is not None
-    found = counts if coloured else Counter(o.shape for o in objects)
-    expected = Counter({(o.shape, o.colour) if coloured else o.shape: o.count for o in spec.objects})
-    reasons = [_count_reason(kind, expected[kind], found[kind]) for kind in expected if found[kind] != expected[kind]]
-    reasons += [f"unexpected {n} x {_kind_name(kind)}" for kind, n in found.items() if kind not in expected]
+    coloured = spec.objects[0].colour is not None  # a Spec names colours for all its objects or for none
+
+    def kind(shape: str, colour: str | None) -> str:
+        return f"{colour} {shape}" if coloured else shape
+
+    found = Counter(kind(o.shape, o.colour) for o in objects)
+    expected = Counter({kind(o.shape, o.colour): o.count for o in spec.objects})
+    reasons = [f"expected {n} x {k}, found {found[k]}" for k, n in expected.items() if found[k] != n]
+    reasons += [f"unexpected {n} x {k}" for k, n in found.items() if k not in expected]
     relation_ok = None
     if spec.relation is not None:
-        relation_ok, reason = _check_relation(objects, spec, coloured)
+        relation_ok, reason = _check_relation(objects, spec, spec.relation, coloured)
         if reason:
             reasons.append(reason)
     return CheckResult(
         aligned=not reasons,
         objects=tuple(objects),
-        counts=dict(counts),
+        counts=dict(Counter((o.shape, o.colour) for o in objects)),
         relation_ok=relation_ok,
         reasons=tuple(reasons),
     )
 
 
-def _check_relation(objects: Sequence[SceneObject], spec: Spec, coloured: bool) -> tuple[bool | None, str]:
+def _check_relation(
+    objects: Sequence[SceneObject], spec: Spec, relation: str, coloured: bool
+) -> tuple[bool | None, str]:
     def candidates(i: int) -> list[SceneObject]:
         want = spec.objects[i]
         return [o for o in objects if o.shape == want.shape and (not coloured or o.colour == want.colour)]
@@ -224,14 +259,6 @@ def _check_relation(objects: Sequence[SceneObject], spec: Spec, coloured: bool) 
     first, second = candidates(0), candidates(1)
     if len(first) != 1 or len(second) != 1:
         return None, "relation not checked: the related objects are not each found exactly once"
-    if relation_holds(first[0], second[0], spec.relation, RELATION_MARGIN):
+    if relation_holds(first[0], second[0], relation, RELATION_MARGIN):
         return True, ""
-    return False, f"relation '{spec.relation}' does not hold (centroids {first[0].centre} vs {second[0].centre})"
-
-
-def _count_reason(kind: tuple[str, str] | str, expected: int, found: int) -> str:
-    return f"expected {expected} x {_kind_name(kind)}, found {found}"
-
-
-def _kind_name(kind: tuple[str, str] | str) -> str:
-    return kind if isinstance(kind, str) else f"{kind[1]} {kind[0]}"
+    return False, f"relation '{relation}' does not hold (centroids {first[0].centre} vs {second[0].centre})"

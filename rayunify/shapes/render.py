@@ -37,8 +37,12 @@ def render_with_objects(spec: Spec, rng: np.random.Generator) -> tuple[np.ndarra
         boxes = _random_layout(len(kinds), rng)
         if boxes is None:
             continue
-        objects = tuple(_place(shape, colour, box) for (shape, colour), box in zip(kinds_coloured, boxes, strict=True))
-        if spec.relation is None or relation_holds(objects[0], objects[1], spec.relation, RENDER_RELATION_OFFSET):
+        objects = tuple(
+            _place(shape, colour, box) for (shape, colour), box in zip(kinds_coloured, boxes, strict=True)
+        )
+        if spec.relation is None or relation_holds(
+            objects[0], objects[1], spec.relation, RENDER_RELATION_OFFSET
+        ):
             return draw(objects), objects
     raise RuntimeError(f"could not lay out {spec} in {_MAX_LAYOUT_TRIES} tries")
 

@@ -1,7 +1,7 @@
 """ShapesWorld prompts: GenEval-like categories over coloured shapes, where the truth is machine-checkable.
 
 A `Spec` is the meaning of a prompt (which objects, which colours, how many, where); `make_prompt_text`
-writes it in English. Pure Python: no torch, no ray.
+writes it in English. numpy only: no torch, no ray.
 
 The whole prompt space is small (about 1,500 texts), so the train/eval split is made over *meanings*, not
 texts: "a red circle to the left of a blue square" and "a blue square to the right of a red circle" say the
@@ -48,7 +48,12 @@ CATEGORIES: tuple[str, ...] = (
     "position",
 )
 _NUMBER_WORDS = {1: "a", 2: "two", 3: "three", 4: "four"}
-_RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
+_RELATION_WORDS = {
+    "left of": "to the left of",
+    "right of": "to the right of",
+    "above": "above",
+    "below": "below",
+}
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class ObjectSpec:
             raise ValueError(f"unknown shape {self.shape!r} (known: {', '.join(SHAPES)})")
         if self.colour is not None and self.colour not in PALETTE:
             raise ValueError(f"unknown colour {self.colour!r} (known: {', '.join(COLOURS)})")
-        if not isinstance(self.count, int) or not 1 <= self.count <= MAX_OBJECTS:
+        if type(self.count) is not int or not 1 <= self.count <= MAX_OBJECTS:  # bool is no count
             raise ValueError(f"count must be an integer in 1..{MAX_OBJECTS}, got {self.count!r}")
 
 
