@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from rayunify.config import Config
@@ -16,10 +17,15 @@ from rayunify.config import Config
 
 def dry_run(cfg: Config) -> int:
     lines = [f"config OK: {cfg.trainer.mode} {cfg.algorithm.type}, {cfg.trainer.sync}, judge={cfg.judge.type}"]
-    lines.append(_model_summary(cfg))
-    lines.append(_judge_summary(cfg))
-    lines.append(_prompt_summary(cfg))
-    lines.append(_learner_summary(cfg))
+    try:
+        for summary in (_model_summary, _judge_summary, _prompt_summary, _learner_summary):
+            lines.append(summary(cfg))
+    except (OSError, ValueError, ImportError) as err:
+        # A missing model directory or a bad prompt line is the answer a dry run exists to give: say it
+        # plainly (what was checked so far, then the problem), not as a traceback.
+        print("\n".join(lines))
+        print(f"dry run FAILED: {err}", file=sys.stderr)
+        return 1
     print("\n".join(lines))
     print("dry run OK: every part builds")
     return 0

@@ -75,3 +75,67 @@ def answer_token_ids(
     if common >= len(with_one) or common >= len(with_zero):
         raise ValueError(f"the tokenizer cannot tell '{prefix} 1' from '{prefix} 0' apart")
     return list(with_one[:common]), with_one[common], with_zero[common]
+
+
+def format_question(template: str | None, prompt: str) -> str:
+    """An external judge's question: `template` with {prompt}, or the paper's question when None."""
+    if template is None:
+        return judge_question(prompt)
+    return template.replace("{prompt}", prompt.strip().rstrip("."))
+
+
+def parse_choice(answer: str, pattern: str | None = None, yes: str = "1", no: str = "0") -> Verdict:
+    """Verdict from an answer: `pattern`'s first group must read `yes` or `no` (case-insensitive).
+
+    With no pattern this is `parse_verdict` ("The score is 1"). As there, an answer that says both, neither
+    or something else is INVALID: counted, never guessed.
+    """
+    if pattern is None:
+        return parse_verdict(answer)
+    found = {m.group(1).strip().casefold() for m in re.finditer(pattern, answer) if m.group(1) is not None}
+    if found == {yes.casefold()}:
+        return Verdict.ACCEPT
+    if found == {no.casefold()}:
+        return Verdict.REJECT
+    return Verdict.INVALID
+
+
+def choice_token_ids(
+    encode: Callable[[str], Sequence[int]], prefix: str, yes: str = "1", no: str = "0"
+) -> tuple[list[int], int, int]:
+    """Like `answer_token_ids`, for any prefix and answer pair: (prefix ids, yes id, no id).
+
+    The ids after the longest common token prefix of "{prefix} {yes}" and "{prefix} {no}" are the two answer
+    tokens; teacher-forcing the common part and reading those two logits gives the soft score.
+    """
+    sep = " " if prefix else ""
+    with_yes, with_no = encode(f"{prefix}{sep}{yes}"), encode(f"{prefix}{sep}{no}")
+    common = 0
+    while common < min(len(with_yes), len(with_no)) and with_yes[common] == with_no[common]:
+        common += 1
+    if common >= len(with_yes) or common >= len(with_no):
+        raise ValueError(f"the tokenizer cannot tell {prefix}{sep}{yes!r} from {prefix}{sep}{no!r} apart")
+    return list(with_yes[:common]), with_yes[common], with_no[common]
+
+
+def choice_score(top_logprobs: Sequence[tuple[str, float]], yes: str = "1", no: str = "0") -> float | None:
+    """P(yes) / (P(yes) + P(no)) from a server's top log-probs at the answer position, or None if neither shows.
+
+    Tokens are compared without surrounding spaces (" 1" and "1" are both the answer 1, and their masses add
+    up). An answer missing from the list is less likely than everything listed, so it gets the smallest
+    listed log-prob: an upper bound, which pulls the score towards 0.5 rather than inventing certainty.
+    """
+    import math
+
+    def mass(word: str) -> float | None:
+        lps = [lp for token, lp in top_logprobs if token.strip().casefold() == word.casefold()]
+        if not lps:
+            return None
+        peak = max(lps)
+        return peak + math.log(sum(math.exp(lp - peak) for lp in lps))
+
+    lp_yes, lp_no = mass(yes), mass(no)
+    if lp_yes is None and lp_no is None:
+        return None
+    floor = min(lp for _, lp in top_logprobs)
+    return soft_score(floor if lp_yes is None else lp_yes, floor if lp_no is None else lp_no)
