@@ -1,0 +1,182 @@
+"""The ShapesWorld base model: trains (test size), saves in the HF layout, reloads, is deterministic, is
+cached once per (config, seed) even under concurrent callers, and `rayunify eval` scores it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rayunify.cli import main as cli_main
+from rayunify.metrics import METRIC_KEYS
+from rayunify.shapes import base
+from rayunify.shapes.base import SIZES, ShapesData, cached_base_dir, one_attribute_away, split_prompts, train_base
+from rayunify.shapes.checker import check_batch
+from rayunify.shapes.render import render
+from rayunify.shapes.world import CATEGORIES, Spec, all_specs, generate_prompts
+from rayunify.types import Verdict
+
+REQUIRED_METRICS = ("gen_accuracy", "nonunified", "judge_accuracy", "judge_fpr", "judge_fnr", "weak_generation", "invalid_rate")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("cache")
+        mp.setenv("RAYUNIFY_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def test_model(cache_dir) -> Path:
+    """The "test" size, trained once for this module through the cache (as `builtin:shapes-test` does)."""
+    return cached_base_dir("test", seed=0, progress=False)
+
+
+def test_test_size_trains_and_saves_in_hf_layout(test_model: Path, cache_dir: Path):
+    from transformers import JanusForConditionalGeneration
+
+    from rayunify.models.janus import JanusUnifiedModel
+
+    assert test_model.parent == cache_dir
+    for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "shapes_base.json"):
+        assert (test_model / name).is_file(), name
+    assert not list(cache_dir.glob("*.tmp*")), "the temporary training directory must be gone"
+    info = json.loads((test_model / "shapes_base.json").read_text())
+    assert info["size"] == "test" and info["seed"] == 0
+    assert info["timings"]["total_s"] > 0
+    losses = info["train_loss"]
+    assert losses["und"][-1] < losses["und"][0] and losses["gen"][-1] < losses["gen"][0]
+    eval_prompts = [json.loads(line) for line in (test_model / "eval_prompts.jsonl").read_text().splitlines()]
+    assert len(eval_prompts) == SIZES["test"].n_eval_prompts
+
+    plain = JanusForConditionalGeneration.from_pretrained(test_model)
+    assert "boi_token_id" in plain.generation_config.generation_kwargs
+    um = JanusUnifiedModel.from_pretrained(test_model)
+    out = um.generate(["a red circle"], n=2, seed=0, decode=True)
+    assert out.image_tokens.shape == (2, 64) and out.images.shape == (2, 32, 32, 3)
+    verdicts = um.judge(list(out.images), ["a red circle"] * 2)
+    assert all(0.0 <= j.score <= 1.0 for j in verdicts)
+
+
+def test_model_decodes_image_tokens_exactly_like_the_trained_vq(test_model: Path):
+    """The VQ weights went into model.model.vqmodel unchanged: the model's decode is the tokenizer's."""
+    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.shapes.vq import decode_tokens, encode_tokens
+
+    um = JanusUnifiedModel.from_pretrained(test_model)
+    vq = um.model.model.vqmodel
+    rng = np.random.default_rng(0)
+    images = np.stack([render(all_specs("colour")[i], rng) for i in range(4)])
+    tokens = encode_tokens(vq, images)
+    assert np.array_equal(um.decode_images(tokens), decode_tokens(vq, tokens))
+
+
+def test_cached_base_dir_reuses_the_trained_model(test_model: Path, monkeypatch):
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a cached model was trained again")
+
+    monkeypatch.setattr(base, "train_base", must_not_train)
+    assert cached_base_dir("test", seed=0) == test_model
+
+
+def test_concurrent_callers_train_once_and_share_the_result(tmp_path: Path, monkeypatch):
+    """Ray actors start together: the file lock lets one train while the others wait and reuse it."""
+    monkeypatch.setenv("RAYUNIFY_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_train(out, size, seed, progress):
+        calls.append(seed)
+        time.sleep(0.3)  # long enough for the other callers to reach the lock
+        Path(out).mkdir(parents=True)
+        (Path(out) / base.INFO_FILE).write_text("{}")
+        return Path(out)
+
+    monkeypatch.setattr(base, "train_base", fake_train)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(cached_base_dir("test", seed=7))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [7]
+    assert len(set(results)) == 1 and (results[0] / base.INFO_FILE).is_file()
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_short_run_is_deterministic_for_a_seed(tmp_path: Path):
+    cfg = SIZES["test"]
+    tiny = dataclasses.replace(cfg, steps=3, gen_batch=4, und_batch=4, vq=dataclasses.replace(cfg.vq, steps=10))
+
+    def run(name: str, seed: int) -> tuple[dict, dict[str, torch.Tensor]]:
+        out = train_base(tmp_path / name, seed=seed, progress=False, config=tiny)
+        return json.loads((out / "shapes_base.json").read_text())["train_loss"], load_file(out / "model.safetensors")
+
+    first, first_weights = run("a", seed=3)
+    second, second_weights = run("b", seed=3)
+    other, _ = run("c", seed=4)
+    assert first == second
+    assert first_weights.keys() == second_weights.keys()
+    assert all(torch.equal(first_weights[k], second_weights[k]) for k in first_weights)
+    assert other != first
+
+
+def test_eval_cli_writes_every_metric_overall_and_per_category(test_model: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    prompts = test_model / "eval_prompts.jsonl"
+    args = ["eval", "--model", str(test_model), "--prompts", str(prompts), "--n-per-prompt", "2", "--out", str(out)]
+    assert cli_main(args) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert (out / "samples.png").is_file()
+    categories = {json.loads(line)["category"] for line in prompts.read_text().splitlines()}
+    assert set(report) == {"overall", *categories}
+    for group, values in report.items():
+        assert set(REQUIRED_METRICS) <= set(values) <= set(METRIC_KEYS), group
+        for key in REQUIRED_METRICS:
+            value = values[key]
+            assert math.isnan(value) or 0.0 <= value <= 1.0, (group, key, value)
+
+
+def test_understanding_batches_are_balanced_and_labelled_by_the_checker(test_model: Path):
+    from rayunify.models.janus import JanusUnifiedModel
+
+    vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
+    prompts, _ = split_prompts(SIZES["test"])
+    data = ShapesData(vq, prompts, SIZES["test"], np.random.default_rng(0))
+    images, texts, verdicts = data.understanding_batch(16)
+    assert len(images) == len(texts) == len(verdicts) == 16
+    assert sum(v == Verdict.ACCEPT for v in verdicts) == 8
+    specs = {p.text: Spec.from_dict(p.spec) for p in prompts}
+    truth = [r.aligned for r in check_batch(np.stack(images), [specs[t] for t in texts])]
+    assert truth == [v == Verdict.ACCEPT for v in verdicts]
+
+
+def test_one_attribute_away_changes_exactly_one_thing():
+    rng = np.random.default_rng(0)
+    for category in CATEGORIES:
+        for spec in all_specs(category)[:20]:
+            other = one_attribute_away(spec, rng)
+            assert isinstance(other, Spec) and other != spec
+            differences = sum(a != b for a, b in zip(spec.objects, other.objects, strict=False))
+            differences += abs(len(spec.objects) - len(other.objects)) + (spec.relation != other.relation)
+            swapped_colours = len(spec.objects) == 2 and differences == 2 and spec.relation == other.relation
+            assert differences == 1 or swapped_colours, (spec, other)
+
+
+def test_prompt_split_holds_out_the_experiments_eval_prompts():
+    cfg = SIZES["base"]
+    train, evaluation = split_prompts(cfg)
+    assert len(train) == cfg.n_train_prompts and len(evaluation) == cfg.n_eval_prompts
+    assert not {p.text for p in train} & {p.text for p in evaluation}
+    # configs/shapes/*.yaml evaluate on generate_prompts(192, 96, seed=0): none of those is a training prompt.
+    experiment_train, experiment_eval = generate_prompts(192, 96, seed=0)
+    assert [p.text for p in experiment_eval] == [p.text for p in evaluation[:96]]
+    assert {p.text for p in experiment_train} <= {p.text for p in train}
