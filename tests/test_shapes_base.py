@@ -18,7 +18,14 @@ from safetensors.torch import load_file
 from rayunify.cli import main as cli_main
 from rayunify.metrics import METRIC_KEYS
 from rayunify.shapes import base
-from rayunify.shapes.base import SIZES, ShapesData, cached_base_dir, one_attribute_away, split_prompts, train_base
+from rayunify.shapes.base import (
+    SIZES,
+    ShapesData,
+    cached_base_dir,
+    one_attribute_away,
+    split_prompts,
+    train_base,
+)
 from rayunify.shapes.checker import check_batch
 from rayunify.shapes.render import render
 from rayunify.shapes.world import CATEGORIES, Spec, all_specs, generate_prompts
@@ -156,6 +163,31 @@ def test_understanding_batches_are_balanced_and_labelled_by_the_checker(test_mod
     assert sum(v == Verdict.ACCEPT for v in verdicts) == 8
     specs = {p.text: Spec.from_dict(p.spec) for p in prompts}
     truth = [r.aligned for r in check_batch(np.stack(images), [specs[t] for t in texts])]
+    assert truth == [v == Verdict.ACCEPT for v in verdicts]
+
+
+def test_own_samples_are_split_by_the_checker_and_drawn_into_understanding_batches(test_model: Path):
+    """The judge learns on the model's own images too: stored by the checker's verdict, drawn as their
+    share of the mix says, labelled by the checker like every other source."""
+    import dataclasses
+
+    from rayunify.models.janus import JanusUnifiedModel
+
+    vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
+    prompts, _ = split_prompts(SIZES["test"])
+    only_own = dataclasses.replace(SIZES["test"], mix=dataclasses.replace(SIZES["test"].mix, own=1.0, clean=0.0,
+                                   corrupted=0.0, one_attribute_away=0.0, random_prompt=0.0))  # fmt: skip
+    data = ShapesData(vq, prompts, only_own, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    good = [render(data.specs[p.text], rng) for p in prompts[:4]]
+    bad = [np.zeros_like(good[0]) for _ in prompts[4:8]]  # a blank canvas shows nothing the prompt asks for
+    data.add_own(prompts[:8], np.stack(good + bad))
+    assert len(data.own[True]) == 4 and len(data.own[False]) == 4
+    images, texts, verdicts = data.understanding_batch(8)
+    own_images = {img.tobytes() for img in good + bad}
+    assert all(img.tobytes() in own_images for img in images)
+    assert sum(v == Verdict.ACCEPT for v in verdicts) == 4
+    truth = [r.aligned for r in check_batch(np.stack(images), [data.specs[t] for t in texts])]
     assert truth == [v == Verdict.ACCEPT for v in verdicts]
 
 
