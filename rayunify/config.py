@@ -301,6 +301,11 @@ class LearnerConfig(Strict):
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks.")
     bf16: bool = False
+    weight_transport: Literal["object_store", "broadcast"] = Field(
+        "object_store",
+        description="How pushes travel: one object in Ray's object store read by every receiver, or a "
+        "broadcast in a process group of learner rank 0 and the receivers (gloo on CPU, nccl on GPU).",
+    )
 
 
 class GuardConfig(Strict):

@@ -64,6 +64,8 @@ class Trainer:
         self.step = 0
         self.last_update_ref: Any = None
         self.pushed_version = 0
+        self.push_group_formed = False  # learner.weight_transport=broadcast: (re-)formed before a push
+        self.push_group_generation = 0
         self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement)
         self.probe: dict[str, Any] | None = None
         self.skipped_batches = 0
@@ -281,8 +283,9 @@ class Trainer:
                 actor = group.restart(index)
                 restarted += 1
                 takes_push = group is self.rollout or self.live_judges
-                if takes_push and self.last_update_ref is not None:
-                    ray_get(actor.apply_weight_update.remote(self.last_update_ref))
+                if takes_push and self.pushed_version > 0:
+                    ray_get(actor.apply_weight_update.remote(self.catch_up_update()))
+                self.push_group_formed = False  # a member is new: the broadcast group forms again
         if not restarted:
             raise RuntimeError("a task failed but every actor is alive: not an actor failure")
         self.actor_restarts += restarted
@@ -368,18 +371,46 @@ class Trainer:
         cause = getattr(err, "cause", None) or err
         return LearnerFailure(f"learner failed at step {self.step}: {cause}; {where}; rerun with --resume.")
 
+    def push_by_object_store(self) -> tuple[Any, dict[str, Any], list[tuple[int, float]]]:
+        update_ref, meta_refs = self.learner.async_build_update()
+        meta = ray_get(meta_refs)[0]
+        return update_ref, meta, ray_get([r.apply_weight_update.remote(update_ref) for r in self.receivers()])
+
+    def push_by_broadcast(self) -> tuple[None, dict[str, Any], list[tuple[int, float]]]:
+        self.form_push_group()
+        header_ref, meta_refs = self.learner.async_prepare_broadcast()
+        meta = ray_get(meta_refs)[0]
+        send = self.learner.group.actors[0].send_broadcast.remote(header_ref)
+        applied = ray_get([r.receive_weight_broadcast.remote(header_ref) for r in self.receivers()])
+        ray_get(send)
+        return None, meta, applied
+
+    def form_push_group(self) -> None:
+        if self.push_group_formed:
+            return
+        backend = "nccl" if self.cfg.learner.num_gpus > 0 else "gloo"
+        self.learner.form_push_channel(self.receivers(), backend=backend, generation=self.push_group_generation)
+        self.push_group_generation += 1
+        self.push_group_formed = True
+
     def learner_version(self) -> int:
         return self.learner.versions()[0]
 
+    def catch_up_update(self) -> Any:
+        """The update a restarted actor applies: the last pushed one (object store), or with the broadcast
+        transport, which keeps no copy, the learner's current weights (at most `max_staleness` ahead)."""
+        if self.last_update_ref is not None:
+            return self.last_update_ref
+        return self.learner.async_build_update()[0]
+
     def push_weights(self) -> dict[str, float]:
-        """One packed update on rank 0, one RPC per receiver with the same ObjectRef; receivers check versions."""
+        """Pack once on rank 0; receivers check versions. Object store: one RPC per receiver with the same
+        ObjectRef. Broadcast: the header by RPC, the bytes by a collective in a group of their own."""
         if self.learner_version() == self.pushed_version:
             return {}  # the learner skipped its step(s): the actors already hold these weights
         started = time.perf_counter()
-        update_ref, meta_refs = self.learner.async_build_update()
-        meta = ray_get(meta_refs)[0]
-        refs = [r.apply_weight_update.remote(update_ref) for r in self.receivers()]
-        applied = ray_get(refs)
+        broadcast = self.cfg.learner.weight_transport == "broadcast"
+        update_ref, meta, applied = self.push_by_broadcast() if broadcast else self.push_by_object_store()
         versions = [version for version, _ in applied]
         if any(v != meta["version"] for v in versions):
             raise RuntimeError(f"receivers report versions {versions} after a push of version {meta['version']}")

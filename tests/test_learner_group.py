@@ -21,6 +21,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from ray._private import ray_constants  # noqa: E402
 
+from rayunify.actors.collective import BroadcastReceiver  # noqa: E402
 from rayunify.actors.group import ActorGroup  # noqa: E402
 from rayunify.actors.learner import LearnerGroup  # noqa: E402
 from rayunify.weights import StaleUpdateError, WeightUpdate, apply_update, tensors_checksum  # noqa: E402
@@ -58,7 +59,7 @@ def ds_config(stage: int) -> dict:
     return {"train_micro_batch_size_per_gpu": 16, "zero_optimization": {"stage": stage}}
 
 
-class MLPReceiver:
+class MLPReceiver(BroadcastReceiver):
     """Stands in for a rollout actor: holds the same model and takes weight pushes."""
 
     def __init__(self, seed: int = SEED) -> None:
@@ -228,6 +229,31 @@ def test_push_from_two_ranks_to_two_receivers(zero2_pair):
         expected = zero2_pair.group.run("param_checksum", False)[0]
         assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
         assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+    finally:
+        for r in receivers:
+            ray.kill(r)
+
+
+def test_broadcast_push_over_gloo_matches_the_learner_and_refuses_stale(zero2_pair):
+    """learner.weight_transport=broadcast: learner rank 0 and two receivers form a gloo group of their own
+    (beside the learners' DeepSpeed world); the header goes by RPC, the bytes by broadcast."""
+    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(2)]
+    try:
+        spec = zero2_pair.form_push_channel(receivers, backend="gloo", timeout_s=60)
+        assert spec.world_size == 3
+        zero2_pair.train_step([make_batch(7), make_batch(8)])
+        stats = zero2_pair.broadcast_weights(receivers, bucket_mb=0.001)  # several buckets
+        print(f"2-rank ZeRO-2 broadcast push to 2 receivers: {stats}")
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+        assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+
+        # Re-forming the group (as after an actor restart) works, and a repeated version is refused
+        # by the receivers before any weight changes.
+        zero2_pair.form_push_channel(receivers, backend="gloo", generation=1, timeout_s=60)
+        with pytest.raises(StaleUpdateError, match="already has version"):
+            zero2_pair.broadcast_weights(receivers)
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
     finally:
         for r in receivers:
             ray.kill(r)

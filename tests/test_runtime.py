@@ -107,6 +107,19 @@ def test_exported_model_loads_in_plain_transformers_and_generates(sync_run):
     assert model.decode_image_tokens(tokens).shape[-1] == 3
 
 
+def test_broadcast_transport_trains_exactly_like_the_object_store(tmp_path, sync_run):
+    """learner.weight_transport=broadcast (a gloo group of learner rank 0, the rollout and the live judges):
+    the actors receive the same weights, so the same seed gives the same run, step for step."""
+    Trainer(tiny_config(tmp_path, "sync", "learner.weight_transport=broadcast")).run()
+    broadcast = {r["step"]: r for r in train_rows(read_metrics(tmp_path / "sync"))}
+    straight = {r["step"]: r for r in train_rows(read_metrics(sync_run))}
+    assert sorted(broadcast) == sorted(straight)
+    for step in straight:
+        for key in ("train/loss", "data/pairs", "push/version"):
+            a, b = broadcast[step].get(key), straight[step].get(key)
+            assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), (step, key, a, b)
+
+
 def test_async_run_respects_staleness_and_survives_a_killed_rollout_actor(tmp_path):
     class KillOnce(Trainer):
         def end_of_step(self, judged, metrics):

@@ -111,6 +111,8 @@ class LearnerWorker:
         self.optimizer_kwargs = dict(optimizer_kwargs or {"lr": 1e-5})
         self.seed = seed
         self.version = 0  # optimizer steps taken; receivers compare against it
+        self.push_channel: Any = None  # rank 0, broadcast transport only
+        self._pending_buckets: list[Bucket] | None = None
         self.engine: Any = None
 
     # ---- set-up -------------------------------------------------------------------------------------
@@ -248,6 +250,35 @@ class LearnerWorker:
         }
         return update, meta
 
+    # ---- broadcast push (rayunify.actors.collective) -------------------------------------------------
+    def push_channel_address(self) -> tuple[str, int]:
+        return _node_ip_and_free_port()
+
+    def join_push_channel(self, spec: Any) -> None:
+        """Rank 0 only: become the root of a (re-)formed push group; blocks until every member joins."""
+        from rayunify.actors.collective import BroadcastChannel
+
+        self.push_channel = BroadcastChannel(spec, rank=0)
+
+    def prepare_broadcast(self, bucket_mb: float = DEFAULT_BUCKET_MB) -> tuple[Any, dict[str, Any]]:
+        """Every rank calls (ZeRO-3 gathers); rank 0 keeps the packed buckets and returns (header, metadata)."""
+        from rayunify.actors.collective import header_of
+
+        update, meta = self.build_update(bucket_mb)
+        if update is None:
+            return None, {}
+        self._pending_buckets = update.buckets
+        return header_of(update), meta
+
+    def send_broadcast(self, header: Any) -> float:
+        """Rank 0: broadcast the buckets `prepare_broadcast` packed; returns the seconds it took."""
+        start = time.perf_counter()
+        if self.push_channel is None or self._pending_buckets is None:
+            raise RuntimeError("send_broadcast before join_push_channel and prepare_broadcast")
+        self.push_channel.broadcast_buckets(header, self._pending_buckets)
+        self._pending_buckets = None
+        return time.perf_counter() - start
+
     def param_checksum(self, trainable_only: bool = True) -> str:
         """sha256 of the full parameters (gathered under ZeRO-3: every rank must call it)."""
         named = self._trainable_named() if trainable_only else list(self.engine.module.named_parameters())
@@ -360,6 +391,13 @@ class LearnerGroup:
         pairs = [a.build_update.options(num_returns=2).remote(bucket_mb) for a in self.group.actors]
         return pairs[0][0], [meta for _, meta in pairs]
 
+    def async_prepare_broadcast(
+        self, bucket_mb: float = DEFAULT_BUCKET_MB
+    ) -> tuple[ray.ObjectRef, list[ray.ObjectRef]]:
+        """(rank 0's UpdateHeader ref, every rank's metadata ref); rank 0 keeps the bytes for send_broadcast."""
+        pairs = [a.prepare_broadcast.options(num_returns=2).remote(bucket_mb) for a in self.group.actors]
+        return pairs[0][0], [meta for _, meta in pairs]
+
     def push_weights(
         self,
         receivers: Sequence[Any],
@@ -377,6 +415,44 @@ class LearnerGroup:
             raise RuntimeError(
                 f"receivers report versions {versions} after pushing version {meta['version']}"
             )
+        return SyncStats(
+            version=meta["version"],
+            num_tensors=meta["num_tensors"],
+            num_bytes=meta["num_bytes"],
+            num_receivers=len(receivers),
+            pack_s=meta["pack_s"],
+            push_s=end - push_start,
+            total_s=end - start,
+        )
+
+    def form_push_channel(
+        self, receivers: Sequence[Any], backend: str = "gloo", generation: int = 0, timeout_s: float = 300.0
+    ) -> Any:
+        """(Re-)form the broadcast push group: learner rank 0 as root, then `receivers` in order. Every
+        member joins at once (each join blocks until all have joined)."""
+        from rayunify.actors.collective import ChannelSpec
+
+        root = self.group.actors[0]
+        address, port = ray.get(root.push_channel_address.remote())
+        spec = ChannelSpec(address, port, 1 + len(receivers), backend, generation, timeout_s)
+        joins = [root.join_push_channel.remote(spec)]
+        joins += [r.join_push_channel.remote(spec, rank) for rank, r in enumerate(receivers, start=1)]
+        ray.get(joins, timeout=timeout_s)
+        return spec
+
+    def broadcast_weights(self, receivers: Sequence[Any], bucket_mb: float = DEFAULT_BUCKET_MB) -> SyncStats:
+        """Push over the formed group: pack on rank 0, the header by RPC, the bytes by broadcast. Timed."""
+        start = time.perf_counter()
+        header_ref, meta_refs = self.async_prepare_broadcast(bucket_mb)
+        meta = ray.get(meta_refs)[0]
+        push_start = time.perf_counter()
+        send = self.group.actors[0].send_broadcast.remote(header_ref)
+        applied = ray.get([r.receive_weight_broadcast.remote(header_ref) for r in receivers])
+        ray.get(send)
+        end = time.perf_counter()
+        versions = [version for version, _ in applied]
+        if any(v != meta["version"] for v in versions):
+            raise RuntimeError(f"receivers report versions {versions} after broadcasting version {meta['version']}")
         return SyncStats(
             version=meta["version"],
             num_tensors=meta["num_tensors"],

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rayunify.actors.collective import BroadcastReceiver
 from rayunify.config import Config
 from rayunify.types import JudgedSample, Prompt, Sample, SamplingSettings
 
@@ -44,7 +45,7 @@ def sampling_settings(cfg: Config) -> SamplingSettings:
     )
 
 
-class ModelHolder:
+class ModelHolder(BroadcastReceiver):
     """Shared by rollout and judge roles: builds the unified model and applies weight pushes."""
 
     def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
@@ -138,9 +139,18 @@ class JudgeWorker:
         return self.holder.unified
 
     def apply_weight_update(self, update: Any) -> tuple[int, float]:
+        return self._holder_or_raise().apply_weight_update(update)
+
+    def join_push_channel(self, spec: Any, rank: int) -> None:
+        self._holder_or_raise().join_push_channel(spec, rank)
+
+    def receive_weight_broadcast(self, header: Any) -> tuple[int, float]:
+        return self._holder_or_raise().receive_weight_broadcast(header)
+
+    def _holder_or_raise(self) -> ModelHolder:  # a judge with no model (e.g. the checker) takes no pushes
         if self.holder is None:
             raise RuntimeError("this judge holds no model: it takes no weight pushes")
-        return self.holder.apply_weight_update(update)
+        return self.holder
 
     def get_version(self) -> int:
         return -1 if self.holder is None else self.holder.version
