@@ -3,7 +3,8 @@
 Same model, judge, prompts, batch and algorithm (online DPO), measured in the same run. The sequential
 baseline is one process: generate → judge → pair → DPO step → (no push needed), with torch's AdamW.
 Throughput counts judged images per second of steady-state step time (set-up excluded for both). Also
-reports the weight push's share of step time, with LoRA (only adapters travel) and without.
+reports the weight push's share of step time, with LoRA (only adapters travel) and without, through the
+object store and through a broadcast (learner.weight_transport=broadcast).
 
     python benchmarks/bench_pipeline.py                     # tiny Janus, coin-flip judge (mechanics only)
     python benchmarks/bench_pipeline.py --model builtin:shapes-base --judge self
@@ -128,10 +129,16 @@ def main() -> None:
     lora = run_ray(args, "async", out + "/lora", "model.trainable=lora", "model.lora.rank=8")
     lora["mode"] = "async+lora"
     rows.append(lora)
+    broadcast = run_ray(args, "async", out + "/broadcast", "learner.weight_transport=broadcast")
+    broadcast["mode"] = "async+broadcast"
+    rows.append(broadcast)
     for row in rows:
         print(json.dumps(row))
     sequential = rows[0]["images_per_s"]
-    print(f"cores: {os.cpu_count()}; push share of step time: full LM {rows[2]['push_share']:.1%}, LoRA {lora['push_share']:.1%}")
+    print(
+        f"cores: {os.cpu_count()}; push share of step time: full LM {rows[2]['push_share']:.1%} (object store), "
+        f"{broadcast['push_share']:.1%} (broadcast), LoRA {lora['push_share']:.1%}"
+    )
     print(f"sync ratio={rows[1]['images_per_s'] / sequential:.2f}")
     print(f"pipeline ratio={rows[2]['images_per_s'] / sequential:.2f}")
 
