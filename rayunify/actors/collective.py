@@ -33,7 +33,7 @@ class ChannelSpec:
     port: int
     world_size: int
     backend: str = "gloo"
-    generation: int = 0  # bumped at every re-formation, so members never mix two groups
+    generation: int = 0  # bumped at every re-formation (each one also gets a fresh port, so groups never mix)
     timeout_s: float = 300.0
 
 
