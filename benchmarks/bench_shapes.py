@@ -15,18 +15,7 @@ import time
 
 import numpy as np
 
-from rayunify.shapes import CATEGORIES, all_specs, check_batch, render
-
-
-def rendered_cases(n: int, seed: int) -> tuple[np.ndarray, list]:
-    """n images, categories in turn, each with the spec it was drawn for."""
-    rng = np.random.default_rng(seed)
-    by_category = [all_specs(c) for c in CATEGORIES]
-    specs = [
-        by_category[i % len(CATEGORIES)][rng.integers(len(by_category[i % len(CATEGORIES)]))]
-        for i in range(n)
-    ]
-    return np.stack([render(s, rng) for s in specs]), specs
+from rayunify.shapes import CATEGORIES, check_batch, rendered_cases
 
 
 def checker_images_per_second(images: np.ndarray, specs: list, repeats: int = 3) -> float:

@@ -67,14 +67,7 @@ def answer_token_ids(
     Tokenizers differ in how "The score is 1" splits (" 1" vs " " + "1"), so take the longest common token
     prefix of the two full answers: what follows it is the digit token in each.
     """
-    with_one: Sequence[int] = encode(f"{prefix} 1")
-    with_zero: Sequence[int] = encode(f"{prefix} 0")
-    common = 0
-    while common < min(len(with_one), len(with_zero)) and with_one[common] == with_zero[common]:
-        common += 1
-    if common >= len(with_one) or common >= len(with_zero):
-        raise ValueError(f"the tokenizer cannot tell '{prefix} 1' from '{prefix} 0' apart")
-    return list(with_one[:common]), with_one[common], with_zero[common]
+    return choice_token_ids(encode, prefix, yes="1", no="0")
 
 
 def format_question(template: str | None, prompt: str) -> str:

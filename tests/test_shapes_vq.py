@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayunify.shapes import CATEGORIES, all_specs, check_batch, render
+from rayunify.shapes import check_batch, rendered_cases
 from rayunify.shapes.vq import (
     VQTrainConfig,
     decode_latents,
@@ -39,19 +39,9 @@ def tiny_vq():
     return vq, time.perf_counter() - start
 
 
-def _fresh_cases(n: int, seed: int) -> tuple[np.ndarray, list]:
-    rng = np.random.default_rng(seed)
-    by_category = [all_specs(c) for c in CATEGORIES]
-    specs = [
-        by_category[i % len(CATEGORIES)][rng.integers(len(by_category[i % len(CATEGORIES)]))]
-        for i in range(n)
-    ]
-    return np.stack([render(s, rng) for s in specs]), specs
-
-
 def test_tiny_vq_trains_fast_and_round_trips_pass_the_checker(tiny_vq):
     vq, seconds = tiny_vq
-    images, specs = _fresh_cases(300, seed=99)
+    images, specs = rendered_cases(300, seed=99)
     tokens = encode_tokens(vq, images)
     assert tokens.shape == (300, 64) and tokens.dtype == torch.long
     assert int(tokens.max()) < vq.config.num_embeddings

@@ -319,6 +319,22 @@ def _node_ip_and_free_port() -> tuple[str, int]:
         return ip, sock.getsockname()[1]
 
 
+def _sync_stats(meta: Mapping[str, Any], versions: Sequence[int], start: float, push_start: float) -> SyncStats:
+    """One timed sync; every receiver must report the version that was pushed."""
+    end = time.perf_counter()
+    if any(v != meta["version"] for v in versions):
+        raise RuntimeError(f"receivers report versions {list(versions)} after pushing version {meta['version']}")
+    return SyncStats(
+        version=meta["version"],
+        num_tensors=meta["num_tensors"],
+        num_bytes=meta["num_bytes"],
+        num_receivers=len(versions),
+        pack_s=meta["pack_s"],
+        push_s=end - push_start,
+        total_s=end - start,
+    )
+
+
 def _mean_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
     keys = per_rank[0].keys()
     out = {k: sum(m[k] for m in per_rank) / len(per_rank) for k in keys}
@@ -410,20 +426,7 @@ class LearnerGroup:
         meta = ray.get(meta_refs)[0]
         push_start = time.perf_counter()
         versions = push_update(update_ref, receivers, method)
-        end = time.perf_counter()
-        if any(v != meta["version"] for v in versions):
-            raise RuntimeError(
-                f"receivers report versions {versions} after pushing version {meta['version']}"
-            )
-        return SyncStats(
-            version=meta["version"],
-            num_tensors=meta["num_tensors"],
-            num_bytes=meta["num_bytes"],
-            num_receivers=len(receivers),
-            pack_s=meta["pack_s"],
-            push_s=end - push_start,
-            total_s=end - start,
-        )
+        return _sync_stats(meta, versions, start, push_start)
 
     def form_push_channel(
         self, receivers: Sequence[Any], backend: str = "gloo", generation: int = 0, timeout_s: float = 300.0
@@ -449,19 +452,7 @@ class LearnerGroup:
         send = self.group.actors[0].send_broadcast.remote(header_ref)
         applied = ray.get([r.receive_weight_broadcast.remote(header_ref) for r in receivers])
         ray.get(send)
-        end = time.perf_counter()
-        versions = [version for version, _ in applied]
-        if any(v != meta["version"] for v in versions):
-            raise RuntimeError(f"receivers report versions {versions} after broadcasting version {meta['version']}")
-        return SyncStats(
-            version=meta["version"],
-            num_tensors=meta["num_tensors"],
-            num_bytes=meta["num_bytes"],
-            num_receivers=len(receivers),
-            pack_s=meta["pack_s"],
-            push_s=end - push_start,
-            total_s=end - start,
-        )
+        return _sync_stats(meta, [version for version, _ in applied], start, push_start)
 
     def param_checksums(self) -> list[str]:
         return self.group.run("param_checksum")

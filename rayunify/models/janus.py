@@ -225,6 +225,8 @@ class JanusUnifiedModel(UnifiedModel):
         ids, mask = self.generation_prompt_ids(prompts)
         use_cfg = settings.guidance_scale > 1
         scale = settings.guidance_scale if use_cfg else 1.0
+        if self._image_embedding_side_trains():
+            self._image_embedding_table = None  # built from this call's weights, once
         decoder = self._decoder(*self._prefill_for_generation(ids, mask, n, use_cfg), scale)
         rows = ids.shape[0] * n
         tokens = torch.empty(rows, self.num_image_tokens, dtype=torch.long, device=self.device)
@@ -261,8 +263,16 @@ class JanusUnifiedModel(UnifiedModel):
             cache = PreallocatedKV(cache, extra_tokens=self.num_image_tokens)
         return hidden, cache, mask
 
+    def _image_embedding_side_trains(self) -> bool:
+        """Whether the image-token embedding or its aligner trains (e.g. base-model training): then the
+        table below is stale after every optimizer step. Self-improvement freezes both."""
+        inner = self.model.model
+        modules = (inner.generation_embeddings, inner.generation_aligner)
+        return any(p.requires_grad for m in modules for p in m.parameters())
+
     def _image_token_embeddings(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Generation embeddings of image tokens, from a table built once (embedding + aligner are frozen)."""
+        """Generation embeddings of image tokens, from a table built once while embedding + aligner are
+        frozen (once per `generate` call while they train)."""
         if self._image_embedding_table is None:
             codebook = torch.arange(self.model.config.vq_config.num_embeddings, device=self.device)
             self._image_embedding_table = self.model.prepare_embeddings_for_image_generation(codebook).detach()

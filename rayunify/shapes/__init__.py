@@ -11,7 +11,7 @@ import importlib
 from typing import Any
 
 from rayunify.shapes.checker import CheckResult, check, check_batch, match, perceive_batch
-from rayunify.shapes.render import draw, render, render_with_objects
+from rayunify.shapes.render import draw, render, render_with_objects, rendered_cases
 from rayunify.shapes.world import (
     BACKGROUND,
     CATEGORIES,
@@ -59,6 +59,7 @@ __all__ = [
     "perceive_batch",
     "render",
     "render_with_objects",
+    "rendered_cases",
     "save_prompts_jsonl",
     *_LAZY_VQ_NAMES,
 ]

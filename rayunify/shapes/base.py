@@ -319,9 +319,7 @@ def _add_own_samples(um, data: ShapesData, cfg: BaseConfig, seed: int) -> None:
     """Samples images for random train prompts as evaluation does and hands them to the judge's data."""
     prompts = data.sample_prompts(cfg.own_batch)
     um.model.eval()
-    um._image_embedding_table = None  # generate() caches image-token embeddings, which are training here
     out = um.generate([p.text for p in prompts], n=1, settings=SamplingSettings(guidance_scale=cfg.guidance_scale), seed=seed, decode=True)
-    um._image_embedding_table = None
     um.model.train()
     data.add_own(prompts, out.images)
 

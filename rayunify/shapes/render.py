@@ -12,7 +12,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from rayunify.shapes.world import BACKGROUND, COLOURS, IMAGE_SIZE, PALETTE, SceneObject, Spec, relation_holds
+from rayunify.shapes.world import (
+    BACKGROUND,
+    CATEGORIES,
+    COLOURS,
+    IMAGE_SIZE,
+    PALETTE,
+    SceneObject,
+    Spec,
+    all_specs,
+    relation_holds,
+)
 
 MIN_SIZE = 8
 MAX_SIZE = {1: 13, 2: 13, 3: 12, 4: 11}  # by object count: four 11 px objects still fit in a 2x2 layout
@@ -27,6 +37,15 @@ _MAX_LAYOUT_TRIES = 200
 def render(spec: Spec, rng: np.random.Generator) -> np.ndarray:
     """A (32, 32, 3) uint8 image showing `spec`. Draw one for another spec to get a negative."""
     return render_with_objects(spec, rng)[0]
+
+
+def rendered_cases(n: int, seed: int) -> tuple[np.ndarray, list[Spec]]:
+    """n rendered images, categories in turn (each a random spec of it), with the spec each was drawn for."""
+    rng = np.random.default_rng(seed)
+    by_category = [all_specs(c) for c in CATEGORIES]
+    picks = [by_category[i % len(by_category)] for i in range(n)]
+    specs = [specs[rng.integers(len(specs))] for specs in picks]
+    return np.stack([render(s, rng) for s in specs]), specs
 
 
 def render_with_objects(spec: Spec, rng: np.random.Generator) -> tuple[np.ndarray, tuple[SceneObject, ...]]:
