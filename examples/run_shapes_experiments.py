@@ -21,12 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "shapes"
 KEYS = ["gen_accuracy", "nonunified", "judge_fpr", "judge_accuracy"]
+SUMMARIES = ("overall", "category_mean")  # report groups that are not categories
 
 
-def run_dir_of(config: Path) -> Path:
+def run_dir_of(config: Path, overrides: list[str]) -> Path:
     from rayunify.config import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides)
     return ROOT / cfg.trainer.output_dir / cfg.trainer.run_name
 
 
@@ -36,7 +37,7 @@ def run_experiment(name: str, overrides: list[str]) -> dict:
     cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), *overrides]
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     code = subprocess.run(cmd, cwd=ROOT).returncode
-    run_dir = run_dir_of(config)
+    run_dir = run_dir_of(config, overrides)
     result = {"name": name, "exit_code": code, "minutes": (time.perf_counter() - started) / 60, "run_dir": str(run_dir)}
     for tag in ("start", "final"):
         path = run_dir / f"eval_{tag}.json"
@@ -63,11 +64,12 @@ def cell(result: dict, key: str, group: str = "overall") -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = ["| run | " + " | ".join(KEYS) + " | guard alarms | minutes |", "|" + "---|" * (len(KEYS) + 3)]
+    header = " | ".join(KEYS) + " | gen_accuracy, category mean"
+    lines = [f"| run | {header} | guard alarms | minutes |", "|" + "---|" * (len(KEYS) + 4)]
     for r in results:
-        cells = " | ".join(cell(r, k) for k in KEYS)
+        cells = " | ".join([*(cell(r, k) for k in KEYS), cell(r, "gen_accuracy", "category_mean")])
         lines.append(f"| {r['name']} | {cells} | {r['guard_alarms']} | {r['minutes']:.1f} |")
-    categories = sorted({c for r in results if r["final"] for c in r["final"] if c != "overall"})
+    categories = sorted({c for r in results if r["final"] for c in r["final"] if c not in SUMMARIES})
     lines += ["", "Generation accuracy per category (start → end):", ""]
     lines.append("| run | " + " | ".join(categories) + " |")
     lines.append("|" + "---|" * (len(categories) + 1))

@@ -64,15 +64,28 @@ def unification_metrics(records: Sequence[VerdictRecord]) -> dict[str, float]:
 
 
 def by_category(records: Iterable[VerdictRecord]) -> dict[str, dict[str, float]]:
-    """Overall metrics under "overall", then one entry per category."""
+    """Overall metrics (pooled over images) under "overall", their unweighted mean over categories under
+    "category_mean", then one entry per category."""
     groups: dict[str, list[VerdictRecord]] = defaultdict(list)
     everything: list[VerdictRecord] = []
     for record in records:
         groups[record.category].append(record)
         everything.append(record)
-    report = {"overall": unification_metrics(everything)}
-    report.update({category: unification_metrics(rs) for category, rs in sorted(groups.items())})
-    return report
+    per_category = {category: unification_metrics(rs) for category, rs in sorted(groups.items())}
+    return {"overall": unification_metrics(everything), "category_mean": category_mean(per_category), **per_category}
+
+
+def category_mean(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over categories with equal weight, as GenEval's overall score averages its six
+    tasks: a prompt set drawn in proportion to how many meanings each category has is dominated by the
+    hardest categories, and the pooled figure then says little about the easy ones. NaNs (a category with
+    no image the metric applies to) are left out; `count` is the total."""
+    mean = {}
+    for key in METRIC_KEYS:
+        values = [m[key] for m in per_category.values() if not math.isnan(m[key])]
+        mean[key] = sum(values) / len(values) if values else math.nan
+    mean["count"] = float(sum(m["count"] for m in per_category.values()))
+    return mean
 
 
 def flatten(report: dict[str, dict[str, float]], prefix: str = "") -> dict[str, float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 # (metric key in metrics.jsonl, panel title); a run that lacks a key simply has no line in that panel.
 PANELS = [
     ("eval/gen_accuracy", "generation accuracy (reference judge, eval prompts)"),
+    ("eval/category_mean/gen_accuracy", "generation accuracy, mean over categories"),
     ("eval/nonunified", "non-unification (own judge rejects own images)"),
     ("eval/judge_fpr", "judge false-positive rate vs reference"),
     ("guard/agreement", "judge–reference agreement (training samples)"),
