@@ -144,7 +144,7 @@ def test_eval_cli_writes_every_metric_overall_and_per_category(test_model: Path,
     report = json.loads((out / "eval.json").read_text())
     assert (out / "samples.png").is_file()
     categories = {json.loads(line)["category"] for line in prompts.read_text().splitlines()}
-    assert set(report) == {"overall", *categories}
+    assert set(report) == {"overall", "category_mean", *categories}
     for group, values in report.items():
         assert set(REQUIRED_METRICS) <= set(values) <= set(METRIC_KEYS), group
         for key in REQUIRED_METRICS:
@@ -212,3 +212,31 @@ def test_prompt_split_holds_out_the_experiments_eval_prompts():
     experiment_train, experiment_eval = generate_prompts(192, 96, seed=0)
     assert [p.text for p in experiment_eval] == [p.text for p in evaluation[:96]]
     assert {p.text for p in experiment_train} <= {p.text for p in train}
+
+
+def test_patch_probe_labels_each_patch_with_the_object_over_it(test_model: Path):
+    """The vision tower's own objective: each patch's target is the colour and shape of the object whose
+    box covers it, background elsewhere; the loss reads the features of the tower's last forward."""
+    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.shapes.render import render_with_objects
+    from rayunify.shapes.world import ObjectSpec
+
+    um = JanusUnifiedModel.from_pretrained(test_model)
+    probe = base.PatchProbe(um)
+    try:
+        image, (drawn,) = render_with_objects(Spec((ObjectSpec("square", "red"),)), np.random.default_rng(0))
+        colour, shape = probe.targets([image])
+        cell = image.shape[0] // probe.grid
+        x0, y0, w, h = drawn.box
+        inside = np.zeros((probe.grid, probe.grid), bool)
+        inside[y0 // cell : (y0 + h - 1) // cell + 1, x0 // cell : (x0 + w - 1) // cell + 1] = True
+        inside = torch.from_numpy(inside.ravel())
+        assert (colour[0][inside] == probe.colours["red"]).all() and (colour[0][~inside] == 0).all()
+        assert (shape[0][inside] == probe.shapes["square"]).all() and (shape[0][~inside] == 0).all()
+        loss = probe.loss_on([image, np.zeros_like(image)])
+        assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+        with pytest.raises(RuntimeError, match="last forward"):
+            probe.loss_of_last_forward([image])
+    finally:
+        probe.close()
+    assert not um.model.model.vision_model._forward_hooks, "close() must remove the hook"

@@ -7,8 +7,10 @@ one in minutes on a CPU:
 1. trains the VQ tokenizer (`vq.train_vq`): 32x32 images <-> 8x8 = 64 tokens;
 2. trains a BPE tokenizer on every prompt text and the judge's texts, so each word is one token;
 3. builds a `JanusForConditionalGeneration` whose grids match the tokenizer (understanding: 64 patches of
-   4x4 px; generation: 64 image tokens), copies the VQ weights in (frozen from then on) and trains the rest
-   jointly, each step on
+   4x4 px; generation: 64 image tokens), copies the VQ weights in (frozen from then on), pretrains the
+   vision tower alone on a per-patch objective (`PatchProbe`: which colour and shape lies under each patch,
+   as the checker sees it -- what a real Janus's pretrained SigLIP brings) and trains the rest jointly,
+   each step on
    - generation: NLL of the VQ tokens of fresh renders of train prompts, with classifier-free-guidance
      prompt dropout (so guidance works when sampling);
    - understanding: the paper's judge question answered " The score is 1/0" + EOS, labelled by the exact
@@ -19,7 +21,8 @@ one in minutes on a CPU:
      and, from 15% of the steps on, the model's own samples for train prompts (drawn as evaluation draws
      them, labelled by the checker, accepted and rejected in equal shares). Without these the judge stayed
      at chance on held-out images however long we trained it on renders (measured: the digit's loss flat
-     at 0.69 for 1,300 understanding-only steps while the caption loss showed the model reading the image).
+     at 0.69 for 1,300 understanding-only steps while the caption loss showed the model reading the image);
+   - the patch objective on the understanding batch's images (same forward as the judge's).
 4. saves it in the HF layout with `shapes_base.json` (config, timings, losses) and the prompt splits.
 
 Train and eval prompts split ShapesWorld's meanings 2 : 1 with `prompt_seed` 0, as `configs/shapes/*.yaml`
@@ -54,7 +57,7 @@ from rayunify.models.factory import (
     janus_config,
     set_generation_defaults,
 )
-from rayunify.shapes.checker import check_batch
+from rayunify.shapes.checker import check_batch, perceive_batch
 from rayunify.shapes.render import render
 from rayunify.shapes.vq import VQTrainConfig, decode_tokens, encode_tokens, train_vq
 from rayunify.shapes.world import (
@@ -76,7 +79,7 @@ from rayunify.types import Prompt, SamplingSettings, Verdict
 log = logging.getLogger(__name__)
 
 # Bump when training or saving changes, so cached base models are retrained.
-BASE_VERSION = 2
+BASE_VERSION = 3
 INFO_FILE = "shapes_base.json"  # written last: its presence marks a complete model directory
 EVAL_PROMPTS_FILE = "eval_prompts.jsonl"
 TRAIN_PROMPTS_FILE = "train_prompts.jsonl"
@@ -102,7 +105,7 @@ class BaseConfig:
 
     arch: JanusArch
     vq: VQTrainConfig
-    steps: int = 900
+    steps: int = 1200
     gen_batch: int = 24  # images per step for the generation loss
     und_batch: int = 32  # (image, prompt, verdict) examples per step for the understanding loss
     lr: float = 2e-3
@@ -118,6 +121,10 @@ class BaseConfig:
     own_every: int = 5
     own_batch: int = 16
     own_buffer: int = 256  # the most recent samples kept
+    # The vision tower's own objective (see PatchProbe): alone for vision_pretrain_steps before the joint
+    # steps, then added to every joint step's loss with weight patch_weight.
+    vision_pretrain_steps: int = 400
+    patch_weight: float = 1.0
     mix: UnderstandingMix = field(default_factory=UnderstandingMix)
     # Sampling weight of each category (CATEGORIES order) for training prompts: the hard, numerous
     # two-object categories get most of the data, the easy ones enough to be learnt.
@@ -154,6 +161,7 @@ SIZES: dict[str, BaseConfig] = {
         arch=arch_for(_TEST_VQ, 64, 2, 32, 1),
         vq=_TEST_VQ,
         steps=30,
+        vision_pretrain_steps=10,
         gen_batch=8,
         und_batch=8,
         warmup=5,
@@ -278,13 +286,41 @@ def _fan_in_init(model) -> None:
 
 
 def _train(um, data: ShapesData, cfg: BaseConfig, rng: np.random.Generator, progress: bool) -> dict[str, Any]:
+    probe = PatchProbe(um)
+    try:
+        pretrain = _pretrain_vision(probe, data, cfg, progress)
+        history = _train_jointly(um, probe, data, cfg, rng, progress)
+    finally:
+        probe.close()
+    return {"vision_pretrain_patch": pretrain, **history}
+
+
+def _pretrain_vision(probe: PatchProbe, data: ShapesData, cfg: BaseConfig, progress: bool) -> list[float]:
+    """The patch objective alone on the vision tower: cheap (no language model), and the joint steps then
+    start from an image encoder whose features already say what lies where. Returns the mean patch loss
+    of each tenth of the steps."""
+    params = [*probe.vision.parameters(), *probe.head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    losses = []
+    for _ in tqdm(range(cfg.vision_pretrain_steps), desc="pretrain vision", disable=not progress):
+        images = data.understanding_batch(cfg.und_batch)[0]
+        loss = probe.loss_on(images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    return [round(float(np.mean(chunk)), 5) for chunk in np.array_split(losses, 10) if len(chunk)]
+
+
+def _train_jointly(um, probe: PatchProbe, data: ShapesData, cfg: BaseConfig, rng: np.random.Generator, progress: bool) -> dict[str, Any]:
     model = um.model
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + list(probe.head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _cosine(step, cfg.steps, cfg.warmup))
     judge_loss = JudgeLoss(um)
     model.train()
-    keys = ("gen", "und", "caption", "und_acc")
+    keys = ("gen", "und", "caption", "patch", "und_acc")
     history: dict[str, list[float]] = {"step": [], **{k: [] for k in keys}}
     window: dict[str, list[float]] = {k: [] for k in keys}
     log_every = max(cfg.steps // 50, 1)
@@ -296,14 +332,16 @@ def _train(um, data: ShapesData, cfg: BaseConfig, rng: np.random.Generator, prog
         prompts, tokens = data.generation_batch(cfg.gen_batch)
         drop = torch.from_numpy(rng.random(len(prompts)) < cfg.prompt_dropout)
         gen_loss = -um.image_logprobs(prompts, tokens, drop_prompt=drop).mean()
-        und_loss, caption_loss, und_acc = judge_loss(*data.understanding_batch(cfg.und_batch))
-        loss = gen_loss + cfg.und_weight * und_loss + cfg.caption_weight * caption_loss
+        und_batch = data.understanding_batch(cfg.und_batch)
+        und_loss, caption_loss, und_acc = judge_loss(*und_batch)
+        patch_loss = probe.loss_of_last_forward(und_batch[0])
+        loss = gen_loss + cfg.und_weight * und_loss + cfg.caption_weight * caption_loss + cfg.patch_weight * patch_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         schedule.step()
-        for key, value in zip(keys, (gen_loss, und_loss, caption_loss, und_acc), strict=True):
+        for key, value in zip(keys, (gen_loss, und_loss, caption_loss, patch_loss, und_acc), strict=True):
             window[key].append(value.item())
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
             history["step"].append(step + 1)
@@ -322,6 +360,65 @@ def _add_own_samples(um, data: ShapesData, cfg: BaseConfig, seed: int) -> None:
     out = um.generate([p.text for p in prompts], n=1, settings=SamplingSettings(guidance_scale=cfg.guidance_scale), seed=seed, decode=True)
     um.model.train()
     data.add_own(prompts, out.images)
+
+
+class PatchProbe:
+    """The vision tower's own objective, standing in for the image-text pretraining a real Janus's SigLIP
+    encoder comes with: a linear head on the tower's output predicts, for each understanding patch, the
+    colour and the shape of the object the checker sees over it (or background). The head is discarded
+    after training; the saved model is a plain Janus.
+
+    Why: with the judge's one-bit answer and the caption as the only signals reaching the tower, the judge
+    stayed at chance on held-out renders for 300-400 steps; with this loss (and the tower pretrained on it)
+    it separates matching prompts from random ones (93%) and from one-attribute-away ones (72%) after 300
+    understanding-only steps, and the caption loss falls 0.94 -> 0.56 nats/token (measured, 400-step probes).
+    """
+
+    def __init__(self, um):
+        self.um = um
+        self.vision = um.model.model.vision_model
+        self.grid = self.vision.config.image_size // self.vision.config.patch_size
+        self.colours = {c: i + 1 for i, c in enumerate(COLOURS)}  # 0: background
+        self.shapes = {s: i + 1 for i, s in enumerate(SHAPES)}  # 0: background, len+1: a blob of no shape
+        self.head = torch.nn.Linear(self.vision.config.hidden_size, len(self.colours) + len(self.shapes) + 3)
+        self._features: torch.Tensor | None = None
+        self._hook = self.vision.register_forward_hook(self._keep_features)
+
+    def _keep_features(self, module, inputs, output) -> None:
+        self._features = output.last_hidden_state
+
+    def close(self) -> None:
+        self._hook.remove()
+
+    def loss_on(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Runs the tower on `images` and returns the patch loss."""
+        pixels = self.um.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        self.vision(pixel_values=pixels.to(self.um.device))
+        return self.loss_of_last_forward(images)
+
+    def loss_of_last_forward(self, images: list[np.ndarray]) -> torch.Tensor:
+        """The patch loss on the features of the tower's last forward, which must have been on `images`."""
+        if self._features is None or len(self._features) != len(images):
+            raise RuntimeError("PatchProbe: the vision tower's last forward was not on these images")
+        colour, shape = self.targets(images)
+        logits = self.head(self._features).flatten(0, 1)
+        n_colour = len(self.colours) + 1
+        cross_entropy = torch.nn.functional.cross_entropy
+        return cross_entropy(logits[:, :n_colour], colour.flatten()) + cross_entropy(logits[:, n_colour:], shape.flatten())
+
+    def targets(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(colour, shape) class per patch, row-major: those of the object whose bounding box covers the
+        patch (the smaller object where boxes overlap), as the checker perceives it."""
+        cell = IMAGE_SIZE // self.grid
+        colour = np.zeros((len(images), self.grid, self.grid), np.int64)
+        shape = np.zeros_like(colour)
+        for i, objects in enumerate(perceive_batch(np.stack(images))):
+            for obj in sorted(objects, key=lambda o: -o.area):
+                x0, y0, w, h = obj.box
+                rows, cols = slice(y0 // cell, (y0 + h - 1) // cell + 1), slice(x0 // cell, (x0 + w - 1) // cell + 1)
+                colour[i, rows, cols] = self.colours.get(obj.colour, 0)
+                shape[i, rows, cols] = self.shapes.get(obj.shape, len(self.shapes) + 1)
+        return torch.from_numpy(colour.reshape(len(images), -1)), torch.from_numpy(shape.reshape(len(images), -1))
 
 
 class JudgeLoss:
