@@ -39,18 +39,20 @@ def plot_runs(runs: dict[str, list[dict]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = 4
+    cols = 3
     rows_n = math.ceil(len(PANELS) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.2 * rows_n), squeeze=False)
     for ax, (key, title) in zip(axes.flat, PANELS, strict=False):
-        for name, rows in runs.items():
+        for index, (name, rows) in enumerate(runs.items()):
             xs, ys = series(rows, key)
-            if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, markersize=3, label=name)
+            if xs:  # one colour per run in every panel, also where some runs have no line
+                ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, markersize=3, label=name, color=f"C{index % 10}")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    for ax in axes.flat[len(PANELS) :]:
+        ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
