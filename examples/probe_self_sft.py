@@ -24,15 +24,38 @@ from rayunify.models import resolve_model_path
 from rayunify.models.janus import JanusUnifiedModel
 from rayunify.shapes.checker import check_batch
 from rayunify.shapes.world import Spec, generate_prompts
-from rayunify.types import Prompt, SamplingSettings
+from rayunify.types import Prompt, SamplingSettings, Verdict
 
 
-def sample(um: JanusUnifiedModel, prompts: list[Prompt], n: int, guidance: float, seed: int):
-    """(image tokens, checker verdicts), n images per prompt, grouped by prompt."""
-    with torch.no_grad():
-        out = um.generate([p.text for p in prompts], n=n, settings=SamplingSettings(guidance_scale=guidance), seed=seed, decode=True)
-    specs = [Spec.from_dict(p.spec) for p in prompts for _ in range(n)]
-    return out.image_tokens, np.array([r.aligned for r in check_batch(out.images, specs)])
+def sample(um: JanusUnifiedModel, prompts: list[Prompt], n: int, guidance: float, seed: int, chunk: int = 64):
+    """(image tokens, checker verdicts, images), n images per prompt, grouped by prompt."""
+    tokens, verdicts, images = [], [], []
+    for start in range(0, len(prompts), chunk):
+        batch = prompts[start : start + chunk]
+        with torch.no_grad():
+            out = um.generate(
+                [p.text for p in batch],
+                n=n,
+                settings=SamplingSettings(guidance_scale=guidance),
+                seed=seed + start,
+                decode=True,
+            )
+        specs = [Spec.from_dict(p.spec) for p in batch for _ in range(n)]
+        tokens.append(out.image_tokens)
+        verdicts += [r.aligned for r in check_batch(out.images, specs)]
+        images += list(out.images)
+    return torch.cat(tokens), np.array(verdicts), images
+
+
+def self_verdicts(
+    um: JanusUnifiedModel, images: list[np.ndarray], texts: list[str], chunk: int = 512
+) -> np.ndarray:
+    """The model's own judge: True where it answers "The score is 1"."""
+    verdicts = []
+    for start in range(0, len(images), chunk):
+        judged = um.judge(images[start : start + chunk], texts[start : start + chunk])
+        verdicts += [j.verdict == Verdict.ACCEPT for j in judged]
+    return np.array(verdicts)
 
 
 def accuracy(um: JanusUnifiedModel, prompts: list[Prompt]) -> str:
@@ -46,21 +69,37 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--data-guidance", type=float, default=3.0)
     parser.add_argument("--prompt-dropout", type=float, default=0.0)
-    parser.add_argument("--geometry", choices=["conditional", "cfg"], default="conditional",
-                        help="train log-probs under the conditional model or the guided one (at --data-guidance)")
+    parser.add_argument(
+        "--geometry",
+        choices=["conditional", "cfg"],
+        default="conditional",
+        help="train log-probs under the conditional model or the guided one (at --data-guidance)",
+    )
     parser.add_argument("--trainable", choices=["language_model", "lora"], default="language_model")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--n-train", type=int, default=192, help="train prompts (the experiments use 192)")
+    parser.add_argument(
+        "--judge",
+        choices=["checker", "self"],
+        default="checker",
+        help="who accepts the training images: the exact checker (an oracle) or the model itself",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     um = JanusUnifiedModel.from_pretrained(resolve_model_path(args.model), trainable=args.trainable)
-    train, held_out = generate_prompts(192, 96, seed=0)
+    train, held_out = generate_prompts(max(192, args.n_train), 96, seed=0)
+    train = train[: args.n_train]
     print(f"before: held-out {accuracy(um, held_out)} | train {accuracy(um, train)}", flush=True)
-    tokens, accepted = sample(um, train, args.n, args.data_guidance, seed=0)
+    tokens, accepted, images = sample(um, train, args.n, args.data_guidance, seed=0)
     texts = [p.text for p in train for _ in range(args.n)]
+    if args.judge == "self":
+        own = self_verdicts(um, images, texts)
+        print(f"self-accepted: {own.sum()} of {len(own)}, precision {accepted[own].mean():.3f}", flush=True)
+        accepted = own
     keep = np.nonzero(accepted)[0]
-    print(f"checker-accepted training images: {len(keep)} of {len(accepted)}", flush=True)
+    print(f"{args.judge}-accepted training images: {len(keep)} of {len(accepted)}", flush=True)
     params = [p for p in um.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(0)

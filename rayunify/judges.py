@@ -34,6 +34,15 @@ def judge_question(prompt: str) -> str:
     return JUDGE_QUESTION.format(prompt=prompt.strip().rstrip("."))
 
 
+def fixed_prefix_phrases() -> tuple[str, ...]:
+    """Fixed texts that every judge sequence repeats word for word *before the image*: the system prompt.
+    A tokenizer of our own may make each a single token (see `train_tokenizer`'s phrases). Causal attention
+    means these tokens never see the image, so merging them costs the judge nothing; the question after
+    the image stays word by word (measured on ShapesWorld: merging it as well cut the judge's accuracy on
+    the model's own images 79.9% -> 75.7%: its tokens are where the model compares image and prompt)."""
+    return (SYSTEM_PROMPT,)
+
+
 def parse_verdict(answer: str) -> Verdict:
     """ "The score is 1" → ACCEPT, "... 0" → REJECT; anything else (or both digits) → INVALID."""
     found = {m.group(1) for m in _SCORE_RE.finditer(answer)}

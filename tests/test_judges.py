@@ -415,3 +415,23 @@ def test_vllm_server_dies_with_a_killed_parent(tmp_path):
     else:
         subprocess.run(["sh", "-c", f"kill -KILL -{group}"])
         pytest.fail("the vLLM server outlived the process that started it")
+
+
+def test_tokenizer_phrases_become_one_token_and_leave_the_text_unchanged(tmp_path):
+    from transformers import AutoTokenizer
+
+    from rayunify.models.factory import default_corpus
+    from rayunify.models.tokenizer import train_tokenizer
+
+    phrases = judges.fixed_prefix_phrases()
+    tokenizer = train_tokenizer(default_corpus(), vocab_size=512, phrases=phrases)
+    plain = train_tokenizer(default_corpus(), vocab_size=512)
+    text = judges.SYSTEM_PROMPT + "<|User|>: " + judges.judge_question("a red circle")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    plain_ids = plain(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids[0]) == judges.SYSTEM_PROMPT
+    assert len(ids) == len(plain_ids) - len(plain(judges.SYSTEM_PROMPT, add_special_tokens=False)["input_ids"]) + 1
+    assert ids[1:] == plain_ids[-(len(ids) - 1) :]  # the rest tokenizes exactly as without the phrase
+    assert tokenizer.decode(ids) == text
+    tokenizer.save_pretrained(tmp_path)  # the phrase survives the HF round trip
+    assert AutoTokenizer.from_pretrained(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids

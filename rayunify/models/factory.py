@@ -77,10 +77,10 @@ def default_corpus() -> list[str]:
     ] * 4
 
 
-def build_processor(arch: JanusArch, corpus: Iterable[str] | None = None):
+def build_processor(arch: JanusArch, corpus: Iterable[str] | None = None, phrases: Iterable[str] = ()):
     from transformers import JanusImageProcessorPil, JanusProcessor
 
-    tokenizer = train_tokenizer(list(corpus or default_corpus()), vocab_size=arch.vocab_size)
+    tokenizer = train_tokenizer(list(corpus or default_corpus()), vocab_size=arch.vocab_size, phrases=phrases)
     image_processor = JanusImageProcessorPil(
         size={"height": arch.image_size, "width": arch.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 # Janus-Pro's own special tokens, so code written against the tiny tokenizer runs unchanged on the real one.
@@ -44,8 +44,12 @@ JANUS_CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on `corpus` and wrap it with Janus's special tokens."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512, phrases: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `corpus` and wrap it with Janus's special tokens.
+
+    Each of `phrases` (fixed texts every sequence repeats, such as the judge's system prompt) becomes one
+    ordinary token: the text the model reads is unchanged, the sequence is shorter.
+    """
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -56,6 +60,7 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int = 512) -> PreTrainedT
         show_progress=False,
     )
     bpe.train_from_iterator(list(corpus), trainer=trainer)
+    bpe.add_tokens([AddedToken(p, normalized=False) for p in phrases])
     bos_id = bpe.token_to_id(BOS)
     # Janus prepends BOS to every sequence (its LLaMA tokenizer does too).
     bpe.post_processor = processors.TemplateProcessing(

@@ -79,7 +79,7 @@ from rayunify.types import Prompt, SamplingSettings, Verdict
 log = logging.getLogger(__name__)
 
 # Bump when training or saving changes, so cached base models are retrained.
-BASE_VERSION = 3
+BASE_VERSION = 4
 INFO_FILE = "shapes_base.json"  # written last: its presence marks a complete model directory
 EVAL_PROMPTS_FILE = "eval_prompts.jsonl"
 TRAIN_PROMPTS_FILE = "train_prompts.jsonl"
@@ -105,7 +105,7 @@ class BaseConfig:
 
     arch: JanusArch
     vq: VQTrainConfig
-    steps: int = 1200
+    steps: int = 1500
     gen_batch: int = 24  # images per step for the generation loss
     und_batch: int = 32  # (image, prompt, verdict) examples per step for the understanding loss
     lr: float = 2e-3
@@ -254,7 +254,7 @@ def _build_model(cfg: BaseConfig, vq, seed: int):
     wrong = [f"{k}={getattr(arch, k)!r} (needs {v!r})" for k, v in wanted.items() if getattr(arch, k) != v]
     if wrong:
         raise ValueError(f"config.arch does not fit config.vq: {', '.join(wrong)}; build it with arch_for()")
-    processor = build_processor(arch, tokenizer_corpus())
+    processor = build_processor(arch, tokenizer_corpus(), phrases=judges.fixed_prefix_phrases())
     config = janus_config(arch, processor.tokenizer)
     # The generation side must be exactly the trained tokenizer, plus the projections into the LM.
     vq_config = cfg.vq.janus_config().to_dict()
@@ -534,18 +534,21 @@ class ShapesData:
         n_candidates = 2 * n
         prompts = self.sample_prompts(n_candidates)
         kinds = self.rng.choice(sources, size=n_candidates, p=shares / shares.sum())
+        rendered = np.nonzero(kinds != "own")[0]
         drawn = []
-        for p, kind in zip(prompts, kinds, strict=True):  # ("own" rows draw a placeholder, replaced below)
-            spec = self.specs[p.text]
-            if kind == "one_attribute_away":
+        for i in rendered:
+            spec = self.specs[prompts[i].text]
+            if kinds[i] == "one_attribute_away":
                 spec = one_attribute_away(spec, self.rng)
-            elif kind == "random_prompt":
+            elif kinds[i] == "random_prompt":
                 spec = self.specs[self.all_prompts[self.rng.integers(len(self.all_prompts))].text]
             drawn.append(render(spec, self.rng))
-        tokens = encode_tokens(self.vq, np.stack(drawn)).numpy()
-        for i in np.nonzero(kinds == "corrupted")[0]:
-            tokens[i] = self.corrupt(tokens[i], tokens[self.rng.integers(n_candidates)])
-        images = decode_tokens(self.vq, torch.from_numpy(tokens))
+        images = np.zeros((n_candidates, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        if len(rendered):
+            tokens = encode_tokens(self.vq, np.stack(drawn)).numpy()
+            for j in np.nonzero(kinds[rendered] == "corrupted")[0]:
+                tokens[j] = self.corrupt(tokens[j], tokens[self.rng.integers(len(tokens))])
+            images[rendered] = decode_tokens(self.vq, torch.from_numpy(tokens))
         for i in np.nonzero(kinds == "own")[0]:
             prompts[i], images[i] = self._own_sample()
         accepted = np.array([r.aligned for r in check_batch(images, [self.specs[p.text] for p in prompts])])
