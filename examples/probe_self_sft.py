@@ -23,7 +23,7 @@ import torch
 from rayunify.models import resolve_model_path
 from rayunify.models.janus import JanusUnifiedModel
 from rayunify.shapes.checker import check_batch
-from rayunify.shapes.world import Spec, generate_prompts
+from rayunify.shapes.world import Spec, held_out_split
 from rayunify.types import Prompt, SamplingSettings, Verdict
 
 
@@ -89,8 +89,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     um = JanusUnifiedModel.from_pretrained(resolve_model_path(args.model), trainable=args.trainable)
-    train, held_out = generate_prompts(max(192, args.n_train), 96, seed=0)
-    train = train[: args.n_train]
+    train, held_out = held_out_split(args.n_train, 96, seed=0)
     print(f"before: held-out {accuracy(um, held_out)} | train {accuracy(um, train)}", flush=True)
     tokens, accepted, images = sample(um, train, args.n, args.data_guidance, seed=0)
     texts = [p.text for p in train for _ in range(args.n)]

@@ -36,9 +36,9 @@ _SPLIT_SUFFIX = re.compile(r"_(train|val|test)$")
 def load_prompts(cfg: PromptsConfig) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts as the config says. Without an eval source, eval is the first n_eval train prompts."""
     if cfg.source == "shapes":
-        from rayunify.shapes.world import generate_prompts
+        from rayunify.shapes.world import held_out_split
 
-        return generate_prompts(cfg.n_train, cfg.n_eval, seed=cfg.seed)
+        return held_out_split(cfg.n_train, cfg.n_eval, seed=cfg.seed)
     if cfg.source == "file":
         assert cfg.path is not None
         train = read_prompt_source(cfg.path, cfg.format)

@@ -234,3 +234,21 @@ def test_checker_speed():
     per_second = len(images) / (time.perf_counter() - start)
     print(f"checker: {per_second:.0f} images/s")
     assert per_second > 200  # loose: the machine is shared; the benchmark reports the real figure
+
+
+def test_held_out_split_keeps_eval_prompts_out_of_the_base_training_set_at_any_sizes():
+    from rayunify.shapes.world import held_out_split
+
+    base_train, base_eval = held_out_split(1044, 96, seed=0)  # the ShapesWorld base model's own split
+    base_meanings = {meaning_key(Spec.from_dict(p.spec)) for p in base_train}
+    for n_train, n_eval in [(192, 96), (1044, 96), (16, 4), (100, 90)]:
+        train, evaluation = held_out_split(n_train, n_eval, seed=0)
+        assert len(train) == n_train and len(evaluation) == n_eval
+        assert train == base_train[:n_train]  # prefixes of one split, not a new cut per ratio
+        assert base_meanings.isdisjoint(meaning_key(Spec.from_dict(p.spec)) for p in evaluation)
+    assert held_out_split(192, 96, seed=0) == generate_prompts(192, 96, seed=0)
+    # generate_prompts at another ratio cuts the meanings anew: another eval list, and where the eval share
+    # is above a third, prompts the base trained on.
+    assert generate_prompts(1044, 96, seed=0)[1] != base_eval
+    _, direct_eval = generate_prompts(100, 90, seed=0)
+    assert not base_meanings.isdisjoint(meaning_key(Spec.from_dict(p.spec)) for p in direct_eval)

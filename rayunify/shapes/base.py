@@ -70,7 +70,7 @@ from rayunify.shapes.world import (
     ObjectSpec,
     Spec,
     all_specs,
-    generate_prompts,
+    held_out_split,
     make_prompt_text,
     save_prompts_jsonl,
 )
@@ -225,11 +225,8 @@ def _size_config(size: str) -> BaseConfig:
 
 
 def split_prompts(cfg: BaseConfig) -> tuple[list[Prompt], list[Prompt]]:
-    """Train and eval prompts from the 2 : 1 split of meanings (the split depends only on the ratio and
-    the seed, so the eval list is a prefix of every `generate_prompts(2k, k, prompt_seed)` eval list)."""
-    k = max(cfg.n_eval_prompts, math.ceil(cfg.n_train_prompts / 2))
-    train, evaluation = generate_prompts(2 * k, k, seed=cfg.prompt_seed)
-    return train[: cfg.n_train_prompts], evaluation[: cfg.n_eval_prompts]
+    """Train and eval prompts from the 2 : 1 split of meanings (`held_out_split`)."""
+    return held_out_split(cfg.n_train_prompts, cfg.n_eval_prompts, cfg.prompt_seed)
 
 
 def tokenizer_corpus() -> list[str]:

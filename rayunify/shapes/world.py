@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,18 @@ def generate_prompts(n_train: int, n_eval: int, seed: int) -> tuple[list[Prompt]
         eval_pools[category] = [s for i in order[:n_eval_groups] for s in groups[i]]
         train_pools[category] = [s for i in order[n_eval_groups:] for s in groups[i]]
     return _draw_round_robin(train_pools, n_train, "train"), _draw_round_robin(eval_pools, n_eval, "eval")
+
+
+def held_out_split(n_train: int, n_eval: int, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+    """The first n_train train and n_eval eval prompts of the 2 : 1 split of meanings that the ShapesWorld
+    base model trains on (`generate_prompts(2k, k, seed)`; each list is a prefix of every larger one), so
+    the eval prompts are never among the base's training prompts and stay the same list whatever n_train
+    is. A direct `generate_prompts(n_train, n_eval)` cuts the meanings in the ratio of the sizes instead:
+    another eval list for each ratio, and, where the eval share is above a third, prompts the base
+    trained on."""
+    k = max(n_eval, math.ceil(n_train / 2))
+    train, evaluation = generate_prompts(2 * k, k, seed=seed)
+    return train[:n_train], evaluation[:n_eval]
 
 
 def _meaning_groups(specs: Sequence[Spec]) -> list[list[Spec]]:
