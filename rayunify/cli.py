@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ev = sub.add_parser("eval", help="generation accuracy, non-unification and judge quality of a model")
     ev.add_argument("--model", required=True, help="HF model directory or builtin:shapes-base / builtin:tiny")
-    ev.add_argument("--prompts", help="JSONL prompt file (default: ShapesWorld eval prompts)")
+    ev.add_argument("--prompts", help="JSONL prompt file (default: the eval prompts held out from the ShapesWorld base)")
     ev.add_argument("--n-per-prompt", type=int, default=4)
     ev.add_argument("--n-prompts", type=int, default=64, help="ShapesWorld eval prompts when --prompts is absent")
     ev.add_argument("--guidance-scale", type=float, default=3.0)
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
     base.add_argument("--out", required=True)
-    base.add_argument("--size", choices=["base", "test"], default="base")
+    base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
     base.add_argument("--seed", type=int, default=0)
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
@@ -57,11 +57,12 @@ def _eval(args: argparse.Namespace) -> int:
     from rayunify.evaluation import evaluate, write_eval
     from rayunify.judging import ShapesCheckerJudge
     from rayunify.models import build_model
-    from rayunify.shapes.world import generate_prompts, load_prompts_jsonl
+    from rayunify.shapes.world import held_out_split, load_prompts_jsonl
     from rayunify.types import SamplingSettings
 
     model = build_model(JanusModelConfig(path=args.model))
-    prompts = load_prompts_jsonl(args.prompts) if args.prompts else generate_prompts(1, args.n_prompts, seed=0)[1]
+    # Without a file: the eval side of the ShapesWorld base's own split, never prompts it trained on.
+    prompts = load_prompts_jsonl(args.prompts) if args.prompts else held_out_split(0, args.n_prompts, seed=0)[1]
     result = evaluate(
         model,
         prompts,

@@ -241,7 +241,7 @@ def test_held_out_split_keeps_eval_prompts_out_of_the_base_training_set_at_any_s
 
     base_train, base_eval = held_out_split(1044, 96, seed=0)  # the ShapesWorld base model's own split
     base_meanings = {meaning_key(Spec.from_dict(p.spec)) for p in base_train}
-    for n_train, n_eval in [(192, 96), (1044, 96), (16, 4), (100, 90)]:
+    for n_train, n_eval in [(192, 96), (1044, 96), (16, 4), (100, 90), (0, 96)]:  # (0, n): `rayunify eval`
         train, evaluation = held_out_split(n_train, n_eval, seed=0)
         assert len(train) == n_train and len(evaluation) == n_eval
         assert train == base_train[:n_train]  # prefixes of one split, not a new cut per ratio
