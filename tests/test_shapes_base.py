@@ -28,7 +28,7 @@ from rayunify.shapes.base import (
 )
 from rayunify.shapes.checker import check_batch
 from rayunify.shapes.render import render
-from rayunify.shapes.world import CATEGORIES, Spec, all_specs, generate_prompts
+from rayunify.shapes.world import CATEGORIES, Spec, all_specs, generate_prompts, meaning_key
 from rayunify.types import Verdict
 
 REQUIRED_METRICS = ("gen_accuracy", "nonunified", "judge_accuracy", "judge_fpr", "judge_fnr", "weak_generation", "invalid_rate")
@@ -189,6 +189,34 @@ def test_own_samples_are_split_by_the_checker_and_drawn_into_understanding_batch
     assert sum(v == Verdict.ACCEPT for v in verdicts) == 4
     truth = [r.aligned for r in check_batch(np.stack(images), [data.specs[t] for t in texts])]
     assert truth == [v == Verdict.ACCEPT for v in verdicts]
+
+
+def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless_stream_alone(test_model: Path, monkeypatch):
+    """The noisy base's generation data: with caption_noise 1 every image is drawn from a spec one attribute
+    away from its prompt; at 0, from the prompt's own spec, and the batches are exactly those of a config
+    that never had the field."""
+    from rayunify.models.janus import JanusUnifiedModel
+
+    vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
+    prompts, _ = split_prompts(SIZES["test"])
+    drawn: list[Spec] = []
+    monkeypatch.setattr(base, "render", lambda spec, rng: drawn.append(spec) or render(spec, rng))
+
+    def drawn_specs(noise: float) -> tuple[list[str], list[Spec]]:
+        drawn.clear()
+        data = ShapesData(vq, prompts, dataclasses.replace(SIZES["test"], caption_noise=noise), np.random.default_rng(0))
+        texts, _ = data.generation_batch(32)
+        return texts, list(drawn)
+
+    texts, specs = drawn_specs(1.0)
+    truth = [Spec.from_dict(next(p.spec for p in prompts if p.text == t)) for t in texts]
+    assert all(meaning_key(s) != meaning_key(t) for s, t in zip(specs, truth, strict=True))
+    texts, specs = drawn_specs(0.0)
+    assert specs == [Spec.from_dict(next(p.spec for p in prompts if p.text == t)) for t in texts]
+    clean = ShapesData(vq, prompts, SIZES["test"], np.random.default_rng(3)).generation_batch(8)
+    zero = ShapesData(vq, prompts, dataclasses.replace(SIZES["test"], caption_noise=0.0), np.random.default_rng(3))
+    again = zero.generation_batch(8)
+    assert clean[0] == again[0] and torch.equal(clean[1], again[1])
 
 
 def test_one_attribute_away_changes_exactly_one_thing():

@@ -28,7 +28,7 @@ def build_model(cfg: JanusModelConfig, device: str | None = None, seed: int = 0)
 
 
 def resolve_model_path(path: str, seed: int = 0) -> str:
-    """builtin:tiny / builtin:shapes-base / builtin:shapes-test → a cached local directory (built on first use)."""
+    """builtin:tiny / builtin:shapes-base / -noisy / -test → a cached local directory (built on first use)."""
     if not path.startswith(BUILTIN_PREFIX):
         return path
     name = path[len(BUILTIN_PREFIX) :]
@@ -36,8 +36,8 @@ def resolve_model_path(path: str, seed: int = 0) -> str:
         from rayunify.models.factory import cached_tiny_dir
 
         return str(cached_tiny_dir(seed=seed))
-    if name in ("shapes-base", "shapes-test"):
+    if name in ("shapes-base", "shapes-noisy", "shapes-test"):
         from rayunify.shapes.base import cached_base_dir
 
         return str(cached_base_dir(name.removeprefix("shapes-"), seed=seed))
-    raise ValueError(f"model.path={path!r}: unknown built-in model; choose builtin:tiny, builtin:shapes-base or builtin:shapes-test")
+    raise ValueError(f"model.path={path!r}: unknown built-in model; choose builtin:tiny, builtin:shapes-base, builtin:shapes-noisy or builtin:shapes-test")

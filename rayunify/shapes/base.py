@@ -126,6 +126,11 @@ class BaseConfig:
     vision_pretrain_steps: int = 400
     patch_weight: float = 1.0
     mix: UnderstandingMix = field(default_factory=UnderstandingMix)
+    # Share of generation rows whose image shows a spec one attribute away from its prompt, as web alt-text
+    # misdescribes images: the gap of a real unified model comes from generation data this noisy, while
+    # the judge's labels here stay exact. 0 for the default base (perfect renders, nothing for the model's
+    # own filtered samples to add); see SIZES["noisy"].
+    caption_noise: float = 0.0
     # Sampling weight of each category (CATEGORIES order) for training prompts: the hard, numerous
     # two-object categories get most of the data, the easy ones enough to be learnt.
     category_weights: tuple[float, ...] = (0.08, 0.14, 0.08, 0.14, 0.28, 0.28)
@@ -156,6 +161,10 @@ _BASE_VQ = VQTrainConfig()
 _TEST_VQ = dataclasses.replace(VQTrainConfig.tiny(), steps=300)
 SIZES: dict[str, BaseConfig] = {
     "base": BaseConfig(arch=arch_for(_BASE_VQ, 128, 4, 64, 2), vq=_BASE_VQ),
+    # The base trained on noisy captions: half its generation rows' images are one attribute away from the
+    # prompt. Its generation is weak because its data is, while its judge learns from exact labels: the
+    # situation the paper's method is for (see README, "Where self-supervision has something to add").
+    "noisy": BaseConfig(arch=arch_for(_BASE_VQ, 128, 4, 64, 2), vq=_BASE_VQ, caption_noise=0.5),
     # For tests: the same pipeline in well under two minutes; the model is not meant to be good.
     "test": BaseConfig(
         arch=arch_for(_TEST_VQ, 64, 2, 32, 1),
@@ -519,7 +528,11 @@ class ShapesData:
 
     def generation_batch(self, n: int) -> tuple[list[str], torch.Tensor]:
         prompts = self.sample_prompts(n)
-        images = np.stack([render(self.specs[p.text], self.rng) for p in prompts])
+        specs = [self.specs[p.text] for p in prompts]
+        if self.cfg.caption_noise > 0:  # (no draw at 0, so the noiseless base's stream is unchanged)
+            noisy = self.rng.random(n) < self.cfg.caption_noise
+            specs = [one_attribute_away(s, self.rng) if bad else s for s, bad in zip(specs, noisy, strict=True)]
+        images = np.stack([render(spec, self.rng) for spec in specs])
         return [p.text for p in prompts], encode_tokens(self.vq, images)
 
     def understanding_batch(self, n: int) -> tuple[list[np.ndarray], list[str], list[Verdict]]:
