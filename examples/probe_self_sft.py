@@ -4,8 +4,9 @@ samples hurts this model":
 
     python examples/probe_self_sft.py --model builtin:shapes-base --lr 1e-4 --data-guidance 3
 
-1. samples `--n` images for each of the experiments' 192 train prompts at `--data-guidance`;
-2. keeps those ShapesWorld's checker accepts (an oracle judge: precision 100%);
+1. samples `--n` images for each of the experiments' 192 train prompts (`--n-train`) at `--data-guidance`;
+2. keeps those ShapesWorld's checker accepts (an oracle judge: precision 100%), or those the model's own
+   judge accepts (`--judge self`); `--judge renders` trains on fresh renders instead (perfect data);
 3. trains the model on them (the paper's SFT loss, `--epochs` epochs, batch 16, AdamW at `--lr`; a share
    `--prompt-dropout` of rows sees the unconditional prompt, as base training does; `--geometry cfg` takes
    the log-probs under the guided distribution that drew the images);
@@ -23,6 +24,8 @@ import torch
 from rayunify.models import resolve_model_path
 from rayunify.models.janus import JanusUnifiedModel
 from rayunify.shapes.checker import check_batch
+from rayunify.shapes.render import render
+from rayunify.shapes.vq import encode_tokens
 from rayunify.shapes.world import Spec, held_out_split
 from rayunify.types import Prompt, SamplingSettings, Verdict
 
@@ -45,6 +48,14 @@ def sample(um: JanusUnifiedModel, prompts: list[Prompt], n: int, guidance: float
         verdicts += [r.aligned for r in check_batch(out.images, specs)]
         images += list(out.images)
     return torch.cat(tokens), np.array(verdicts), images
+
+
+def renders(um: JanusUnifiedModel, prompts: list[Prompt], n: int) -> torch.Tensor:
+    """VQ tokens of n fresh renders per prompt, grouped by prompt."""
+    rng = np.random.default_rng(0)
+    images = np.stack([render(Spec.from_dict(p.spec), rng) for p in prompts for _ in range(n)])
+    with torch.no_grad():
+        return encode_tokens(um.model.model.vqmodel, images)
 
 
 def self_verdicts(
@@ -81,9 +92,11 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=192, help="train prompts (the experiments use 192)")
     parser.add_argument(
         "--judge",
-        choices=["checker", "self"],
+        choices=["checker", "self", "renders"],
         default="checker",
-        help="who accepts the training images: the exact checker (an oracle) or the model itself",
+        help="who accepts the training images: the exact checker (an oracle) or the model itself; renders: "
+        "no own images at all, --n fresh renders per train prompt (perfect data: what an ideal filter "
+        "could at best supply)",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -91,8 +104,11 @@ def main() -> None:
     um = JanusUnifiedModel.from_pretrained(resolve_model_path(args.model), trainable=args.trainable)
     train, held_out = held_out_split(args.n_train, 96, seed=0)
     print(f"before: held-out {accuracy(um, held_out)} | train {accuracy(um, train)}", flush=True)
-    tokens, accepted, images = sample(um, train, args.n, args.data_guidance, seed=0)
     texts = [p.text for p in train for _ in range(args.n)]
+    if args.judge == "renders":
+        tokens, accepted = renders(um, train, args.n), np.ones(len(texts), bool)
+    else:
+        tokens, accepted, images = sample(um, train, args.n, args.data_guidance, seed=0)
     if args.judge == "self":
         own = self_verdicts(um, images, texts)
         print(f"self-accepted: {own.sum()} of {len(own)}, precision {accepted[own].mean():.3f}", flush=True)
