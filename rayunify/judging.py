@@ -42,6 +42,7 @@ import numpy as np
 
 from rayunify import judges
 from rayunify.judges import parse_verdict
+from rayunify.launch import free_port
 from rayunify.types import Judgement, Prompt, Verdict
 
 if TYPE_CHECKING:
@@ -363,7 +364,7 @@ class VLLMServer:
         self.python = _check_python(python)
         self.model = model
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.args = list(args)
         self.env = dict(env or {})
         self.start_timeout_s = start_timeout_s
@@ -460,14 +461,6 @@ def _check_python(python: str) -> str:
             "(README, 'External judges')"
         )
     return python
-
-
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 # Servers this process started, one per launch setting: every judge built from the same config shares one.

@@ -34,9 +34,17 @@ LOOPBACK = "127.0.0.1"
 
 
 def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """`count` distinct free ports. The sockets are held open together: probing one port at a time can
+    hand out the same port twice (the kernel may reuse a just-closed ephemeral port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 def ray_executable() -> str:
@@ -66,6 +74,10 @@ def ray_env(auth_mode: str = "disabled", extra: Mapping[str, str] | None = None)
     )
     env.update(extra or {})
     return env
+
+
+class RayPortClash(RuntimeError):
+    """`ray start` failed because a port it was given was taken."""
 
 
 @dataclass
@@ -99,10 +111,42 @@ def start_local_head(
     extra_env: Mapping[str, str] | None = None,
     extra_args: Sequence[str] = (),
     timeout_s: float = 120.0,
+    port_retries: int = 2,
 ) -> HeadNode:
-    """Start a Ray head with its dashboard (the job API) and wait until the dashboard answers."""
-    port = port or free_port(host)
-    dashboard_port = dashboard_port or free_port(host)
+    """Start a Ray head with its dashboard (the job API) and wait until the dashboard answers.
+
+    Ports we pick ourselves are probed free, but another process can take one before Ray binds it: a
+    start that fails on a port clash is retried with fresh ports (`port_retries` times).
+    """
+    for attempt in range(port_retries + 1):
+        try:
+            return _start_local_head_once(
+                num_cpus, num_gpus, host=host, port=port, dashboard_port=dashboard_port,
+                auth_mode=auth_mode, temp_dir=temp_dir, extra_env=extra_env, extra_args=extra_args,
+                timeout_s=timeout_s,
+            )  # fmt: skip
+        except RayPortClash:
+            if attempt == port_retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_local_head_once(
+    num_cpus: int | None,
+    num_gpus: int | None,
+    *,
+    host: str,
+    port: int | None,
+    dashboard_port: int | None,
+    auth_mode: str,
+    temp_dir: str | None,
+    extra_env: Mapping[str, str] | None,
+    extra_args: Sequence[str],
+    timeout_s: float,
+) -> HeadNode:
+    picked = free_ports(4, host)
+    port = port or picked[0]
+    dashboard_port = dashboard_port or picked[1]
     owns_temp_dir = temp_dir is None
     # Short path: Ray puts unix sockets under it, and those are limited to ~107 characters.
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rayu-", dir="/tmp")
@@ -112,7 +156,7 @@ def start_local_head(
         f"--node-ip-address={host}", f"--port={port}",
         "--include-dashboard=true", f"--dashboard-host={host}", f"--dashboard-port={dashboard_port}",
         # Fixed defaults (10001, 52365) would collide with any other cluster on this machine.
-        f"--ray-client-server-port={free_port(host)}", f"--dashboard-agent-listen-port={free_port(host)}",
+        f"--ray-client-server-port={picked[2]}", f"--dashboard-agent-listen-port={picked[3]}",
         f"--temp-dir={temp_dir}", "--disable-usage-stats",
     ]  # fmt: skip
     if num_cpus is not None:
@@ -138,9 +182,9 @@ def _wait_for_dashboard(head: HeadNode, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if head.process.poll() is not None:
-            raise RuntimeError(
-                f"`ray start --head` exited with {head.process.returncode}:\n{head.log_tail()}"
-            )
+            log = head.log_tail()
+            error = RayPortClash if _is_port_clash(log) else RuntimeError
+            raise error(f"`ray start --head` exited with {head.process.returncode}:\n{log}")
         try:
             with urllib.request.urlopen(f"{head.dashboard_url}/api/version", timeout=2) as response:
                 if response.status == 200:
@@ -151,6 +195,10 @@ def _wait_for_dashboard(head: HeadNode, timeout_s: float) -> None:
     raise TimeoutError(
         f"Ray dashboard at {head.dashboard_url} not up after {timeout_s:.0f} s:\n{head.log_tail()}"
     )
+
+
+def _is_port_clash(log: str) -> bool:
+    return any(sign in log for sign in ("used by other components", "Address already in use", "port is in use"))
 
 
 def stop_head(head: HeadNode, timeout_s: float = 60.0) -> None:

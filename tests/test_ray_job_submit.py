@@ -11,6 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from rayunify import launch
 from rayunify.launch import JobResult, start_local_head, stop_head, submit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +51,37 @@ def test_ray_job_submit_succeeds(tmp_path):
     assert result.status == "SUCCEEDED", result.output[-4000:]
     assert result.returncode == 0
     assert "rayunify-job-ok 127.0.0.1" in result.output
+
+
+def test_free_ports_are_distinct():
+    ports = launch.free_ports(64)
+    assert len(set(ports)) == 64
+
+
+def test_head_start_retries_with_fresh_ports_after_a_port_clash(monkeypatch):
+    """CI once drew the same port for the GCS and the dashboard agent; Ray refused to start. A clash must
+    cost a retry, not the run."""
+    real_free_ports = launch.free_ports
+    calls = []
+
+    def clashing_first(count, host=launch.LOOPBACK):
+        ports = real_free_ports(count, host)
+        calls.append(ports)
+        return ports if len(calls) > 1 else [ports[0], ports[1], ports[2], ports[0]]
+
+    monkeypatch.setattr(launch, "free_ports", clashing_first)
+    head = start_local_head(num_cpus=1)
+    try:
+        assert len(calls) == 2
+        assert head.gcs_address.endswith(f":{calls[1][0]}")
+    finally:
+        stop_head(head)
+
+
+def test_head_start_gives_up_on_a_persistent_clash(monkeypatch):
+    monkeypatch.setattr(launch, "free_ports", lambda count, host=launch.LOOPBACK: [20001, 20002, 20003, 20001])
+    with pytest.raises(launch.RayPortClash, match="used by other components"):
+        start_local_head(num_cpus=1, port_retries=1)
 
 
 TRAIN_CONFIG = """

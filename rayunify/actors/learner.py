@@ -24,6 +24,7 @@ import torch
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rayunify.actors.group import ActorGroup, Strategy, reserve_bundles, run_on_bundle
+from rayunify.launch import free_port
 from rayunify.weights import (
     DEFAULT_BUCKET_MB,
     Bucket,
@@ -311,12 +312,8 @@ class LearnerWorker:
 
 def _node_ip_and_free_port() -> tuple[str, int]:
     """Runs on rank 0's node: the address the other ranks dial, and a port free there right now."""
-    import socket
-
     ip = ray.util.get_node_ip_address()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((ip, 0))
-        return ip, sock.getsockname()[1]
+    return ip, free_port(ip)
 
 
 def _sync_stats(meta: Mapping[str, Any], versions: Sequence[int], start: float, push_start: float) -> SyncStats:
