@@ -64,6 +64,23 @@ def test_static_shape_decode_step_matches_eager(tiny):
     torch.testing.assert_close(eager.logprobs, static.logprobs, atol=1e-4, rtol=1e-4)
 
 
+def test_static_kv_unwritten_slots_are_zero_so_masked_reads_stay_finite():
+    """The static step attends over the whole buffer with a mask; a masked weight of 0 times leftover NaN
+    memory is NaN. The buffer's unwritten tail must therefore be zeros, never uninitialised memory."""
+    from types import SimpleNamespace
+
+    from rayunify.models.kvcache import PreallocatedKV, StaticKV
+
+    layer = SimpleNamespace(keys=torch.randn(2, 1, 3, 4), values=torch.randn(2, 1, 3, 4))
+    cache = StaticKV(PreallocatedKV(SimpleNamespace(layers=[layer]), extra_tokens=5))
+    keys, values = cache.update(torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4), 0)
+    assert keys.shape[-2] == 8 and torch.count_nonzero(keys[:, :, 4:]) == 0 and torch.count_nonzero(values[:, :, 4:]) == 0
+    mask = torch.zeros(2, 1, 1, 8, dtype=torch.bool)
+    mask[..., :4] = True
+    out = torch.nn.functional.scaled_dot_product_attention(torch.randn(2, 1, 1, 4), keys, values, attn_mask=mask)
+    assert torch.isfinite(out).all()
+
+
 def test_same_seed_same_images_and_batch_invariance(tiny):
     settings = SamplingSettings(guidance_scale=5.0)
     a = tiny.generate(["a green triangle"], n=2, settings=settings, seed=1)

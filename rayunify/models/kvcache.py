@@ -20,8 +20,10 @@ class PreallocatedKV:
         for layer in prefilled.layers:
             k, v = layer.keys, layer.values
             rows, heads, length, dim = k.shape
-            key_buffer = k.new_empty(rows, heads, length + extra_tokens, dim)
-            value_buffer = v.new_empty(rows, heads, length + extra_tokens, v.shape[-1])
+            # Zeros, not new_empty: StaticKV's attention reads the unwritten slots under a mask, and a masked
+            # weight of 0 times leftover NaN memory is NaN (CI once sampled from NaN logits this way).
+            key_buffer = k.new_zeros(rows, heads, length + extra_tokens, dim)
+            value_buffer = v.new_zeros(rows, heads, length + extra_tokens, v.shape[-1])
             key_buffer[:, :, :length] = k
             value_buffer[:, :, :length] = v
             self.keys.append(key_buffer)
