@@ -28,7 +28,7 @@ from rayunify.shapes.base import (
 )
 from rayunify.shapes.checker import check_batch
 from rayunify.shapes.render import render
-from rayunify.shapes.world import CATEGORIES, Spec, all_specs, generate_prompts, meaning_key
+from rayunify.shapes.world import CATEGORIES, ObjectSpec, Spec, all_specs, generate_prompts, meaning_key
 from rayunify.types import Verdict
 
 REQUIRED_METRICS = ("gen_accuracy", "nonunified", "judge_accuracy", "judge_fpr", "judge_fnr", "weak_generation", "invalid_rate")
@@ -191,6 +191,62 @@ def test_own_samples_are_split_by_the_checker_and_drawn_into_understanding_batch
     assert truth == [v == Verdict.ACCEPT for v in verdicts]
 
 
+def test_unbalanced_own_rows_keep_the_generators_success_rate_and_the_rest_stays_balanced(test_model: Path):
+    """mix.own_balanced=False: own samples are drawn at the rate the model gets them right (here 1 in 8),
+    so the judge learns the prior it faces on its own images; rendered rows stay half and half."""
+    import dataclasses
+
+    from rayunify.models.janus import JanusUnifiedModel
+
+    vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
+    prompts, _ = split_prompts(SIZES["test"])
+    mix = dataclasses.replace(SIZES["test"].mix, own=1.0, clean=0.5, corrupted=0.5, one_attribute_away=0.0,
+                              random_prompt=0.0, own_balanced=False)  # fmt: skip
+    data = ShapesData(vq, prompts, dataclasses.replace(SIZES["test"], mix=mix), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    good = [render(data.specs[prompts[0].text], rng)]
+    bad = [np.zeros_like(good[0]) for _ in range(7)]
+    data.add_own(prompts[:8], np.stack(good + bad))
+    assert [aligned for _, _, aligned in data.own_recent] == [True] + [False] * 7
+    own_images = {img.tobytes() for img in good + bad}
+    own_accepted = own_total = rendered_accepted = rendered_total = 0
+    for _ in range(6):
+        images, texts, verdicts = data.understanding_batch(64)
+        assert len(images) == len(texts) == len(verdicts) == 64
+        truth = [r.aligned for r in check_batch(np.stack(images), [data.specs[t] for t in texts])]
+        assert truth == [v == Verdict.ACCEPT for v in verdicts]
+        for image, verdict in zip(images, verdicts, strict=True):
+            own = image.tobytes() in own_images
+            own_total += own
+            own_accepted += own and verdict == Verdict.ACCEPT
+            rendered_total += not own
+            rendered_accepted += not own and verdict == Verdict.ACCEPT
+    assert 0.4 < own_total / 384 < 0.6  # own share 1.0 of 2.0
+    assert 0.05 < own_accepted / own_total < 0.22  # 1/8, not 1/2
+    assert abs(rendered_accepted / rendered_total - 0.5) < 0.05
+
+
+def test_opposite_relation_negatives_show_the_two_objects_in_each_others_places(test_model: Path, monkeypatch):
+    import dataclasses
+
+    from rayunify.models.janus import JanusUnifiedModel
+
+    vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
+    prompts, _ = split_prompts(SIZES["test"])
+    mix = dataclasses.replace(SIZES["test"].mix, clean=0.0, corrupted=0.0, one_attribute_away=0.0, random_prompt=0.0,
+                              own=0.0, opposite_relation=1.0)  # fmt: skip
+    only_position = tuple(float(c == "position") for c in CATEGORIES)
+    cfg = dataclasses.replace(SIZES["test"], mix=mix, category_weights=only_position)
+    rendered = []
+    monkeypatch.setattr(base, "render", lambda spec, rng: rendered.append(spec) or render(spec, rng))
+    data = ShapesData(vq, prompts, cfg, np.random.default_rng(0))
+    images, texts, verdicts = data.understanding_batch(8)
+    assert len(rendered) == 16 and {s.relation for s in rendered} <= {"left of", "right of", "above", "below"}
+    drawn = {(s.objects, base.OPPOSITE_RELATION[s.relation]) for s in rendered}
+    assert all((data.specs[t].objects, data.specs[t].relation) in drawn for t in texts)
+    assert all(v == Verdict.REJECT for v in verdicts)  # labelled by the checker, as every source is
+
+
 def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless_stream_alone(test_model: Path, monkeypatch):
     """The noisy base's generation data: with caption_noise 1 every image is drawn from a spec one attribute
     away from its prompt; at 0, from the prompt's own spec, and the batches are exactly those of a config
@@ -219,16 +275,30 @@ def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless
     assert clean[0] == again[0] and torch.equal(clean[1], again[1])
 
 
-def test_one_attribute_away_changes_exactly_one_thing():
+@pytest.mark.parametrize("by_kind", [False, True])
+def test_one_attribute_away_changes_exactly_one_thing(by_kind):
     rng = np.random.default_rng(0)
     for category in CATEGORIES:
         for spec in all_specs(category)[:20]:
-            other = one_attribute_away(spec, rng)
+            other = one_attribute_away(spec, rng, by_kind=by_kind)
             assert isinstance(other, Spec) and other != spec
             differences = sum(a != b for a, b in zip(spec.objects, other.objects, strict=False))
             differences += abs(len(spec.objects) - len(other.objects)) + (spec.relation != other.relation)
             swapped_colours = len(spec.objects) == 2 and differences == 2 and spec.relation == other.relation
             assert differences == 1 or swapped_colours, (spec, other)
+
+
+def test_negatives_by_kind_draw_each_kind_of_change_equally_often():
+    """A position prompt has 14 shape or colour changes but 4 relation changes: drawn by spec, a relation
+    change is 4 in 19; drawn by kind (shape, colour, relation, colour swap), 1 in 4."""
+    spec = Spec((ObjectSpec("circle", "red"), ObjectSpec("square", "blue")), "left of")
+    shares = {}
+    for by_kind in (False, True):
+        rng = np.random.default_rng(0)
+        draws = [one_attribute_away(spec, rng, by_kind=by_kind) for _ in range(4000)]
+        shares[by_kind] = sum(d.objects == spec.objects for d in draws) / len(draws)
+    assert abs(shares[False] - 4 / 19) < 0.03
+    assert abs(shares[True] - 1 / 4) < 0.03
 
 
 def test_prompt_split_holds_out_the_experiments_eval_prompts():

@@ -95,6 +95,17 @@ class UnderstandingMix:
     one_attribute_away: float = 0.25  # a render of a spec that differs in one attribute
     random_prompt: float = 0.1  # a render of a random other prompt
     own: float = 0.6  # the model's own recent samples (once there are some; see BaseConfig.own_*)
+    # A render of a relation prompt's two objects in each other's places (the opposite relation), the
+    # generator's commonest position mistake and the one its judge missed most; other prompts draw a
+    # one-attribute-away spec instead.
+    opposite_relation: float = 0.0
+    # True: own samples enter the half-accepted, half-rejected balance like every other source. False: own
+    # rows keep the rate at which the model's images are right, so the judge learns how often its own
+    # generator fails (the prior it faces when it judges its own images); the other rows stay balanced.
+    own_balanced: bool = True
+    # How one_attribute_away negatives are drawn: each kind of change equally often (True) or each changed
+    # spec equally often (False), see one_attribute_away.
+    negatives_by_kind: bool = False
     max_corrupted_tokens: int = 10  # replace 1..this many of the 64 tokens
 
 
@@ -505,15 +516,18 @@ class ShapesData:
         self.category_p = weights / weights.sum()
         self.specs = {p.text: Spec.from_dict(p.spec) for p in prompts}
         self.all_prompts = prompts
-        # The model's own recent samples, (prompt, image), split by the checker's verdict.
+        # The model's own recent samples, (prompt, image), split by the checker's verdict, and in order.
         self.own: dict[bool, list[tuple[Prompt, np.ndarray]]] = {True: [], False: []}
+        self.own_recent: list[tuple[Prompt, np.ndarray, bool]] = []
 
     def add_own(self, prompts: list[Prompt], images: np.ndarray) -> None:
         verdicts = check_batch(images, [self.specs[p.text] for p in prompts])
         for prompt, image, verdict in zip(prompts, images, verdicts, strict=True):
             self.own[verdict.aligned].append((prompt, image))
+            self.own_recent.append((prompt, image, verdict.aligned))
         for samples in self.own.values():
             del samples[: -self.cfg.own_buffer // 2]
+        del self.own_recent[: -self.cfg.own_buffer]
 
     def _own_sample(self) -> tuple[Prompt, np.ndarray]:
         """An accepted or a rejected own sample with equal odds (when both exist): the judge must tell
@@ -536,11 +550,29 @@ class ShapesData:
         return [p.text for p in prompts], encode_tokens(self.vq, images)
 
     def understanding_batch(self, n: int) -> tuple[list[np.ndarray], list[str], list[Verdict]]:
-        """n (image, prompt, verdict) examples, half accepted and half rejected by the checker (as far as
-        the candidates allow), in random order."""
+        """n (image, prompt, verdict) examples in random order: half accepted and half rejected by the
+        checker (as far as the candidates allow), except own samples when `mix.own_balanced` is False."""
         mix = self.cfg.mix
-        sources = np.array(["clean", "corrupted", "one_attribute_away", "random_prompt", "own"])
-        shares = np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, mix.own if any(self.own.values()) else 0.0])
+        if mix.own_balanced or not self.own_recent:
+            return self._balanced_rows(n, with_own=True)
+        shares = np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, mix.own, mix.opposite_relation])
+        n_own = int((self.rng.random(n) < mix.own / shares.sum()).sum())
+        images, prompts, verdicts = self._balanced_rows(n - n_own, with_own=False)
+        for _ in range(n_own):
+            prompt, image, aligned = self.own_recent[self.rng.integers(len(self.own_recent))]
+            images.append(image)
+            prompts.append(prompt.text)
+            verdicts.append(Verdict.ACCEPT if aligned else Verdict.REJECT)
+        order = self.rng.permutation(n)
+        return [images[i] for i in order], [prompts[i] for i in order], [verdicts[i] for i in order]
+
+    def _balanced_rows(self, n: int, with_own: bool) -> tuple[list[np.ndarray], list[str], list[Verdict]]:
+        if n == 0:
+            return [], [], []
+        mix = self.cfg.mix
+        sources = np.array(["clean", "corrupted", "one_attribute_away", "random_prompt", "own", "opposite_relation"])
+        own_share = mix.own if with_own and any(self.own.values()) else 0.0
+        shares = np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, own_share, mix.opposite_relation])
         n_candidates = 2 * n
         prompts = self.sample_prompts(n_candidates)
         kinds = self.rng.choice(sources, size=n_candidates, p=shares / shares.sum())
@@ -548,8 +580,10 @@ class ShapesData:
         drawn = []
         for i in rendered:
             spec = self.specs[prompts[i].text]
-            if kinds[i] == "one_attribute_away":
-                spec = one_attribute_away(spec, self.rng)
+            if kinds[i] == "opposite_relation" and spec.relation is not None:
+                spec = Spec(spec.objects, OPPOSITE_RELATION[spec.relation])
+            elif kinds[i] in ("one_attribute_away", "opposite_relation"):
+                spec = one_attribute_away(spec, self.rng, by_kind=mix.negatives_by_kind)
             elif kinds[i] == "random_prompt":
                 spec = self.specs[self.all_prompts[self.rng.integers(len(self.all_prompts))].text]
             drawn.append(render(spec, self.rng))
@@ -588,42 +622,58 @@ class ShapesData:
         return out
 
 
-def one_attribute_away(spec: Spec, rng: np.random.Generator) -> Spec:
+OPPOSITE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def one_attribute_away(spec: Spec, rng: np.random.Generator, by_kind: bool = False) -> Spec:
     """A random valid spec that differs from `spec` in one attribute: an object's shape, colour or count,
-    the relation (or none), two objects' colours swapped, or one object added or dropped."""
+    the relation (or none), two objects' colours swapped, or one object added or dropped.
+
+    by_kind=False draws uniformly over all such specs, so kinds with many values dominate (a two-object
+    prompt has 14 colour or shape changes and 4 relation changes). by_kind=True first draws the kind of
+    change, each equally likely, then a spec of that kind: relations, which a judge must learn to read,
+    are then a quarter of a position prompt's negatives instead of a sixth.
+    """
     objects = list(spec.objects)
     coloured = objects[0].colour is not None
-    candidates: list[tuple[tuple[ObjectSpec, ...], str | None]] = []
+    candidates: list[tuple[str, tuple[ObjectSpec, ...], str | None]] = []
 
     def with_object(i: int, obj: ObjectSpec) -> tuple[ObjectSpec, ...]:
         return tuple(obj if j == i else o for j, o in enumerate(objects))
 
     for i, o in enumerate(objects):
-        candidates += [(with_object(i, dataclasses.replace(o, shape=s)), spec.relation) for s in SHAPES if s != o.shape]
+        candidates += [("shape", with_object(i, dataclasses.replace(o, shape=s)), spec.relation) for s in SHAPES if s != o.shape]
         if coloured:
-            candidates += [(with_object(i, dataclasses.replace(o, colour=c)), spec.relation) for c in COLOURS if c != o.colour]
+            candidates += [("colour", with_object(i, dataclasses.replace(o, colour=c)), spec.relation) for c in COLOURS if c != o.colour]
         if spec.relation is None:
-            candidates += [(with_object(i, dataclasses.replace(o, count=n)), None) for n in range(1, MAX_OBJECTS + 1) if n != o.count]
+            candidates += [("count", with_object(i, dataclasses.replace(o, count=n)), None) for n in range(1, MAX_OBJECTS + 1) if n != o.count]
     if spec.relation is not None:
-        candidates += [(tuple(objects), r) for r in RELATIONS if r != spec.relation]
-        candidates.append((tuple(objects), None))
+        candidates += [("relation", tuple(objects), r) for r in RELATIONS if r != spec.relation]
+        candidates.append(("relation", tuple(objects), None))
     if len(objects) == 2:
         if spec.relation is None:  # dropping one of two related objects would also drop the relation
-            candidates += [((objects[i],), None) for i in range(2)]
+            candidates += [("drop", (objects[i],), None) for i in range(2)]
         if coloured:
             a, b = objects
             swapped = (dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour))
-            candidates.append((swapped, spec.relation))
+            candidates.append(("swap", swapped, spec.relation))
     else:
         extra = [ObjectSpec(s, COLOURS[rng.integers(len(COLOURS))] if coloured else None) for s in SHAPES]
-        candidates += [((*objects, e), None) for e in extra]
-    valid = []
-    for objs, relation in candidates:
+        candidates += [("add", (*objects, e), None) for e in extra]
+    valid: list[tuple[str, Spec]] = []
+    for kind, objs, relation in candidates:
         try:
-            valid.append(Spec(objs, relation))
+            valid.append((kind, Spec(objs, relation)))
         except ValueError:
             continue
-    return valid[rng.integers(len(valid))]
+    if by_kind:
+        # Two objects of one colour make the colour swap a no-op. The flat draw keeps it (the checker labels
+        # every negative anyway, and the bases trained with it stay reproducible); here it would be a kind.
+        valid = [(kind, s) for kind, s in valid if s != spec]
+        kinds = list(dict.fromkeys(kind for kind, _ in valid))
+        chosen = kinds[rng.integers(len(kinds))]
+        valid = [(kind, s) for kind, s in valid if kind == chosen]
+    return valid[rng.integers(len(valid))][1]
 
 
 # ------------------------------------------------------------------------------------------------ cache
