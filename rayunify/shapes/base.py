@@ -85,6 +85,11 @@ EVAL_PROMPTS_FILE = "eval_prompts.jsonl"
 TRAIN_PROMPTS_FILE = "train_prompts.jsonl"
 
 
+# UnderstandingMix's sources in the order the batch draws them (new ones go last: appending a zero share
+# leaves numpy's draws, and so every base trained before, unchanged).
+_SOURCES = ("clean", "corrupted", "one_attribute_away", "random_prompt", "own", "opposite_relation")
+
+
 @dataclass(frozen=True)
 class UnderstandingMix:
     """Where the judge's training images come from. Each understanding batch is half accepted, half
@@ -555,8 +560,7 @@ class ShapesData:
         mix = self.cfg.mix
         if mix.own_balanced or not self.own_recent:
             return self._balanced_rows(n, with_own=True)
-        shares = np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, mix.own, mix.opposite_relation])
-        n_own = int((self.rng.random(n) < mix.own / shares.sum()).sum())
+        n_own = int((self.rng.random(n) < mix.own / self._source_shares(mix.own).sum()).sum())
         images, prompts, verdicts = self._balanced_rows(n - n_own, with_own=False)
         for _ in range(n_own):
             prompt, image, aligned = self.own_recent[self.rng.integers(len(self.own_recent))]
@@ -566,16 +570,19 @@ class ShapesData:
         order = self.rng.permutation(n)
         return [images[i] for i in order], [prompts[i] for i in order], [verdicts[i] for i in order]
 
+    def _source_shares(self, own_share: float) -> np.ndarray:
+        """The mix's shares in _SOURCES order, with `own_share` for the own samples."""
+        mix = self.cfg.mix
+        return np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, own_share, mix.opposite_relation])
+
     def _balanced_rows(self, n: int, with_own: bool) -> tuple[list[np.ndarray], list[str], list[Verdict]]:
         if n == 0:
             return [], [], []
         mix = self.cfg.mix
-        sources = np.array(["clean", "corrupted", "one_attribute_away", "random_prompt", "own", "opposite_relation"])
-        own_share = mix.own if with_own and any(self.own.values()) else 0.0
-        shares = np.array([mix.clean, mix.corrupted, mix.one_attribute_away, mix.random_prompt, own_share, mix.opposite_relation])
+        shares = self._source_shares(mix.own if with_own and any(self.own.values()) else 0.0)
         n_candidates = 2 * n
         prompts = self.sample_prompts(n_candidates)
-        kinds = self.rng.choice(sources, size=n_candidates, p=shares / shares.sum())
+        kinds = self.rng.choice(np.array(_SOURCES), size=n_candidates, p=shares / shares.sum())
         rendered = np.nonzero(kinds != "own")[0]
         drawn = []
         for i in rendered:
@@ -631,8 +638,8 @@ def one_attribute_away(spec: Spec, rng: np.random.Generator, by_kind: bool = Fal
 
     by_kind=False draws uniformly over all such specs, so kinds with many values dominate (a two-object
     prompt has 14 colour or shape changes and 4 relation changes). by_kind=True first draws the kind of
-    change, each equally likely, then a spec of that kind: relations, which a judge must learn to read,
-    are then a quarter of a position prompt's negatives instead of a sixth.
+    change, each equally likely, then a spec of that kind: for "a red circle left of a blue square" relation
+    changes are then 1 in 4 of the negatives instead of 4 in 19, colour swaps 1 in 4 instead of 1 in 19.
     """
     objects = list(spec.objects)
     coloured = objects[0].colour is not None
