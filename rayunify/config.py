@@ -265,6 +265,18 @@ class PromptsConfig(Strict):
     n_train: int = Field(256, gt=0, description="At most this many training prompts (a seeded subset of larger sources).")
     n_eval: int = Field(64, gt=0)
     seed: int = 0
+    categories: list[str] | None = Field(
+        None,
+        description="source=shapes: only these ShapesWorld categories (e.g. [single_object, colour]); n_train and "
+        "n_eval are then upper bounds. None: all.",
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: list[str] | None) -> list[str] | None:
+        from rayunify.shapes.world import check_categories  # numpy only
+
+        return None if value is None else check_categories(value)
 
     @model_validator(mode="after")
     def _source_needs_its_location(self) -> PromptsConfig:
@@ -272,6 +284,8 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.path is required when prompts.source=file")
         if self.source == "hf_dataset" and not self.dataset:
             raise ValueError("prompts.dataset is required when prompts.source=hf_dataset")
+        if self.categories is not None and self.source != "shapes":
+            raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
         return self
 
 

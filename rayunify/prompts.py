@@ -38,7 +38,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[list[Prompt], list[Prompt]]:
     if cfg.source == "shapes":
         from rayunify.shapes.world import held_out_split
 
-        return held_out_split(cfg.n_train, cfg.n_eval, seed=cfg.seed)
+        return held_out_split(cfg.n_train, cfg.n_eval, seed=cfg.seed, categories=cfg.categories)
     if cfg.source == "file":
         assert cfg.path is not None
         train = read_prompt_source(cfg.path, cfg.format)

@@ -39,6 +39,7 @@ def test_dotted_overrides_and_variant_switch():
         ("model.type=chameleon", "'janus'"),
         ("learner.zero_stage=5", "learner.zero_stage"),
         ("prompts.source=file", "prompts.path is required"),
+        ("prompts.categories=[colour,squares]", "prompts.categories: Value error, unknown ShapesWorld category 'squares'"),
         ("judge.flip_fraction=0.3", "unknown key 'judge.flip_fraction'"),
         ("nosuchsection.x=1", "unknown key 'nosuchsection'"),
         ("trainer", "must look like key.path=value"),

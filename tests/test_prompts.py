@@ -151,3 +151,14 @@ def test_hf_dataset_from_a_saved_local_dataset(tmp_path):
     datasets.Dataset.from_dict({"text": ["ok", ""]}).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match=r"row 1: column 'text' is not a non-empty string"):
         read_hf_dataset(str(tmp_path / "bad"), "train", "text")
+
+
+def test_shapes_prompts_of_chosen_categories_and_only_for_shapes(tmp_path):
+    cfg = load_config(None, ["prompts.categories=[single_object,colour]", "prompts.n_train=500", "prompts.n_eval=96"])
+    train, evaluation = load_prompts(cfg.prompts)
+    assert (len(train), len(evaluation)) == (14, 7)  # every text the two categories hold on each side
+    assert {p.category for p in train + evaluation} == {"single_object", "colour"}
+    path = tmp_path / "p.txt"
+    path.write_text("a red square\n")
+    with pytest.raises(ConfigError, match="prompts.categories applies to source=shapes only"):
+        load_config(None, ["prompts.source=file", f"prompts.path={path}", "prompts.categories=[colour]"])

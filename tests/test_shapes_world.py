@@ -252,3 +252,22 @@ def test_held_out_split_keeps_eval_prompts_out_of_the_base_training_set_at_any_s
     assert generate_prompts(1044, 96, seed=0)[1] != base_eval
     _, direct_eval = generate_prompts(100, 90, seed=0)
     assert not base_meanings.isdisjoint(meaning_key(Spec.from_dict(p.spec)) for p in direct_eval)
+
+
+def test_held_out_split_by_category_is_the_same_split_filtered():
+    from rayunify.shapes.world import held_out_split
+
+    full_train, full_eval = held_out_split(1044, 522, seed=0)  # both whole sides
+    train, evaluation = held_out_split(1000, 1000, seed=0, categories=["colour", "single_object"])
+    # n_train / n_eval are upper bounds here: the two categories hold 14 train and 7 eval texts.
+    assert (len(train), len(evaluation)) == (14, 7)
+    assert train == [p for p in full_train if p.category in ("single_object", "colour")]
+    assert evaluation == [p for p in full_eval if p.category in ("single_object", "colour")]
+    assert held_out_split(5, 3, seed=0, categories=["colour"]) == (
+        [p for p in train if p.category == "colour"][:5],
+        [p for p in evaluation if p.category == "colour"][:3],
+    )
+    with pytest.raises(ValueError, match="unknown ShapesWorld category 'colours'"):
+        held_out_split(10, 10, seed=0, categories=["colours"])
+    with pytest.raises(ValueError, match="categories is empty"):
+        held_out_split(10, 10, seed=0, categories=[])

@@ -224,28 +224,61 @@ def generate_prompts(n_train: int, n_eval: int, seed: int) -> tuple[list[Prompt]
     """
     if n_train < 0 or n_eval < 0:
         raise ValueError("n_train and n_eval must be non-negative")
-    rng = np.random.default_rng(seed)
-    eval_share = n_eval / max(n_train + n_eval, 1)
-    train_pools, eval_pools = {}, {}
-    for category in CATEGORIES:
-        groups = _meaning_groups(all_specs(category))
-        order = rng.permutation(len(groups))
-        n_eval_groups = _eval_group_count(len(groups), eval_share, n_eval > 0, n_train > 0)
-        eval_pools[category] = [s for i in order[:n_eval_groups] for s in groups[i]]
-        train_pools[category] = [s for i in order[n_eval_groups:] for s in groups[i]]
+    want = (n_eval > 0, n_train > 0)
+    train_pools, eval_pools = _split_pools(n_eval / max(n_train + n_eval, 1), seed, *want)
     return _draw_round_robin(train_pools, n_train, "train"), _draw_round_robin(eval_pools, n_eval, "eval")
 
 
-def held_out_split(n_train: int, n_eval: int, seed: int) -> tuple[list[Prompt], list[Prompt]]:
+def held_out_split(
+    n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None = None
+) -> tuple[list[Prompt], list[Prompt]]:
     """The first n_train train and n_eval eval prompts of the 2 : 1 split of meanings that the ShapesWorld
     base model trains on (`generate_prompts(2k, k, seed)`; each list is a prefix of every larger one), so
     the eval prompts are never among the base's training prompts and stay the same list whatever n_train
     is. A direct `generate_prompts(n_train, n_eval)` cuts the meanings in the ratio of the sizes instead:
     another eval list for each ratio, and, where the eval share is above a third, prompts the base
-    trained on."""
-    k = max(n_eval, math.ceil(n_train / 2))
-    train, evaluation = generate_prompts(2 * k, k, seed=seed)
-    return train[:n_train], evaluation[:n_eval]
+    trained on.
+
+    `categories` keeps only those categories' prompts of the same split (same sides, same order); n_train
+    and n_eval are then upper bounds, since a few categories may hold fewer texts (single objects and
+    colours: 14 train, 7 eval)."""
+    if categories is None:
+        k = max(n_eval, math.ceil(n_train / 2))
+        train, evaluation = generate_prompts(2 * k, k, seed=seed)
+        return train[:n_train], evaluation[:n_eval]
+    wanted = set(check_categories(categories))
+    train_pools, eval_pools = _split_pools(eval_share=1 / 3, seed=seed)
+    train_pools = {c: train_pools[c] if c in wanted else [] for c in CATEGORIES}
+    eval_pools = {c: eval_pools[c] if c in wanted else [] for c in CATEGORIES}
+    n_train = min(n_train, sum(map(len, train_pools.values())))
+    n_eval = min(n_eval, sum(map(len, eval_pools.values())))
+    return _draw_round_robin(train_pools, n_train, "train"), _draw_round_robin(eval_pools, n_eval, "eval")
+
+
+def check_categories(categories: Sequence[str]) -> list[str]:
+    """`categories` as a list, or a ValueError naming the first unknown one (or an empty list)."""
+    categories = list(categories)
+    if not categories:
+        raise ValueError(f"categories is empty; choose from: {', '.join(CATEGORIES)}")
+    for category in categories:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown ShapesWorld category {category!r}; choose from: {', '.join(CATEGORIES)}")
+    return categories
+
+
+def _split_pools(
+    eval_share: float, seed: int, want_eval: bool = True, want_train: bool = True
+) -> tuple[dict[str, list[Spec]], dict[str, list[Spec]]]:
+    """Each category's meanings shuffled with `seed` and cut at `eval_share`: (train, eval) specs per category."""
+    rng = np.random.default_rng(seed)
+    train_pools, eval_pools = {}, {}
+    for category in CATEGORIES:
+        groups = _meaning_groups(all_specs(category))
+        order = rng.permutation(len(groups))
+        n_eval_groups = _eval_group_count(len(groups), eval_share, want_eval, want_train)
+        eval_pools[category] = [s for i in order[:n_eval_groups] for s in groups[i]]
+        train_pools[category] = [s for i in order[n_eval_groups:] for s in groups[i]]
+    return train_pools, eval_pools
 
 
 def _meaning_groups(specs: Sequence[Spec]) -> list[list[Spec]]:
