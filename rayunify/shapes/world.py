@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,16 +241,14 @@ def held_out_split(
     `categories` keeps only those categories' prompts of the same split (same sides, same order); n_train
     and n_eval are then upper bounds, since a few categories may hold fewer texts (single objects and
     colours: 14 train, 7 eval)."""
-    if categories is None:
-        k = max(n_eval, math.ceil(n_train / 2))
-        train, evaluation = generate_prompts(2 * k, k, seed=seed)
-        return train[:n_train], evaluation[:n_eval]
-    wanted = set(check_categories(categories))
-    train_pools, eval_pools = _split_pools(eval_share=1 / 3, seed=seed)
-    train_pools = {c: train_pools[c] if c in wanted else [] for c in CATEGORIES}
-    eval_pools = {c: eval_pools[c] if c in wanted else [] for c in CATEGORIES}
-    n_train = min(n_train, sum(map(len, train_pools.values())))
-    n_eval = min(n_eval, sum(map(len, eval_pools.values())))
+    # generate_prompts(2k, k) cuts at a share of exactly 1/3 whatever k is: one split, drawn here directly.
+    wanted = set(CATEGORIES if categories is None else check_categories(categories))
+    train_pools, eval_pools = (
+        {c: specs if c in wanted else [] for c, specs in pools.items()} for pools in _split_pools(1 / 3, seed)
+    )
+    if categories is not None:
+        n_train = min(n_train, sum(map(len, train_pools.values())))
+        n_eval = min(n_eval, sum(map(len, eval_pools.values())))
     return _draw_round_robin(train_pools, n_train, "train"), _draw_round_robin(eval_pools, n_eval, "eval")
 
 
