@@ -333,7 +333,11 @@ class GuardConfig(Strict):
     )
     every: int = Field(1, gt=0)
     fraction: float = Field(0.25, gt=0, le=1)
-    min_agreement: float = Field(0.6, ge=0, le=1)
+    min_agreement: float = Field(0.6, ge=0, le=1, description="Alarm below this judge-reference agreement.")
+    window: int = Field(
+        3, gt=0, description="Checks pooled for the agreement alarm; the trend compares the latest `window` "
+        "checks with the `window` before them."
+    )
     stop_on_alarm: bool = False
     probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
 

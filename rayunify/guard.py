@@ -4,8 +4,13 @@ The non-unification score falls both when the model really improves (co-improvem
 degrades with it (co-degradation), so Non alone cannot tell them apart (arXiv 2507.16663 v1, §5). Every
 few steps a share of freshly judged samples is also scored by a reference judge; the guard logs how often
 the two agree, the judge's false-positive rate against the reference and the reference's view of
-generation accuracy, and raises an alarm when agreement is too low, or when reference accuracy falls while
-the non-unification score falls too.
+generation accuracy, and raises an alarm when agreement over the latest checks is too low, or when reference
+accuracy falls while the non-unification score falls too.
+
+A check sees a few dozen samples (a quarter of one step's), so its figures swing by about ±0.08 from sampling
+alone: agreement is pooled over the latest `window` checks, and a trend counts only when it is larger than
+`z` standard errors of the difference between two windows' pooled proportions (and than `tolerance`).
+Without that, a run whose judge never crossed the threshold raised alarms on single unlucky checks.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Any
 
 from rayunify.metrics import VerdictRecord, unification_metrics
+from rayunify.types import Verdict
 
 
 class CoDegradationAlarm(RuntimeError):
@@ -29,13 +35,53 @@ class GuardVerdict:
     alarms: list[str]
 
 
+@dataclass(frozen=True)
+class CheckCounts:
+    """One check's counts, which windows pool (proportions of pooled counts, not means of proportions)."""
+
+    samples: int
+    reference_accepts: int
+    valid: int  # own verdicts that parsed
+    own_rejects: int
+    agreements: int
+
+    @classmethod
+    def of(cls, records: Sequence[VerdictRecord]) -> CheckCounts:
+        valid = [r for r in records if r.own != Verdict.INVALID]
+        return cls(
+            samples=len(records),
+            reference_accepts=sum(r.reference == Verdict.ACCEPT for r in records),
+            valid=len(valid),
+            own_rejects=sum(r.own == Verdict.REJECT for r in valid),
+            agreements=sum(r.own == r.reference for r in valid),
+        )
+
+
+def _pooled(checks: Sequence[CheckCounts]) -> CheckCounts:
+    return CheckCounts(*(sum(column) for column in zip(*(astuple(c) for c in checks), strict=True)))
+
+
+def _ratio(numerator: int, denominator: int) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
 class CoDegradationGuard:
-    def __init__(self, min_agreement: float = 0.6, window: int = 3, min_samples: int = 8, tolerance: float = 0.02):
+    def __init__(
+        self,
+        min_agreement: float = 0.6,
+        window: int = 3,
+        min_samples: int = 8,
+        tolerance: float = 0.02,
+        z: float = 2.0,
+    ):
+        if window < 1:
+            raise ValueError(f"guard window must be >= 1 check, got {window}")
         self.min_agreement = min_agreement
         self.window = window
         self.min_samples = min_samples
         self.tolerance = tolerance
-        self.history: deque[tuple[float, float]] = deque(maxlen=2 * window)  # (ref accuracy, nonunified)
+        self.z = z
+        self.history: deque[CheckCounts] = deque(maxlen=2 * window)
         self.alarms_total = 0
 
     def observe(self, records: Sequence[VerdictRecord]) -> GuardVerdict:
@@ -49,41 +95,66 @@ class CoDegradationGuard:
             "guard/nonunified": m["nonunified"],
             "guard/samples": m["count"],
         }
-        alarms: list[str] = []
         if len(records) < self.min_samples:
-            return GuardVerdict(metrics, alarms)
-        if not math.isnan(m["judge_accuracy"]) and m["judge_accuracy"] < self.min_agreement:
-            alarms.append(
-                f"judge agrees with the reference on only {m['judge_accuracy']:.0%} of samples "
-                f"(threshold {self.min_agreement:.0%}): its verdicts are no longer trustworthy supervision"
-            )
-        self.history.append((m["gen_accuracy"], m["nonunified"]))
-        trend = self._trend()
-        if trend is not None:
-            d_ref, d_non = trend
-            metrics["guard/reference_accuracy_trend"] = d_ref
-            metrics["guard/nonunified_trend"] = d_non
-            if d_ref < -self.tolerance and d_non < -self.tolerance:
-                alarms.append(
-                    f"co-degradation: reference accuracy fell by {-d_ref:.1%} while the non-unification score "
-                    f"fell by {-d_non:.1%}; the model is agreeing with itself, not improving"
-                )
+            return GuardVerdict(metrics, [])
+        self.history.append(CheckCounts.of(records))
+        agreement_alarms = self._agreement_alarms(metrics)
+        trend_alarms = self._trend_alarms(metrics)
+        alarms = agreement_alarms + trend_alarms
         self.alarms_total += len(alarms)
+        metrics["guard/alarm_agreement"] = float(bool(agreement_alarms))
+        metrics["guard/alarm_codegradation"] = float(bool(trend_alarms))
         metrics["guard/alarm"] = float(bool(alarms))
         metrics["guard/alarms_total"] = float(self.alarms_total)
         return GuardVerdict(metrics, alarms)
 
-    def _trend(self) -> tuple[float, float] | None:
-        """Mean of the latest `window` checks minus the mean of the `window` before them."""
+    def _agreement_alarms(self, metrics: dict[str, float]) -> list[str]:
+        recent = list(self.history)[-self.window :]
+        pooled = _pooled(recent)
+        if pooled.valid < self.min_samples:
+            return []
+        agreement = pooled.agreements / pooled.valid
+        metrics["guard/agreement_window"] = agreement
+        if agreement >= self.min_agreement:
+            return []
+        return [
+            f"judge agrees with the reference on only {agreement:.0%} of the {pooled.valid} samples of the last "
+            f"{len(recent)} checks (threshold {self.min_agreement:.0%}): its verdicts are no longer trustworthy "
+            "supervision"
+        ]
+
+    def _trend_alarms(self, metrics: dict[str, float]) -> list[str]:
         if len(self.history) < 2 * self.window:
-            return None
-        old, new = list(self.history)[: self.window], list(self.history)[self.window :]
-        mean = lambda rows, i: sum(r[i] for r in rows) / len(rows)  # noqa: E731
-        return mean(new, 0) - mean(old, 0), mean(new, 1) - mean(old, 1)
+            return []
+        old = _pooled(list(self.history)[: self.window])
+        new = _pooled(list(self.history)[self.window :])
+        d_ref, ref_noise = self._difference(
+            old.reference_accepts, old.samples, new.reference_accepts, new.samples
+        )
+        d_non, non_noise = self._difference(old.own_rejects, old.valid, new.own_rejects, new.valid)
+        metrics["guard/reference_accuracy_trend"] = d_ref
+        metrics["guard/nonunified_trend"] = d_non
+        if d_ref < -ref_noise and d_non < -non_noise:
+            return [
+                f"co-degradation: reference accuracy fell by {-d_ref:.1%} while the non-unification score "
+                f"fell by {-d_non:.1%}; the model is agreeing with itself, not improving"
+            ]
+        return []
+
+    def _difference(self, old_hits: int, old_n: int, new_hits: int, new_n: int) -> tuple[float, float]:
+        """New minus old proportion, and the smallest change that counts: `z` standard errors of the
+        difference under "no change" (the pooled proportion), or `tolerance` if that is larger."""
+        if not old_n or not new_n:
+            return math.nan, math.inf
+        p = (old_hits + new_hits) / (old_n + new_n)
+        standard_error = math.sqrt(p * (1 - p) * (1 / old_n + 1 / new_n))
+        return _ratio(new_hits, new_n) - _ratio(old_hits, old_n), max(self.tolerance, self.z * standard_error)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "alarms_total": self.alarms_total}
+        return {"checks": [list(astuple(c)) for c in self.history], "alarms_total": self.alarms_total}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = deque((tuple(h) for h in state["history"]), maxlen=2 * self.window)  # type: ignore[misc]
+        # Checkpoints written before the guard kept counts have "history" instead: their window restarts.
+        checks = (CheckCounts(*c) for c in state.get("checks", []))
+        self.history = deque(checks, maxlen=2 * self.window)
         self.alarms_total = int(state["alarms_total"])

@@ -66,7 +66,7 @@ class Trainer:
         self.pushed_version = 0
         self.push_group_formed = False  # learner.weight_transport=broadcast: (re-)formed before a push
         self.push_group_generation = 0
-        self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement)
+        self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement, window=cfg.guard.window)
         self.probe: dict[str, Any] | None = None
         self.skipped_batches = 0
         self.actor_restarts = 0

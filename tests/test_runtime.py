@@ -18,6 +18,7 @@ import torch
 from transformers import JanusForConditionalGeneration
 
 from rayunify.config import load_config
+from rayunify.models import resolve_model_path
 from rayunify.train import LearnerFailure, Trainer
 
 STEPS = 4
@@ -118,6 +119,21 @@ def test_broadcast_transport_trains_exactly_like_the_object_store(tmp_path, sync
         for key in ("train/loss", "data/pairs", "push/version"):
             a, b = broadcast[step].get(key), straight[step].get(key)
             assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), (step, key, a, b)
+
+
+def test_steps_without_a_usable_pair_are_skipped_counted_and_change_nothing(tmp_path):
+    """A judge that accepts everything leaves every group all-accept: no DPO pair can form. Each step is
+    skipped and counted, the run finishes, and the weights stay the base model's."""
+    cfg = tiny_config(tmp_path, "no_pairs", "judge.always_accept=true", "judge.random_fraction=0.0")
+    Trainer(cfg).run()
+    rows = train_rows(read_metrics(tmp_path / "no_pairs"))
+    assert [r["train/skipped_batches"] for r in rows] == [float(s) for s in range(1, STEPS + 1)]
+    assert not any("train/loss" in r for r in rows) and rows[-1]["data/pairs"] == 0
+    assert rows[-1]["data/prompts_consumed"] == STEPS * PROMPTS_PER_STEP
+    final = JanusForConditionalGeneration.from_pretrained(tmp_path / "no_pairs" / "final_model")
+    base = JanusForConditionalGeneration.from_pretrained(resolve_model_path("builtin:tiny"))
+    for (name, a), b in zip(final.state_dict().items(), base.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_async_run_respects_staleness_and_survives_a_killed_rollout_actor(tmp_path):
