@@ -2,6 +2,7 @@
 
     python examples/run_shapes_experiments.py                      # all of configs/shapes/*.yaml but base
     python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results
+    python examples/run_shapes_experiments.py --suite objects      # README's single-object experiments
 
 Each experiment is a normal training run (same trainer, same configs users get). Before/after numbers are
 the run's own evaluations at the start and the end (`eval_start.json`, `eval_final.json`: the model's
@@ -23,6 +24,26 @@ CONFIGS = ROOT / "configs" / "shapes"
 KEYS = ["gen_accuracy", "nonunified", "judge_fpr", "judge_accuracy"]
 SUMMARIES = ("overall", "category_mean")  # report groups that are not categories
 
+# Named sets of runs, each (run name, config name, its overrides), for experiments whose runs differ in more
+# than the config. "objects": single objects and colours from the noisy-caption base (README), the offline
+# recipes drawing 32 images per prompt (with 8 each of the 14 prompts gives DPO one best-of-8 pair).
+_OBJECTS = (
+    "model.path=builtin:shapes-noisy",
+    "prompts.categories=[single_object,colour]",
+    "trainer.eval_samples_per_prompt=32",
+    "trainer.steps=100",
+    "trainer.epochs=20",
+    "trainer.output_dir=runs/shapes_objects",
+)
+SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
+    "objects": [
+        *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
+        ("online_dpo", "online_dpo", [*_OBJECTS]),
+        ("online_dpo_frozen", "online_dpo", [*_OBJECTS, "judge.weights=frozen", "trainer.run_name=online_dpo_frozen"]),
+        ("poor_supervision", "poor_supervision", [*_OBJECTS]),
+    ],
+}
+
 
 def run_dir_of(config: Path, overrides: list[str]) -> Path:
     from rayunify.config import load_config
@@ -31,8 +52,8 @@ def run_dir_of(config: Path, overrides: list[str]) -> Path:
     return ROOT / cfg.trainer.output_dir / cfg.trainer.run_name
 
 
-def run_experiment(name: str, overrides: list[str]) -> dict:
-    config = CONFIGS / f"{name}.yaml"
+def run_experiment(name: str, overrides: list[str], config_name: str | None = None) -> dict:
+    config = CONFIGS / f"{config_name or name}.yaml"
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), *overrides]
     print(f"== {name}: {' '.join(cmd)}", flush=True)
@@ -81,12 +102,19 @@ def markdown(results: list[dict]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="experiments (config names in configs/shapes/)")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "shapes" / "results"))
+    parser.add_argument("--out", help="default: runs/shapes/results, or runs/shapes_<suite>/results")
     parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
+    parser.add_argument("--suite", choices=sorted(SUITES), help="a named set of runs instead of configs")
     args = parser.parse_args()
-    names = args.names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
-    results = [run_experiment(name, args.override) for name in names]
-    out = Path(args.out)
+    if args.suite and args.names:
+        parser.error("give experiment names or --suite, not both")
+    if args.suite:
+        runs = [(name, config, [*overrides, *args.override]) for name, config, overrides in SUITES[args.suite]]
+    else:
+        names = args.names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+        runs = [(name, name, args.override) for name in names]
+    results = [run_experiment(name, overrides, config) for name, config, overrides in runs]
+    out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results) + "\n")

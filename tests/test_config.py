@@ -21,6 +21,21 @@ def test_every_shipped_config_validates(path):
     assert isinstance(load_config(path), Config)
 
 
+def test_experiment_suites_are_valid_runs_with_distinct_directories():
+    """examples/run_shapes_experiments.py --suite: every run's config and overrides load, and no two runs
+    of a suite write to the same directory."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_shapes_experiments", ROOT / "examples" / "run_shapes_experiments.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for suite, runs in script.SUITES.items():
+        dirs = [script.run_dir_of(script.CONFIGS / f"{config}.yaml", overrides) for _, config, overrides in runs]
+        assert len(set(dirs)) == len(runs), suite
+        assert [d.name for d in dirs] == [name for name, _, _ in runs], suite
+
+
 def test_dotted_overrides_and_variant_switch():
     cfg = load_config(None, ["model.lora.rank=8", "judge.type=python", "judge.import_path=pkg.mod:fn", "learner.lr=3e-4"])
     assert cfg.model.lora.rank == 8 and cfg.learner.lr == 3e-4
