@@ -63,16 +63,17 @@ def run_experiment(name: str, overrides: list[str], config_name: str | None = No
     for tag in ("start", "final"):
         path = run_dir / f"eval_{tag}.json"
         result[tag] = json.loads(path.read_text()) if path.is_file() else None
-    result["guard_alarms"] = count_alarms(run_dir)
+    rows = read_metrics(run_dir)
+    result["guard_alarms"] = int(max((r.get("guard/alarms_total") or 0 for r in rows), default=0))
+    # The judge on the start evaluation's images, at the start and the end (trainer.eval_fixed_images)
+    fixed = [r["fixed/judge_fpr"] for r in rows if r.get("fixed/judge_fpr") is not None]
+    result["fixed_judge_fpr"] = [fixed[0], fixed[-1]] if fixed else None
     return result
 
 
-def count_alarms(run_dir: Path) -> int:
+def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return int(max((r.get("guard/alarms_total") or 0 for r in rows), default=0))
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def cell(result: dict, key: str, group: str = "overall") -> str:
@@ -85,10 +86,11 @@ def cell(result: dict, key: str, group: str = "overall") -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    header = " | ".join(KEYS) + " | gen_accuracy, category mean"
-    lines = [f"| run | {header} | guard alarms | minutes |", "|" + "---|" * (len(KEYS) + 4)]
+    header = " | ".join(KEYS) + " | judge_fpr on the start images | gen_accuracy, category mean"
+    lines = [f"| run | {header} | guard alarms | minutes |", "|" + "---|" * (len(KEYS) + 5)]
     for r in results:
-        cells = " | ".join([*(cell(r, k) for k in KEYS), cell(r, "gen_accuracy", "category_mean")])
+        fixed = "–" if not r.get("fixed_judge_fpr") else "{:.3f} → {:.3f}".format(*r["fixed_judge_fpr"])
+        cells = " | ".join([*(cell(r, k) for k in KEYS), fixed, cell(r, "gen_accuracy", "category_mean")])
         lines.append(f"| {r['name']} | {cells} | {r['guard_alarms']} | {r['minutes']:.1f} |")
     categories = sorted({c for r in results if r["final"] for c in r["final"] if c not in SUMMARIES})
     lines += ["", "Generation accuracy per category (start → end):", ""]

@@ -360,6 +360,10 @@ class TrainerConfig(Strict):
     eval_every: int = Field(10, gt=0)
     eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
     eval_samples_per_prompt: int = Field(2, gt=0)
+    eval_fixed_images: bool = Field(
+        True, description="Re-judge the start evaluation's images at every evaluation (fixed/*): whether the judge "
+        "itself changed, apart from the images it judges."
+    )
     checkpoint_every: int = Field(10, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     resume: bool = False

@@ -12,11 +12,11 @@ PANELS = [
     ("eval/category_mean/gen_accuracy", "generation accuracy, mean over categories"),
     ("eval/nonunified", "non-unification (own judge rejects own images)"),
     ("eval/judge_fpr", "judge false-positive rate vs reference"),
+    ("fixed/judge_fpr", "judge false-positive rate, start images"),
     ("guard/agreement", "judge–reference agreement (training samples)"),
     ("train/loss", "learner loss"),
     ("train/reward_margin", "DPO reward margin"),
     ("probe/p_yes", "false-positive probe: judge P(yes)"),
-    ("step_s", "step time (s)"),
 ]
 SUMMARY_KEYS = ["eval/gen_accuracy", "eval/nonunified", "eval/judge_accuracy", "eval/judge_fpr", "eval/weak_generation"]
 

@@ -68,6 +68,7 @@ class Trainer:
         self.push_group_generation = 0
         self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement, window=cfg.guard.window)
         self.probe: dict[str, Any] | None = None
+        self.fixed_images: dict[str, Any] | None = None
         self.skipped_batches = 0
         self.actor_restarts = 0
 
@@ -447,9 +448,15 @@ class Trainer:
     def evaluate_and_probe(self) -> None:
         metrics, items = self.evaluate("start")
         self.build_probe(items)
-        if self.probe:
-            metrics.update(self.run_probe())
+        self.keep_fixed_images(items)
+        metrics.update(self.probe_metrics())
         self.logger.log(0, metrics)
+
+    def probe_metrics(self) -> dict[str, float]:
+        metrics = self.run_probe() if self.probe else {}
+        if self.fixed_images:
+            metrics.update(self.rejudge_fixed_images())
+        return metrics
 
     def build_probe(self, items: list[Any]) -> None:
         """Frozen set of the base model's own images that its judge accepts but the reference rejects."""
@@ -469,6 +476,35 @@ class Trainer:
         assert self.probe is not None
         p = self.probe
         return self.on_first_rollout("probe", p["prompts"], p["images"], p["tokens"])
+
+    def keep_fixed_images(self, items: list[Any]) -> None:
+        """The start evaluation's images, re-judged at every evaluation (`fixed/*`). `eval/judge_*` score the
+        judge on the model's current images, which change as generation trains (a better generator's
+        remaining errors are near misses, harder to reject); on fixed images only the judge can change."""
+        import numpy as np
+
+        if not self.cfg.trainer.eval_fixed_images or not items:
+            return
+        self.fixed_images = {
+            "prompts": [i.prompt.text for i in items],
+            "categories": [i.prompt.category for i in items],
+            "references": [int(i.reference.verdict) for i in items],
+            "images": np.stack([i.image for i in items]),
+        }
+
+    def rejudge_fixed_images(self) -> dict[str, float]:
+        from rayunify.metrics import unification_metrics
+
+        f = self.fixed_images
+        assert f is not None
+        judgements = self.on_first_rollout("judge_images", f["prompts"], f["images"])
+        records = [
+            VerdictRecord(category, j.verdict, j.score, Verdict(reference))
+            for category, j, reference in zip(f["categories"], judgements, f["references"], strict=True)
+        ]
+        m = unification_metrics(records)
+        keys = ("judge_accuracy", "judge_fpr", "judge_fnr", "nonunified", "mean_self_score", "invalid_rate", "count")
+        return {f"fixed/{k}": m[k] for k in keys}
 
     def check_guard(self, judged: list[JudgedSample]) -> dict[str, float]:
         records = [
@@ -518,8 +554,7 @@ class Trainer:
         if self.step % cfg.eval_every == 0:
             eval_metrics, _ = self.evaluate(f"step{self.step}")
             metrics.update(eval_metrics)
-            if self.probe:
-                metrics.update(self.run_probe())
+            metrics.update(self.probe_metrics())
         self.logger.log(self.step, metrics)
         self.progress.update(1)
         self.progress.set_postfix(
@@ -531,8 +566,7 @@ class Trainer:
     def finish(self) -> None:
         self.push_weights()
         metrics, _ = self.evaluate("final")
-        if self.probe:
-            metrics.update(self.run_probe())
+        metrics.update(self.probe_metrics())
         self.logger.log(self.step, metrics)
         self.save_checkpoint()
         export = self.on_first_rollout("export", str(self.run_dir / "final_model"))
@@ -556,6 +590,7 @@ class Trainer:
             "data": ray_get(self.data.state_dict.remote()),
             "guard": self.guard.state_dict(),
             "probe": self.probe,
+            "fixed_images": self.fixed_images,
             "skipped_batches": self.skipped_batches,
         }
         torch.save(state, path / "driver.pt")
@@ -584,6 +619,7 @@ class Trainer:
         ray_get(self.data.load_state_dict.remote(state["data"]))
         self.guard.load_state_dict(state["guard"])
         self.probe = state["probe"]
+        self.fixed_images = state.get("fixed_images")  # absent in checkpoints written before it existed
         self.skipped_batches = state["skipped_batches"]
         self.step = state["step"]
         self.progress.update(self.step)

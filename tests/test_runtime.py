@@ -96,6 +96,16 @@ def test_pushes_reach_actors_and_parameters_change(sync_run):
     assert any(abs(r.get("train/grad_norm", 0.0)) > 0 for r in rows)
 
 
+def test_start_images_are_rejudged_at_every_evaluation(sync_run):
+    """fixed/*: the start evaluation's images judged again by the current model. At step 0 the judge is the
+    one that produced eval/*, so both agree; later only the judge can move them."""
+    rows = [r for r in read_metrics(sync_run) if "eval/count" in r]
+    assert len(rows) >= 3 and all(r["fixed/count"] == rows[0]["eval/count"] for r in rows)
+    for key in ("nonunified", "invalid_rate", "judge_accuracy", "mean_self_score"):
+        a, b = rows[0][f"fixed/{key}"], rows[0][f"eval/{key}"]  # NaN is logged as null
+        assert (a is None and b is None) or math.isclose(a, b, abs_tol=1e-6), (key, a, b)
+
+
 def test_exported_model_loads_in_plain_transformers_and_generates(sync_run):
     model = JanusForConditionalGeneration.from_pretrained(sync_run / "final_model")
     from transformers import JanusProcessor

@@ -17,7 +17,7 @@ import torch
 
 from rayunify.actors.collective import BroadcastReceiver
 from rayunify.config import Config
-from rayunify.types import JudgedSample, Prompt, Sample, SamplingSettings
+from rayunify.types import JudgedSample, Judgement, Prompt, Sample, SamplingSettings
 
 
 def _limit_threads(num_cpus: float) -> None:
@@ -115,6 +115,10 @@ class RolloutWorker(ModelHolder):
             "probe/gen_logp_per_token": float(logps.mean()),
             "probe/size": float(len(prompts)),
         }
+
+    def judge_images(self, prompts: list[str], images: np.ndarray) -> list[Judgement]:
+        """The current model's own verdicts on given images (the driver's fixed-image check)."""
+        return self.unified.judge(list(images), prompts)
 
     def export(self, path: str) -> str:
         self.unified.save_pretrained(path)
