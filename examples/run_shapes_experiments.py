@@ -40,6 +40,7 @@ SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
         *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
         ("online_dpo", "online_dpo", [*_OBJECTS]),
         ("online_dpo_frozen", "online_dpo", [*_OBJECTS, "judge.weights=frozen", "trainer.run_name=online_dpo_frozen"]),
+        ("online_dpo_no_curriculum", "online_dpo", [*_OBJECTS, "curriculum.type=none", "trainer.run_name=online_dpo_no_curriculum"]),
         ("poor_supervision", "poor_supervision", [*_OBJECTS]),
     ],
 }
