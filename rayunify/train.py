@@ -108,7 +108,9 @@ class Trainer:
         if self.step == 0:
             prompts = ray_get(self.data.all_prompts.remote())
             judged, _ = self.finish_collection(self.launch_collection(0, prompts))
-            self.add_to_buffer(judged)
+            # The only freshly judged samples of an offline run are the build's and the replays': the guard
+            # checks those (its reference already scored a share of them).
+            self.logger.log(0, {**self.add_to_buffer(judged), **self.check_guard_if_due(0, judged)})
         size = ray_get(self.data.size.remote("pair" if self.dpo else "sft"))
         steps_per_epoch = max(1, math.ceil(size / self.cfg.learner.batch_size))
         total = cfg.epochs * steps_per_epoch
@@ -118,7 +120,7 @@ class Trainer:
             started = time.perf_counter()
             epoch, metrics = self.step // steps_per_epoch, {}
             if self.step % steps_per_epoch == 0 and self.due_replay(epoch):
-                metrics.update(self.replay_discard_pool(epoch))
+                metrics.update(self.replay_discard_pool(epoch, check_guard=True))
             metrics.update(self.learner_step())
             if (self.step + 1) % cfg.push_every == 0:
                 metrics.update(self.push_weights())
@@ -304,11 +306,13 @@ class Trainer:
     def due_replay(self, when: int) -> bool:
         return ray_get(self.data.replay_due.remote(when))
 
-    def replay_discard_pool(self, when: int) -> dict[str, float]:
+    def replay_discard_pool(self, when: int, check_guard: bool = False) -> dict[str, float]:
+        """check_guard: offline runs, whose steps judge nothing else (online steps check their own samples)."""
         prompts = ray_get(self.data.replay_prompts.remote())
         judged, _ = self.finish_collection(self.launch_collection(self.step, prompts))
         metrics = self.add_to_buffer(judged, replay_at=when)
-        return {f"replay/{k.split('/')[-1]}": v for k, v in metrics.items()}
+        guard = self.check_guard_if_due(self.step, judged) if check_guard else {}
+        return {**{f"replay/{k.split('/')[-1]}": v for k, v in metrics.items()}, **guard}
 
     # ================================================================== learning
     def learner_step(self) -> dict[str, float]:
@@ -506,6 +510,9 @@ class Trainer:
         keys = ("judge_accuracy", "judge_fpr", "judge_fnr", "nonunified", "mean_self_score", "invalid_rate", "count")
         return {f"fixed/{k}": m[k] for k in keys}
 
+    def check_guard_if_due(self, step: int, judged: list[JudgedSample]) -> dict[str, float]:
+        return self.check_guard(judged) if self.guard_due(step) else {}
+
     def check_guard(self, judged: list[JudgedSample]) -> dict[str, float]:
         records = [
             VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)
@@ -541,8 +548,7 @@ class Trainer:
     # ================================================================== bookkeeping per step
     def end_of_step(self, judged: list[JudgedSample], metrics: dict[str, float]) -> None:
         cfg = self.cfg.trainer
-        if self.guard_due(self.step):
-            metrics.update(self.check_guard(judged))
+        metrics.update(self.check_guard_if_due(self.step, judged))
         step_s = metrics.get("step_s", 0.0) or 1e-9
         n_roll, n_judge = len(self.rollout), len(self.judges)
         metrics["idle/rollout"] = 1.0 - metrics.pop("busy/rollout_s", 0.0) / (n_roll * step_s)

@@ -146,6 +146,27 @@ def test_steps_without_a_usable_pair_are_skipped_counted_and_change_nothing(tmp_
         assert torch.equal(a, b), name
 
 
+def test_offline_recipe_builds_once_trains_epochs_and_replays_with_guard_checks(tmp_path):
+    """The paper's offline recipe (C-DPO): one build over every train prompt, `epochs` passes over the pairs,
+    the discard pool replayed at epoch 1; the guard checks the build's and the replay's fresh samples."""
+    cfg = tiny_config(
+        tmp_path, "offline", "trainer.mode=offline", "trainer.epochs=2", "curriculum.type=replay",
+        "curriculum.replay_at=[1]", "prompts.n_train=16", "sampling.samples_per_prompt=2", "trainer.eval_every=100",
+    )  # fmt: skip (two coin-flip verdicts per prompt: some prompts pair, some go to the discard pool)
+    trainer = Trainer(cfg)
+    trainer.run()
+    rows = read_metrics(tmp_path / "offline")
+    build = next(r for r in rows if "data/groups" in r and r["step"] == 0)
+    assert build["data/groups"] == 16 and build["data/discarded"] > 0 and "guard/agreement" in build
+    steps = [r for r in rows if "train/loss" in r or "train/skipped_batches" in r]
+    per_epoch = math.ceil(build["data/pairs_made"] / cfg.learner.batch_size)
+    assert build["data/pairs_made"] > 0 and trainer.step == len(steps) == 2 * per_epoch
+    replayed = [r for r in steps if "replay/groups" in r]  # the discard pool, regenerated at epoch 1 only
+    assert [r["epoch"] for r in replayed] == [1.0] and replayed[0]["replay/groups"] == build["data/discarded"]
+    assert "guard/agreement" in replayed[0] and replayed[0]["discard_pool/replays_done"] == 1
+    assert (tmp_path / "offline" / "final_model").is_dir() and (tmp_path / "offline" / "eval_final.json").is_file()
+
+
 def test_async_run_respects_staleness_and_survives_a_killed_rollout_actor(tmp_path):
     class KillOnce(Trainer):
         def end_of_step(self, judged, metrics):
