@@ -18,7 +18,15 @@ PANELS = [
     ("train/reward_margin", "DPO reward margin"),
     ("probe/p_yes", "false-positive probe: judge P(yes)"),
 ]
-SUMMARY_KEYS = ["eval/gen_accuracy", "eval/nonunified", "eval/judge_accuracy", "eval/judge_fpr", "eval/weak_generation"]
+# (metric key, column label) of the markdown summary, start → end of each run
+SUMMARY = [
+    ("eval/gen_accuracy", "gen_accuracy"),
+    ("eval/nonunified", "nonunified"),
+    ("eval/judge_accuracy", "judge_accuracy"),
+    ("eval/judge_fpr", "judge_fpr"),
+    ("fixed/judge_fpr", "judge_fpr on the start images"),
+    ("eval/weak_generation", "weak_generation"),
+]
 
 
 def read_run(run_dir: Path) -> list[dict]:
@@ -61,11 +69,11 @@ def plot_runs(runs: dict[str, list[dict]], path: Path) -> Path:
 
 
 def summary_table(runs: dict[str, list[dict]]) -> str:
-    header = "| run | " + " | ".join(k.split("/")[-1] + " (start → end)" for k in SUMMARY_KEYS) + " |"
-    lines = [header, "|" + "---|" * (len(SUMMARY_KEYS) + 1)]
+    header = "| run | " + " | ".join(f"{label} (start → end)" for _, label in SUMMARY) + " |"
+    lines = [header, "|" + "---|" * (len(SUMMARY) + 1)]
     for name, rows in runs.items():
         cells = []
-        for key in SUMMARY_KEYS:
+        for key, _ in SUMMARY:
             _, ys = series(rows, key)
             cells.append(f"{ys[0]:.3f} → {ys[-1]:.3f}" if ys else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -25,6 +25,7 @@ def test_report_tabulates_start_and_end_and_draws_the_curves(tmp_path):
     report = write_report([str(a), str(b)], str(tmp_path / "out"))
     text = report.read_text()
     assert "| sft | 0.200 → 0.300 |" in text and "| dpo | 0.200 → 0.400 |" in text
+    assert "judge_fpr on the start images (start → end)" in text and "0.200 → 0.200" in text
     assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
 
 
