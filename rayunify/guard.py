@@ -61,10 +61,6 @@ def _pooled(checks: Sequence[CheckCounts]) -> CheckCounts:
     return CheckCounts(*(sum(column) for column in zip(*(astuple(c) for c in checks), strict=True)))
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else math.nan
-
-
 class CoDegradationGuard:
     def __init__(
         self,
@@ -148,7 +144,7 @@ class CoDegradationGuard:
             return math.nan, math.inf
         p = (old_hits + new_hits) / (old_n + new_n)
         standard_error = math.sqrt(p * (1 - p) * (1 / old_n + 1 / new_n))
-        return _ratio(new_hits, new_n) - _ratio(old_hits, old_n), max(self.tolerance, self.z * standard_error)
+        return new_hits / new_n - old_hits / old_n, max(self.tolerance, self.z * standard_error)
 
     def state_dict(self) -> dict[str, Any]:
         return {"checks": [list(astuple(c)) for c in self.history], "alarms_total": self.alarms_total}

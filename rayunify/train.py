@@ -21,7 +21,7 @@ from typing import Any
 
 from rayunify.config import Config, ConfigError, dump_config, load_config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
-from rayunify.metrics import VerdictRecord, flatten
+from rayunify.metrics import VerdictRecord, flatten, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
 # Keep a local Ray cluster on loopback (NOTES §4); must be set before ray is imported.
@@ -497,8 +497,6 @@ class Trainer:
         }
 
     def rejudge_fixed_images(self) -> dict[str, float]:
-        from rayunify.metrics import unification_metrics
-
         f = self.fixed_images
         assert f is not None
         judgements = self.on_first_rollout("judge_images", f["prompts"], f["images"])
