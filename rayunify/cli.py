@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--n-prompts", type=int, default=64, help="ShapesWorld eval prompts when --prompts is absent")
     ev.add_argument("--guidance-scale", type=float, default=3.0)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--out", required=True)
 
     base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
     base.add_argument("--out", required=True)
     base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
     base.add_argument("--seed", type=int, default=0)
+    base.add_argument("--device", default="cpu", help="where it trains: cpu (the cached built-in bases) or cuda")
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
     rep.add_argument("runs", nargs="+")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shapes-base":
         from rayunify.shapes.base import train_base
 
-        train_base(args.out, size=args.size, seed=args.seed)
+        train_base(args.out, size=args.size, seed=args.seed, device=args.device)
         return 0
     if args.command == "report":
         from rayunify.report import write_report
@@ -60,7 +62,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rayunify.shapes.world import held_out_split, load_prompts_jsonl
     from rayunify.types import SamplingSettings
 
-    model = build_model(JanusModelConfig(path=args.model))
+    model = build_model(JanusModelConfig(path=args.model, device=args.device))
     # Without a file: the eval side of the ShapesWorld base's own split, never prompts it trained on.
     prompts = load_prompts_jsonl(args.prompts) if args.prompts else held_out_split(0, args.n_prompts, seed=0)[1]
     result = evaluate(

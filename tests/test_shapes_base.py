@@ -136,6 +136,35 @@ def test_a_short_run_is_deterministic_for_a_seed(tmp_path: Path):
     assert other != first
 
 
+def test_a_given_tokenizer_is_used_unchanged_instead_of_training_one(test_model: Path, tmp_path: Path):
+    """A recipe sweep trains the VQ once and hands it to every variant: the model must carry it as given."""
+    from transformers import JanusForConditionalGeneration
+
+    vq = JanusForConditionalGeneration.from_pretrained(test_model).model.vqmodel.eval()
+    cfg = dataclasses.replace(SIZES["test"], steps=2, vision_pretrain_steps=1, gen_batch=4, und_batch=4)
+    out = train_base(tmp_path / "reused", progress=False, config=cfg, vq=vq)
+    saved = JanusForConditionalGeneration.from_pretrained(out).model.vqmodel.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in vq.state_dict().items())
+
+
+def test_sweep_variants_apply_overrides_and_reject_unknown_keys():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sweep_base.py"
+    spec = importlib.util.spec_from_file_location("sweep_base", path)
+    assert spec and spec.loader
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    cfg = sweep.variant_config({"steps": 7, "mix.own_balanced": False, "arch.num_layers": 6, "category_weights": [1, 1, 1, 1, 1, 1]})
+    default = SIZES["base"]
+    assert (cfg.steps, cfg.mix.own_balanced, cfg.arch.num_layers) == (7, False, 6)
+    assert cfg.category_weights == (1, 1, 1, 1, 1, 1) and cfg.mix.clean == default.mix.clean
+    assert cfg.arch.image_size == default.arch.image_size and cfg.arch.patch_size == default.arch.patch_size
+    for typo in ({"stepz": 1}, {"mix.nope": 1}, {"arch.depth": 2}, {"vq.steps": 1}):
+        with pytest.raises(ValueError, match="unknown variant keys"):
+            sweep.variant_config(typo)
+
+
 def test_eval_cli_writes_every_metric_overall_and_per_category(test_model: Path, tmp_path: Path):
     out = tmp_path / "eval"
     prompts = test_model / "eval_prompts.jsonl"

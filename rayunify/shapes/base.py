@@ -198,12 +198,20 @@ SIZES: dict[str, BaseConfig] = {
 
 # --------------------------------------------------------------------------------------------- training
 def train_base(
-    out: str | Path, size: str = "base", seed: int = 0, progress: bool = True, config: BaseConfig | None = None
+    out: str | Path,
+    size: str = "base",
+    seed: int = 0,
+    progress: bool = True,
+    config: BaseConfig | None = None,
+    device: str = "cpu",
+    vq=None,
 ) -> Path:
     """Trains the base model of `size` (or `config`) from scratch and saves it to `out` (HF layout).
 
-    Deterministic for a seed on a given machine, torch build and `config.threads`. The caller's torch RNG
-    and thread count are restored afterwards.
+    Deterministic for a seed on a given machine, torch build, device and `config.threads`. The caller's
+    torch RNG and thread count are restored afterwards. `vq`: an already trained tokenizer for `config.vq`
+    to reuse (a sweep over recipes trains it once); trained here when None. `device`: where the VQ and the
+    model train ("cuda" for a GPU; the data is rendered and checked on the CPU either way).
     """
     cfg = config or _size_config(size)
     out = Path(out)
@@ -213,10 +221,13 @@ def train_base(
     try:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            vq = train_vq(cfg.vq, seed=seed, progress=progress)
+            if vq is None:
+                vq = train_vq(cfg.vq, seed=seed, progress=progress, device=device)
+            vq = vq.to(device)
             vq_seconds = time.perf_counter() - started
             train_prompts, eval_prompts = split_prompts(cfg)
             um = _build_model(cfg, vq, seed)
+            um.model.to(device)
             data = ShapesData(vq, train_prompts, cfg, np.random.default_rng([seed, 1]))
             history = _train(um, data, cfg, np.random.default_rng([seed, 2]), progress)
     finally:
@@ -403,7 +414,7 @@ class PatchProbe:
         self.colours = {c: i + 1 for i, c in enumerate(COLOURS)}  # 0: background
         self.shapes = {s: i + 1 for i, s in enumerate(SHAPES)}  # 0: background, len+1: a blob of no shape
         n_classes = (len(self.colours) + 1) + (len(self.shapes) + 2)  # colour classes, then shape classes
-        self.head = torch.nn.Linear(self.vision.config.hidden_size, n_classes)
+        self.head = torch.nn.Linear(self.vision.config.hidden_size, n_classes).to(um.device)
         self._features: torch.Tensor | None = None
         self._hook = self.vision.register_forward_hook(self._keep_features)
 
@@ -423,7 +434,7 @@ class PatchProbe:
         """The patch loss on the features of the tower's last forward, which must have been on `images`."""
         if self._features is None or len(self._features) != len(images):
             raise RuntimeError("PatchProbe: the vision tower's last forward was not on these images")
-        colour, shape = self.targets(images)
+        colour, shape = (t.to(self.um.device) for t in self.targets(images))
         logits = self.head(self._features).flatten(0, 1)
         n_colour = len(self.colours) + 1
         cross_entropy = torch.nn.functional.cross_entropy
