@@ -145,6 +145,7 @@ def test_a_given_tokenizer_is_used_unchanged_instead_of_training_one(test_model:
     out = train_base(tmp_path / "reused", progress=False, config=cfg, vq=vq)
     saved = JanusForConditionalGeneration.from_pretrained(out).model.vqmodel.state_dict()
     assert all(torch.equal(saved[k], v) for k, v in vq.state_dict().items())
+    assert json.loads((out / "shapes_base.json").read_text())["vq_given"] is True
 
 
 def test_sweep_variants_apply_overrides_and_reject_unknown_keys():

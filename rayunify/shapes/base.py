@@ -215,6 +215,7 @@ def train_base(
     """
     cfg = config or _size_config(size)
     out = Path(out)
+    vq_given = vq is not None
     started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -241,6 +242,8 @@ def train_base(
         "version": BASE_VERSION,
         "size": size if config is None else "custom",
         "seed": seed,
+        "device": device,
+        "vq_given": vq_given,  # the tokenizer was handed in (e.g. by a sweep), not trained here
         "config": cfg.to_dict(),
         "timings": {
             "vq_s": round(vq_seconds, 1),
