@@ -3,10 +3,10 @@
 # GPU, the default base's own VQ tokenizer from .gpu/base), then the rollout benchmark alone on the GPU
 # with whatever time is left. Carry .whl (transformers, pydantic) and .gpu (a copy of the cached base).
 # Usage there: bash examples/gpu_base_sweep.sh TOTAL_SECONDS   (figures under $OUT)
-# Measured on one H100 (2026-11-27): the 12 variants at once ran at about 0.33 s a step each (small kernels
-# from 12 processes take turns on the GPU), no faster per variant than 2 CPU cores, so in a 560-second call
-# only the 960-step variant finished. The tests (14 s) and the rollout benchmark's first two batches did.
-# Next time: fewer variants at once (--parallel 4) or fewer, shorter ones.
+# Measured on one H100 (2026-11-27, PARALLEL=12): the 12 variants at once ran at about 0.33 s a step each
+# (small kernels from 12 processes take turns on the GPU), no faster per variant than 2 CPU cores, so in a
+# 560-second call only the 960-step variant finished. The tests (14 s) and the rollout benchmark's first two
+# batches did. Hence PARALLEL 4 by default: run fewer variants per call.
 set -uo pipefail
 TOTAL=${1:-560}; START=$SECONDS
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -30,10 +30,12 @@ VARIANTS=(
   --variant 'hard_gen32={"category_weights": [0.04, 0.08, 0.04, 0.08, 0.38, 0.38], "gen_batch": 32, "und_batch": 24}'
 )
 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/gpu_tests.txt" 2>&1 &
-timeout $((TOTAL - 150)) python3 examples/sweep_base.py --out "$OUT/sweep" --device cuda --parallel 12 --threads 1 \
+timeout $((TOTAL - 150)) python3 examples/sweep_base.py --out "$OUT/sweep" --device cuda --parallel "${PARALLEL:-4}" --threads 1 \
   --vq-from .gpu/base --n-prompts 96 --n-per-prompt 8 "${VARIANTS[@]}" 2>&1 | grep -v -i "warn\|Loading weights\|Writing model" | tee "$OUT/sweep.txt"
 wait
-pkill -f sweep_base.py; sleep 2  # a cut-off sweep leaves workers that would share the GPU with the benchmark
+# A cut-off sweep leaves its worker processes (spawned: their command line is multiprocessing's, not the
+# script's) running on the GPU, where they would share it with the benchmark.
+pkill -f multiprocessing.spawn; sleep 2
 tail -5 "$OUT/gpu_tests.txt"
 rm -rf "$OUT"/sweep/*/ "$OUT/sweep/vq.pt"  # the models stay there: results.json holds their scores
 LEFT=$((TOTAL - (SECONDS - START)))

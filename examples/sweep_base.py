@@ -53,22 +53,22 @@ def variant_config(overrides: dict[str, Any]):
     return dataclasses.replace(cfg, **fields)
 
 
-def load_vq(base_dir: str, device: str):
+def load_vq(base_dir: str):
     from transformers import JanusForConditionalGeneration
 
-    return JanusForConditionalGeneration.from_pretrained(base_dir).model.vqmodel.to(device).eval()
+    return JanusForConditionalGeneration.from_pretrained(base_dir).model.vqmodel.eval()
 
 
 def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, vq_file: str) -> dict[str, Any]:
     """Trains one variant and scores it (in a worker process of its own)."""
     import torch
+    from transformers import JanusVQVAE
 
     from rayunify.config import JanusModelConfig
     from rayunify.evaluation import evaluate, write_eval
     from rayunify.judging import ShapesCheckerJudge
     from rayunify.models import build_model
     from rayunify.shapes.base import EVAL_PROMPTS_FILE, train_base
-    from rayunify.shapes.vq import JanusVQVAE
     from rayunify.shapes.world import load_prompts_jsonl
     from rayunify.types import SamplingSettings
 
@@ -142,7 +142,7 @@ def _save_vq(args: argparse.Namespace, vq_file: str) -> None:
     from rayunify.shapes.base import SIZES
     from rayunify.shapes.vq import train_vq
 
-    vq = load_vq(args.vq_from, "cpu") if args.vq_from else train_vq(SIZES["base"].vq, seed=args.seed, device=args.device)
+    vq = load_vq(args.vq_from) if args.vq_from else train_vq(SIZES["base"].vq, seed=args.seed, device=args.device)
     torch.save({k: v.cpu() for k, v in vq.state_dict().items()}, vq_file)
 
 

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     base.add_argument("--out", required=True)
     base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
     base.add_argument("--seed", type=int, default=0)
-    base.add_argument("--device", default="cpu", help="where it trains: cpu (the cached built-in bases) or cuda")
+    base.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the cached built-in bases train on cpu")
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
     rep.add_argument("runs", nargs="+")
