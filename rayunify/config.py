@@ -274,9 +274,9 @@ class PromptsConfig(Strict):
     @field_validator("categories")
     @classmethod
     def _known_categories(cls, value: list[str] | None) -> list[str] | None:
-        from rayunify.shapes.world import check_categories  # numpy only
+        from rayunify.builtins import prompt_source
 
-        return None if value is None else check_categories(value)
+        return None if value is None else prompt_source("shapes").check_categories(value)
 
     @model_validator(mode="after")
     def _source_needs_its_location(self) -> PromptsConfig:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from rayunify import judges
+from rayunify.builtins import build_builtin_judge
 from rayunify.judges import parse_verdict
 from rayunify.launch import free_port
 from rayunify.types import Judgement, Prompt, Verdict
@@ -609,8 +610,9 @@ def build_judge(cfg: Any, model_factory: Callable[[], UnifiedModel] | None = Non
         if model_factory is None:
             raise ValueError("judge.type=self needs the unified model; no model factory was given")
         return SelfJudge(model_factory(), max_new_tokens=cfg.max_new_tokens)
-    if kind == "shapes_checker":
-        return ShapesCheckerJudge()
+    builtin = build_builtin_judge(kind, cfg)
+    if builtin is not None:
+        return builtin
     if kind == "python":
         py: PythonJudgeConfig = cfg
         return PythonJudge(py.import_path, py.kwargs)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from rayunify import builtins
 from rayunify.config import PromptsConfig
 from rayunify.types import Prompt
 
@@ -35,10 +36,8 @@ _SPLIT_SUFFIX = re.compile(r"_(train|val|test)$")
 
 def load_prompts(cfg: PromptsConfig) -> tuple[list[Prompt], list[Prompt]]:
     """(train, eval) prompts as the config says. Without an eval source, eval is the first n_eval train prompts."""
-    if cfg.source == "shapes":
-        from rayunify.shapes.world import held_out_split
-
-        return held_out_split(cfg.n_train, cfg.n_eval, seed=cfg.seed, categories=cfg.categories)
+    if cfg.source not in ("file", "hf_dataset"):
+        return builtins.prompt_source(cfg.source).load(cfg.n_train, cfg.n_eval, cfg.seed, cfg.categories)
     if cfg.source == "file":
         assert cfg.path is not None
         train = read_prompt_source(cfg.path, cfg.format)

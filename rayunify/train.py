@@ -151,9 +151,9 @@ class Trainer:
     def resolve_builtin_model(self) -> None:
         """Build a built-in model (e.g. the ShapesWorld base) once, here, with its progress bar on the
         console; the actors then load the cached directory instead of racing to build it."""
-        from rayunify.models import resolve_model_path
+        from rayunify.builtins import is_builtin, resolve_model_path
 
-        if self.cfg.model.path.startswith("builtin:"):
+        if is_builtin(self.cfg.model.path):
             path = resolve_model_path(self.cfg.model.path, seed=self.cfg.trainer.seed)
             self.cfg = self.cfg.model_copy(update={"model": self.cfg.model.model_copy(update={"path": path})})
 
@@ -163,17 +163,19 @@ class Trainer:
         from rayunify.actors.group import ActorGroup
         from rayunify.actors.learner import LearnerGroup
         from rayunify.actors.workers import JudgeWorker, RolloutWorker
+        from rayunify.builtins import PROMPT_SOURCES
         from rayunify.replay import TrainingData
-        from rayunify.shapes.world import CATEGORIES
 
         cfg, as_dict = self.cfg, self.cfg.model_dump(mode="json")
         cur = cfg.curriculum
+        source = PROMPT_SOURCES.get(cfg.prompts.source)
+        levels = source.category_order() if source else None  # None: the prompts' own categories, sorted
         self.data = (
             ray.remote(TrainingData)
             .options(num_cpus=0)
             .remote(
                 self.train_prompts, cur.type, cur.replay_at, cur.priority_alpha, cur.admit_threshold,
-                cur.smoothing, list(CATEGORIES), seed=cfg.trainer.seed,
+                cur.smoothing, levels, seed=cfg.trainer.seed,
             )
         )  # fmt: skip
         self.rollout = ActorGroup(
