@@ -377,6 +377,23 @@ class TrainerConfig(Strict):
             raise ValueError("trainer.sync=async needs trainer.max_staleness >= 1 (0 is the sync mode)")
         return self
 
+    @model_validator(mode="after")
+    def _pushes_keep_samples_fresh(self) -> TrainerConfig:
+        # Samples older than the staleness bound are evicted unused: pushing less often than the bound allows
+        # would silently skip batches.
+        if self.mode == "online" and self.sync == "sync" and self.push_every > 1:
+            raise ValueError(
+                f"trainer.push_every={self.push_every} with trainer.sync=sync: sync is strictly on-policy, so every "
+                "sample drawn between pushes would be stale and dropped; use push_every=1, or sync=async with "
+                "max_staleness >= push_every"
+            )
+        if self.mode == "online" and self.sync == "async" and self.push_every > self.max_staleness:
+            raise ValueError(
+                f"trainer.push_every={self.push_every} exceeds trainer.max_staleness={self.max_staleness}: samples "
+                "drawn between pushes would be dropped as stale; raise max_staleness or lower push_every"
+            )
+        return self
+
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")

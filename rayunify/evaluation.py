@@ -73,20 +73,26 @@ def write_eval(result: EvalResult, out_dir: str | Path, grid_size: int = 48) -> 
     return out / "eval.json"
 
 
+MAX_GRID_SIDE = 2048  # px: a grid of 48 full-size 384-px images would be 12k px wide and tens of MB
+
+
 def save_grid(items: Sequence[JudgedImage], path: str | Path, columns: int = 8, scale: int = 4) -> None:
-    """A PNG of samples, each captioned with its prompt, the model's verdict and the reference's."""
+    """A PNG of thumbnails, each captioned with its prompt, the model's verdict and the reference's. Small images
+    are enlarged `scale` times; the grid's width stays within MAX_GRID_SIDE."""
     from PIL import Image, ImageDraw
 
     if not items:
         return
-    side = items[0].image.shape[0] * scale
+    columns = min(columns, len(items))
+    side = min(items[0].image.shape[0] * scale, MAX_GRID_SIDE // columns)
     caption = 40
+    items = items[: columns * max(1, MAX_GRID_SIDE // (side + caption))]  # the height stays within it too
     rows = (len(items) + columns - 1) // columns
     canvas = Image.new("RGB", (columns * side, rows * (side + caption)), "white")
     draw = ImageDraw.Draw(canvas)
     for index, item in enumerate(items):
         x, y = (index % columns) * side, (index // columns) * (side + caption)
-        tile = Image.fromarray(item.image).resize((side, side), Image.NEAREST)
+        tile = Image.fromarray(item.image).resize((side, side), Image.NEAREST if side >= item.image.shape[0] else Image.BILINEAR)
         canvas.paste(tile, (x, y))
         text = textwrap.shorten(item.prompt.text, width=side // 6, placeholder="…")
         draw.text((x + 2, y + side + 1), text, fill="black")
