@@ -34,3 +34,23 @@ def test_image_grids_are_bounded_thumbnails(tmp_path, image_side):
     width, height = Image.open(tmp_path / "grid.png").size
     assert width <= MAX_GRID_SIDE and height <= MAX_GRID_SIDE
     assert width >= 8 * min(image_side, 128)  # small images are still enlarged to be readable
+
+
+def test_memory_estimate_follows_the_zero_stages():
+    from rayunify.sizing import GIB, ModelShape, RunShape, kv_cache_bytes, learner_memory
+
+    model = ModelShape(
+        total_params=8 * GIB, language_model_params=4 * GIB, trainable_params=4 * GIB, num_layers=2,
+        hidden_size=8, num_kv_heads=2, head_dim=4, num_image_tokens=4, prompt_tokens=4,
+    )  # fmt: skip
+    run = RunShape("bfloat16", True, 0, 4, 1, 2, False, True, 16)
+    stage0 = learner_memory(model, run)
+    assert stage0["weights"] == 16 and stage0["gradients"] == 8 and stage0["optimizer"] == 48
+    assert stage0["reference_copy"] == 8
+    stage2 = learner_memory(model, RunShape("bfloat16", True, 2, 4, 1, 2, False, True, 16))
+    assert stage2["weights"] == 16 and stage2["gradients"] == 2 and stage2["optimizer"] == 12
+    stage3 = learner_memory(model, RunShape("bfloat16", True, 3, 4, 1, 2, False, True, 16))
+    assert stage3["weights"] == 4
+    fp32 = learner_memory(model, RunShape("float32", False, 1, 4, 1, 2, False, False, 16))
+    assert fp32["optimizer"] == 8 and fp32["reference_copy"] == 0  # no master copy in fp32; LoRA keeps none
+    assert kv_cache_bytes(model, rows=3, dtype="bfloat16") == 2 * 2 * 2 * 4 * 8 * 3 * 2
