@@ -34,7 +34,6 @@ class BuiltinPromptSource:
     description: str
     load: Callable[[int, int, int, Sequence[str] | None], tuple[list[Prompt], list[Prompt]]]
     check_categories: Callable[[Sequence[str]], list[str]]
-    category_order: Callable[[], list[str]]  # easiest first: the adaptive curriculum's levels
 
 
 def _tiny(seed: int) -> str:
@@ -64,12 +63,6 @@ def _shapes_check_categories(categories: Sequence[str]) -> list[str]:
     return check_categories(categories)
 
 
-def _shapes_category_order() -> list[str]:
-    from rayunify.shapes.world import CATEGORIES
-
-    return list(CATEGORIES)
-
-
 def _shapes_checker(cfg: Any) -> Judge:
     from rayunify.judging import ShapesCheckerJudge
 
@@ -87,7 +80,6 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
         "ShapesWorld's generator (held-out split of meanings)",
         _shapes_prompts,
         _shapes_check_categories,
-        _shapes_category_order,
     ),
 }
 # judge.type -> factory(judge config) for judges that need no model.

@@ -240,6 +240,11 @@ class CurriculumConfig(Strict):
     priority_alpha: float = Field(1.0, ge=0, description="Pair sampling priority ∝ (difficulty + eps)^alpha.")
     admit_threshold: float = Field(0.5, gt=0, lt=1, description="Pass rate that admits the next level.")
     smoothing: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest pass-rate observation.")
+    levels: list[str] | None = Field(
+        None,
+        description="adaptive: the prompt categories in admission order, easiest first (every training category must "
+        "be listed). None: the categories in the order they first appear in the training prompts.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the rest
@@ -250,12 +255,22 @@ class PromptsConfig(Strict):
     path: str | None = Field(
         None, description="source=file: a prompt file, a directory of them or a glob (e.g. dataset/*_train.txt)."
     )
-    eval_path: str | None = Field(None, description="Like path, for evaluation; None: the first n_eval train prompts.")
+    eval_path: str | None = Field(
+        None, description="Like path, for evaluation; None: a seeded, category-stratified held-out split of the "
+        "training prompts (removed from training)."
+    )
     format: Literal["auto", "jsonl", "txt", "t2i_compbench", "geneval"] = Field(
         "auto",
         description="txt: a prompt per line; jsonl: {'prompt', 'category'?}; t2i_compbench: a prompt per line, "
         "category from the file name (color_val.txt → color); geneval: evaluation_metadata.jsonl (category = tag); "
-        "auto: by suffix and content.",
+        "auto: by suffix and content. Applies to `path` only.",
+    )
+    eval_format: Literal["auto", "jsonl", "txt", "t2i_compbench", "geneval"] = Field(
+        "auto", description="Like format, for eval_path."
+    )
+    allow_overlap: bool = Field(
+        False, description="Accept eval prompts that are also training prompts (refused by default: the figures "
+        "would measure memorisation)."
     )
     dataset: str | None = Field(None, description="source=hf_dataset: a `datasets` name or a local dataset path.")
     split: str = Field("train", description="source=hf_dataset: the training split.")

@@ -9,16 +9,21 @@ File formats (`prompts.format`, or `auto` from the suffix and the content):
 `prompts.path` may name one file, a directory (its .txt / .jsonl files) or a glob (`dataset/*_train.txt`).
 
 Every error names the file and line (or dataset row) and the reason. A prompt that appears twice is kept
-once (the first category wins), so no prompt is sampled twice as often as the others.
+once (the first category wins), so no prompt is sampled twice as often as the others; each file's report
+says how many lines that dropped (and whether a byte-order mark was stripped). GenEval's metadata stays
+whole in `Prompt.spec` (its scorer reads it back from the exported images' folders).
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +36,114 @@ from rayunify.types import Prompt
 # T2I-CompBench++'s categories, as its file names spell them (auto-detection only: any name works with
 # format=t2i_compbench).
 T2I_COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "3d_spatial", "numeracy")
+HELD_OUT_SHARE = 5  # without an eval source, at most a fifth of the prompts is held out for evaluation
 _SPLIT_SUFFIX = re.compile(r"_(train|val|test)$")
 
 
+@dataclass
+class FileReport:
+    """What one prompt file gave: nothing is dropped or changed without a line here."""
+
+    path: str
+    format: str
+    prompts: int
+    duplicates: int = 0  # lines whose prompt was already read (this file or an earlier one): kept once
+    byte_order_mark: bool = False
+    categories: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        cats = ", ".join(f"{c} {n}" for c, n in self.categories.items())
+        extra = f", {self.duplicates} duplicate line(s) dropped" if self.duplicates else ""
+        extra += ", byte-order mark stripped" if self.byte_order_mark else ""
+        return f"{self.path} ({self.format}): {self.prompts} prompts{extra}; {cats}"
+
+
+@dataclass
+class PromptSet:
+    """Train and eval prompts with the report of how they were read."""
+
+    train: list[Prompt]
+    eval: list[Prompt]
+    files: list[FileReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        counts = lambda ps: ", ".join(f"{c} {n}" for c, n in Counter(p.category for p in ps).items())  # noqa: E731
+        return [f"prompt file {f.describe()}" for f in self.files] + self.notes + [
+            f"train: {len(self.train)} prompts ({counts(self.train)})",
+            f"eval: {len(self.eval)} prompts ({counts(self.eval)})",
+        ]
+
+
 def load_prompts(cfg: PromptsConfig) -> tuple[list[Prompt], list[Prompt]]:
-    """(train, eval) prompts as the config says. Without an eval source, eval is the first n_eval train prompts."""
+    """(train, eval) prompts as the config says (see `load_prompt_set`)."""
+    prompt_set = load_prompt_set(cfg)
+    return prompt_set.train, prompt_set.eval
+
+
+def load_prompt_set(cfg: PromptsConfig) -> PromptSet:
+    """Train and eval prompts with a report. Eval is a seeded, category-stratified sample of the eval source;
+    without one, a held-out split of the training prompts (removed from training). Eval prompts that are also
+    training prompts are refused unless `prompts.allow_overlap`."""
     if cfg.source not in ("file", "hf_dataset"):
-        return builtins.prompt_source(cfg.source).load(cfg.n_train, cfg.n_eval, cfg.seed, cfg.categories)
+        train, evaluation = builtins.prompt_source(cfg.source).load(cfg.n_train, cfg.n_eval, cfg.seed, cfg.categories)
+        return PromptSet(train, evaluation, notes=[f"prompts: built-in source {cfg.source!r}"])
+    files: list[FileReport] = []
+    notes: list[str] = []
     if cfg.source == "file":
         assert cfg.path is not None
-        train = read_prompt_source(cfg.path, cfg.format)
+        pool = read_prompt_source(cfg.path, cfg.format, files)
+        notes += _mixed_split_note(files)
     else:
         assert cfg.dataset is not None
-        train = read_hf_dataset(cfg.dataset, cfg.split, cfg.column, cfg.category_column)
-    if cfg.source == "hf_dataset" and cfg.eval_split:
-        evaluation = read_hf_dataset(cfg.dataset or "", cfg.eval_split, cfg.column, cfg.category_column)
-    elif cfg.eval_path:
-        evaluation = read_prompt_source(cfg.eval_path, cfg.format)
+        pool = read_hf_dataset(cfg.dataset, cfg.split, cfg.column, cfg.category_column)
+    evaluation_pool = _eval_source(cfg, files)
+    if evaluation_pool is None:
+        evaluation = stratified_sample(pool, min(cfg.n_eval, len(pool) // HELD_OUT_SHARE), cfg.seed)
+        if not evaluation:
+            raise ValueError(f"{len(pool)} prompts are too few to hold out an eval split: give prompts.eval_path")
+        held_out = {p.prompt_id for p in evaluation}
+        pool = [p for p in pool if p.prompt_id not in held_out]
+        notes.append(
+            f"eval: no eval source given, so {len(evaluation)} of {len(pool) + len(evaluation)} prompts were held "
+            f"out of training (seeded, by category; at most prompts.n_eval={cfg.n_eval} and 1/{HELD_OUT_SHARE})"
+        )
     else:
-        evaluation = train
-    return subset(train, cfg.n_train, cfg.seed), evaluation[: cfg.n_eval]
+        evaluation = stratified_sample(evaluation_pool, cfg.n_eval, cfg.seed)
+    train = subset(pool, cfg.n_train, cfg.seed)
+    notes += _overlap_note(train, evaluation, cfg.allow_overlap)
+    if len(train) < len(pool):
+        notes.append(f"train: a seeded sample of {len(train)} of {len(pool)} prompts (prompts.n_train)")
+    return PromptSet(train, evaluation, files, notes)
+
+
+def _eval_source(cfg: PromptsConfig, files: list[FileReport]) -> list[Prompt] | None:
+    if cfg.source == "hf_dataset" and cfg.eval_split:
+        return read_hf_dataset(cfg.dataset or "", cfg.eval_split, cfg.column, cfg.category_column)
+    if cfg.eval_path:
+        return read_prompt_source(cfg.eval_path, cfg.eval_format, files)
+    return None
+
+
+def _overlap_note(train: list[Prompt], evaluation: list[Prompt], allowed: bool) -> list[str]:
+    train_ids = {p.prompt_id for p in train}
+    shared = [p for p in evaluation if p.prompt_id in train_ids]
+    if not shared:
+        return []
+    message = (
+        f"{len(shared)} of {len(evaluation)} eval prompts are also training prompts (e.g. {shared[0].text!r})"
+    )
+    if not allowed:
+        raise ValueError(f"{message}: evaluation would measure memorisation. Point prompts.eval_path at prompts "
+                         "outside prompts.path, or set prompts.allow_overlap=true")  # fmt: skip
+    return [f"eval: {message} (prompts.allow_overlap=true)"]
+
+
+def _mixed_split_note(files: list[FileReport]) -> list[str]:
+    splits = {m.group(1) for f in files if (m := _SPLIT_SUFFIX.search(Path(f.path).stem))}
+    if len(splits) > 1:
+        return [f"prompts.path reads files of several splits ({', '.join(sorted(splits))}): they are all training prompts"]
+    return []
 
 
 def subset(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
@@ -62,11 +155,49 @@ def subset(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
     return [prompts[i] for i in keep]
 
 
+def stratified_sample(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
+    """At most n prompts drawn round-robin over categories (in order of first appearance), each category's in a
+    seeded order: every prefix of the result is balanced across categories, so an evaluation that uses its
+    first k prompts still sees every category."""
+    by_category: dict[str, list[Prompt]] = {}
+    for prompt in prompts:
+        by_category.setdefault(prompt.category, []).append(prompt)
+    rng = np.random.default_rng(seed)
+    queues = [[group[i] for i in rng.permutation(len(group))] for group in by_category.values()]
+    out: list[Prompt] = []
+    for rank in range(max(map(len, queues), default=0)):
+        out.extend(queue[rank] for queue in queues if rank < len(queue))
+    return out[:n]
+
+
+def curriculum_levels(prompts: Sequence[Prompt], configured: Sequence[str] | None) -> list[str]:
+    """The adaptive curriculum's levels, easiest first: `curriculum.levels`, else the categories in the order
+    they first appear. A configured list must name every training category."""
+    present = list(dict.fromkeys(p.category for p in prompts))
+    if configured is None:
+        return present
+    missing = [c for c in present if c not in configured]
+    if missing:
+        raise ValueError(f"curriculum.levels {list(configured)} does not list the training categories {missing}")
+    return [c for c in configured if c in present]
+
+
 # ---------------------------------------------------------------------------------------------- files
-def read_prompt_source(path: str | Path, fmt: str = "auto") -> list[Prompt]:
-    """Every prompt of a file, a directory of prompt files or a glob, in sorted file order, without repeats."""
-    files = prompt_files(path)
-    return unique([p for f in files for p in read_prompt_file(f, fmt)])
+def read_prompt_source(path: str | Path, fmt: str = "auto", reports: list[FileReport] | None = None) -> list[Prompt]:
+    """Every prompt of a file, a directory of prompt files or a glob, in sorted file order, without repeats
+    (each file's report, with what was dropped, is appended to `reports`)."""
+    seen: set[str] = set()
+    out: list[Prompt] = []
+    for path_ in prompt_files(path):
+        prompts, report = read_prompt_file_with_report(path_, fmt)
+        kept = [p for p in prompts if p.prompt_id not in seen]
+        seen.update(p.prompt_id for p in kept)
+        report.duplicates += len(prompts) - len(kept)
+        report.categories = dict(Counter(p.category for p in kept))
+        out.extend(kept)
+        if reports is not None:
+            reports.append(report)
+    return out
 
 
 def prompt_files(path: str | Path) -> list[Path]:
@@ -89,10 +220,15 @@ def prompt_files(path: str | Path) -> list[Path]:
 
 def read_prompt_file(path: str | Path, fmt: str = "auto") -> list[Prompt]:
     """One prompt file in the given format (see the module docstring); `auto` picks it from the file."""
+    return read_prompt_file_with_report(path, fmt)[0]
+
+
+def read_prompt_file_with_report(path: str | Path, fmt: str = "auto") -> tuple[list[Prompt], FileReport]:
+    """The prompts of one file, repeats within it dropped, and what reading it did."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
-    lines = _read_lines(path)
+    lines, had_bom = _read_lines(path)
     kind = detect_format(path, lines) if fmt == "auto" else fmt
     readers: dict[str, Callable[[Path, int, str], Prompt]] = {
         "txt": lambda p, n, line: make_prompt(line),
@@ -102,21 +238,25 @@ def read_prompt_file(path: str | Path, fmt: str = "auto") -> list[Prompt]:
     }
     if kind not in readers:
         raise ValueError(f"prompts.format={kind!r}: choose one of auto, {', '.join(readers)}")
-    prompts = [readers[kind](path, number, line.strip()) for number, line in lines if line.strip()]
-    if not prompts:
+    read = [readers[kind](path, number, line.strip()) for number, line in lines if line.strip()]
+    if not read:
         raise ValueError(f"prompt file {path} holds no prompt")
-    return prompts
+    prompts = unique(read)
+    return prompts, FileReport(str(path), kind, len(prompts), len(read) - len(prompts), had_bom)
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text) pairs; a line that is not UTF-8 is an error that names it."""
+def _read_lines(path: Path) -> tuple[list[tuple[int, str]], bool]:
+    """(line number, text) pairs and whether a UTF-8 byte-order mark was stripped; a line that is not UTF-8 is
+    an error that names it. CRLF and a missing final newline read like LF."""
+    data = path.read_bytes()
+    had_bom = data.startswith(codecs.BOM_UTF8)
     out = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).splitlines(), 1):
         try:
             out.append((number, raw.decode("utf-8")))
         except UnicodeDecodeError as err:
             raise ValueError(f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    return out
+    return out, had_bom
 
 
 def detect_format(path: Path, lines: list[tuple[int, str]]) -> str:
@@ -184,7 +324,7 @@ def _geneval_prompt(path: Path, number: int, line: str) -> Prompt:
             raise ValueError(
                 f"{path}:{number}: GenEval metadata needs a non-empty string '{key}' (keys here: {', '.join(data)})"
             )
-    return make_prompt(data["prompt"].strip(), data["tag"].strip())
+    return make_prompt(data["prompt"].strip(), data["tag"].strip(), spec=data)  # the scorer's metadata, kept whole
 
 
 # ---------------------------------------------------------------------------------------------- datasets

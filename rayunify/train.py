@@ -163,13 +163,12 @@ class Trainer:
         from rayunify.actors.group import ActorGroup
         from rayunify.actors.learner import LearnerGroup
         from rayunify.actors.workers import JudgeWorker, RolloutWorker
-        from rayunify.builtins import PROMPT_SOURCES
+        from rayunify.prompts import curriculum_levels
         from rayunify.replay import TrainingData
 
         cfg, as_dict = self.cfg, self.cfg.model_dump(mode="json")
         cur = cfg.curriculum
-        source = PROMPT_SOURCES.get(cfg.prompts.source)
-        levels = source.category_order() if source else None  # None: the prompts' own categories, sorted
+        levels = curriculum_levels(self.train_prompts, cur.levels)
         self.data = (
             ray.remote(TrainingData)
             .options(num_cpus=0)

@@ -103,8 +103,9 @@ def test_load_prompts_from_files_subsets_by_seed_and_dedupes(tmp_path):
     assert again == train
     other, _ = load_prompts(cfg.model_copy(update={"seed": 1}))
     assert other != train
-    all_of_them, same_as_train = load_prompts(prompts_cfg("prompts.source=file", f"prompts.path={SAMPLE}"))
-    assert len(all_of_them) == 20 and same_as_train == all_of_them
+    held_in, held_out = load_prompts(prompts_cfg("prompts.source=file", f"prompts.path={SAMPLE}"))
+    assert len(held_in) == 16 and len(held_out) == 4  # no eval source: a fifth held out, never trained on
+    assert not {p.prompt_id for p in held_in} & {p.prompt_id for p in held_out}
 
 
 def test_prompt_config_requires_the_source_location():
