@@ -82,8 +82,29 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
         _shapes_check_categories,
     ),
 }
+# Architectures without weights (random init on the meta device): what a dry run sizes and checks when the
+# real checkpoint is not on this machine. Not trainable: naming one in a real run is an error.
+ARCHITECTURES: dict[str, str] = {
+    "janus-pro-1b-shape": "JANUS_PRO_1B",
+    "janus-pro-7b-shape": "JANUS_PRO_7B",
+}
 # judge.type -> factory(judge config) for judges that need no model.
 JUDGES: dict[str, Callable[[Any], Judge]] = {"shapes_checker": _shapes_checker}
+
+
+def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
+    from rayunify.shapes.world import Spec
+
+    for prompt in prompts:
+        try:
+            Spec.from_dict(prompt.spec)
+        except ValueError as err:
+            return f"prompt {prompt.text!r} has no ShapesWorld spec ({err}); use another judge for free-text prompts"
+    return None
+
+
+# judge.type -> why a built-in judge cannot score these prompts (None: it can).
+JUDGE_PROMPT_CHECKS: dict[str, Callable[[Sequence[Prompt]], str | None]] = {"shapes_checker": _shapes_checker_problem}
 
 
 def is_builtin(path: str) -> bool:
@@ -93,10 +114,25 @@ def is_builtin(path: str) -> bool:
 def builtin_model(path: str) -> BuiltinModel:
     """The registry entry for `builtin:NAME`, or a ValueError listing the names there are."""
     name = path.removeprefix(BUILTIN_PREFIX)
+    if name in ARCHITECTURES:
+        raise ValueError(
+            f"model.path={path!r} is an architecture without weights: use it with --dry-run (sizes and checks), "
+            "and point model.path at the checkpoint directory to train"
+        )
     if name not in MODELS:
-        choices = ", ".join(BUILTIN_PREFIX + n for n in MODELS)
+        choices = ", ".join(BUILTIN_PREFIX + n for n in [*MODELS, *ARCHITECTURES])
         raise ValueError(f"model.path={path!r}: unknown built-in model; choose one of {choices}")
     return MODELS[name]
+
+
+def builtin_architecture(path: str) -> Any | None:
+    """The Janus architecture (`rayunify.models.factory.JanusArch`) a `builtin:*-shape` path names, else None."""
+    name = path.removeprefix(BUILTIN_PREFIX)
+    if not is_builtin(path) or name not in ARCHITECTURES:
+        return None
+    from rayunify.models import factory
+
+    return getattr(factory, ARCHITECTURES[name])
 
 
 def resolve_model_path(path: str, seed: int = 0) -> str:

@@ -94,3 +94,34 @@ def total(terms: dict[str, float]) -> float:
 def describe(terms: dict[str, float]) -> str:
     parts = ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value > 0)
     return f"{total(terms):.1f} GiB ({parts})"
+
+
+# ---------------------------------------------------------------------------------------------- placement
+@dataclass(frozen=True)
+class RoleRequest:
+    """`count` actors of one role, each needing one bundle of `cpus` and `gpus` on a single node."""
+
+    role: str
+    count: int
+    cpus: float
+    gpus: float
+
+
+def placement_problems(requests: list[RoleRequest], nodes: list[dict[str, float]]) -> list[str]:
+    """Why the requested actors can never be placed on these nodes (their total resources), or [] if they
+    can. Ray would otherwise wait for resources that never come, with no message."""
+    problems = []
+    for kind, key in (("CPU", "cpus"), ("GPU", "gpus")):
+        need = math.fsum(r.count * getattr(r, key) for r in requests)
+        have = math.fsum(n.get(kind, 0.0) for n in nodes)
+        if need > have + 1e-9:
+            asked = " + ".join(f"{r.role} {r.count} x {getattr(r, key):g}" for r in requests if getattr(r, key))
+            problems.append(f"the run asks for {need:g} {kind} ({asked}) but the cluster has {have:g}")
+    for r in requests:
+        fits = any(n.get("CPU", 0.0) >= r.cpus and n.get("GPU", 0.0) >= r.gpus for n in nodes)
+        if not fits and (r.cpus or r.gpus):
+            problems.append(
+                f"no node can hold one {r.role} actor ({r.cpus:g} CPU, {r.gpus:g} GPU); nodes have "
+                + ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes)
+            )
+    return problems

@@ -54,3 +54,15 @@ def test_memory_estimate_follows_the_zero_stages():
     fp32 = learner_memory(model, RunShape("float32", False, 1, 4, 1, 2, False, False, 16))
     assert fp32["optimizer"] == 8 and fp32["reference_copy"] == 0  # no master copy in fp32; LoRA keeps none
     assert kv_cache_bytes(model, rows=3, dtype="bfloat16") == 2 * 2 * 2 * 4 * 8 * 3 * 2
+
+
+def test_placement_that_can_never_fit_is_named():
+    from rayunify.sizing import RoleRequest, placement_problems
+
+    nodes = [{"CPU": 16, "GPU": 4}, {"CPU": 16, "GPU": 4}]
+    fits = [RoleRequest("learner", 4, 2, 1), RoleRequest("rollout", 2, 2, 1)]
+    assert placement_problems(fits, nodes) == []
+    too_many = placement_problems([RoleRequest("learner", 8, 2, 1), RoleRequest("rollout", 2, 2, 1)], nodes)
+    assert too_many == ["the run asks for 10 GPU (learner 8 x 1 + rollout 2 x 1) but the cluster has 8"]
+    too_big = placement_problems([RoleRequest("learner", 1, 2, 8)], nodes)
+    assert too_big == ["no node can hold one learner actor (2 CPU, 8 GPU); nodes have 16 CPU / 4 GPU, 16 CPU / 4 GPU"]

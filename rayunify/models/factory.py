@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,11 @@ JANUS_PRO_1B = JanusArch(
     vq_embed_dim=8, vq_codebook=16384, vq_base_channels=128, vq_channel_multiplier=(1, 1, 2, 2, 4),
     vq_latent_channels=256, gen_aligner_dim=2048,
 )  # fmt: skip
+# Janus-Pro-7B: the same vision and VQ parts around a 30-layer 4096-wide LLaMA.
+JANUS_PRO_7B = replace(
+    JANUS_PRO_1B, hidden_size=4096, intermediate_size=11008, num_layers=30, num_heads=32, num_kv_heads=32,
+    gen_aligner_dim=4096,
+)  # fmt: skip
 
 
 def default_corpus() -> list[str]:
@@ -93,20 +98,24 @@ def build_processor(arch: JanusArch, corpus: Iterable[str] | None = None, phrase
     )
 
 
-def janus_config(arch: JanusArch, tokenizer):
+def janus_config(arch: JanusArch, tokenizer=None):
+    """The transformers config of `arch`; without a tokenizer (architecture only, e.g. for sizing on the meta
+    device) the special-token ids stay unset."""
     from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
 
+    ids = {} if tokenizer is None else {
+        "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }  # fmt: skip
     text = LlamaConfig(
-        vocab_size=max(len(tokenizer), arch.vocab_size),  # the real embedding shape, even if few ids are used
+        vocab_size=max(len(tokenizer or ()), arch.vocab_size),  # the real embedding shape, even if few ids are used
         hidden_size=arch.hidden_size,
         intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_layers,
         num_attention_heads=arch.num_heads,
         num_key_value_heads=arch.num_kv_heads,
         max_position_embeddings=arch.max_positions,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        **ids,
     )
     vision = JanusVisionConfig(
         hidden_size=arch.vision_hidden,
@@ -131,7 +140,7 @@ def janus_config(arch: JanusArch, tokenizer):
         text_config=text,
         vision_config=vision,
         vq_config=vq,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        **({} if tokenizer is None else {"image_token_id": tokenizer.convert_tokens_to_ids(IMAGE)}),
     )
 
 

@@ -1,0 +1,146 @@
+"""What a run's inputs are checked against before any actor starts: the model directory, the prompt files,
+each judge against the prompts it will score, and the resources the actors ask for.
+
+The dry run prints these checks; the driver runs them first, so a missing directory or a judge that cannot
+score the prompts is one clear line (exit 2), not a Ray worker's traceback minutes into a run. No Ray and no
+weights here: models are read as configs (and built on the meta device where sizes are wanted).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rayunify import builtins
+from rayunify.config import Config
+from rayunify.prompts import PromptSet, load_prompt_set
+from rayunify.sizing import RoleRequest
+from rayunify.types import Prompt
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+class UserError(ValueError):
+    """A problem with the user's input (a file, a directory, a value), said in one line."""
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    description: str
+    config: Any | None  # transformers' JanusConfig where the architecture is known without loading weights
+
+
+def check_model(cfg: Config, need_weights: bool) -> ModelCheck:
+    """The model a run names: a built-in (name known), an architecture without weights (`builtin:*-shape`,
+    dry runs only), or a directory with config.json and a tokenizer (and weights, unless a dry run)."""
+    path = cfg.model.path
+    arch = builtins.builtin_architecture(path)
+    if arch is not None:
+        if need_weights:
+            builtins.builtin_model(path)  # raises: an architecture alone cannot train
+        from rayunify.models.factory import janus_config
+
+        return ModelCheck(f"{path} (architecture only, random weights on the meta device)", janus_config(arch))
+    if builtins.is_builtin(path):
+        entry = builtins.builtin_model(path)
+        return ModelCheck(f"{path}: {entry.description}", None)
+    directory = Path(path)
+    config = _read_model_config(directory)
+    weights = [f for f in WEIGHT_FILES if (directory / f).is_file()]
+    if need_weights and not weights:
+        raise UserError(f"model directory {directory} has no weights (one of {', '.join(WEIGHT_FILES)})")
+    from transformers import JanusConfig
+
+    note = "weights present" if weights else "no weights: enough for a dry run"
+    return ModelCheck(f"{directory} ({note})", JanusConfig.from_dict(config))
+
+
+def _read_model_config(directory: Path) -> dict[str, Any]:
+    if not directory.is_dir():
+        raise UserError(f"model directory {directory} does not exist (model.path)")
+    if not (directory / "config.json").is_file():
+        raise UserError(f"model directory {directory} has no config.json")
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        raise UserError(f"model directory {directory} has no tokenizer ({' / '.join(TOKENIZER_FILES)})")
+    config = json.loads((directory / "config.json").read_text())
+    if config.get("model_type") != "janus":
+        raise UserError(f"{directory}/config.json has model_type={config.get('model_type')!r}; model.type=janus needs 'janus'")
+    return config
+
+
+def check_prompts(cfg: Config) -> PromptSet:
+    try:
+        return load_prompt_set(cfg.prompts)
+    except (OSError, ValueError) as err:
+        raise UserError(f"prompts: {err}") from None
+
+
+def judge_roles(cfg: Config) -> list[tuple[str, Any]]:
+    roles = [("judge", cfg.judge)]
+    if cfg.guard.enabled:
+        roles.append(("guard.reference", cfg.guard.reference))
+    return roles
+
+
+def check_judges(cfg: Config, prompts: Sequence[Prompt]) -> list[str]:
+    """Each judge (and the guard's reference) checked against the prompts it will score; one line each."""
+    return [f"{role}: {check_judge(role, judge_cfg, prompts)}" for role, judge_cfg in judge_roles(cfg)]
+
+
+def check_judge(role: str, judge_cfg: Any, prompts: Sequence[Prompt]) -> str:
+    kind = judge_cfg.type
+    if kind == "noisy":
+        return f"noisy over {check_judge(role + '.base', judge_cfg.base, prompts)}"
+    checker = builtins.JUDGE_PROMPT_CHECKS.get(kind)
+    if checker is not None:
+        problem = checker(prompts)
+        if problem:
+            raise UserError(f"{role}: {kind} cannot score these prompts: {problem}")
+        return f"{kind} (built in)"
+    if kind == "self":
+        return "the model's own understanding"
+    try:
+        return _check_external_judge(judge_cfg)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as err:
+        raise UserError(f"{role}: {err}") from None
+
+
+def _check_external_judge(judge_cfg: Any) -> str:
+    from rayunify.judging import check_vlm_dir, load_callable
+
+    if judge_cfg.type == "python":
+        load_callable(judge_cfg.import_path)
+        return f"python:{judge_cfg.import_path} (imports)"
+    if judge_cfg.type == "hf_vlm":
+        return f"hf_vlm {check_vlm_dir(judge_cfg.path)}"
+    if judge_cfg.type == "vllm":
+        if judge_cfg.url:
+            return f"vllm server at {judge_cfg.url}"
+        if not (os.path.isfile(judge_cfg.python) and os.access(judge_cfg.python, os.X_OK)):
+            raise FileNotFoundError(f"vllm judge: python={judge_cfg.python!r} is not an executable")
+        return f"vllm started with {judge_cfg.python}"
+    raise ValueError(f"judge.type={judge_cfg.type!r} has no check")
+
+
+def role_requests(cfg: Config) -> list[RoleRequest]:
+    return [
+        RoleRequest("rollout", cfg.rollout.num_actors, cfg.rollout.num_cpus, cfg.rollout.num_gpus),
+        RoleRequest("judge", cfg.judging.num_actors, cfg.judging.num_cpus, cfg.judging.num_gpus),
+        RoleRequest("learner", cfg.learner.num_ranks, cfg.learner.num_cpus, cfg.learner.num_gpus),
+    ]
+
+
+def local_nodes(cfg: Config) -> list[dict[str, float]]:
+    """The one node of the local cluster the driver would start: CPUs as the driver sets them (enough for
+    every actor unless `ray.num_cpus` says otherwise) and the GPUs this machine has."""
+    import torch
+
+    needed = math.ceil(sum(r.count * r.cpus for r in role_requests(cfg)))
+    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, needed)
+    return [{"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}]
