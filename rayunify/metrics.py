@@ -2,7 +2,8 @@
 
 The paper's quantities, for a set of the model's own images:
 - nonunified: share its own judge rejects (invalid answers excluded, counted in invalid_rate);
-- gen_accuracy: share the reference judge (ShapesWorld's checker, or an external model) accepts;
+- gen_accuracy: share the reference judge (ShapesWorld's checker, or an external model) accepts (its invalid
+  answers excluded, counted in reference_invalid_rate);
 - judge_accuracy / judge_fpr / judge_fnr: the own judge against the reference;
 - weak_generation: of the images the own judge rejects, the share the reference also rejects
   (the paper's evidence that the gap comes from generation rather than misjudging).
@@ -11,9 +12,12 @@ The paper's quantities, for a set of the model's own images:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from rayunify.types import Verdict
 
@@ -25,6 +29,7 @@ METRIC_KEYS = (
     "judge_fnr",
     "weak_generation",
     "invalid_rate",
+    "reference_invalid_rate",
     "mean_self_score",
     "count",
 )
@@ -38,29 +43,69 @@ class VerdictRecord:
     reference: Verdict
 
 
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else math.nan
+# The counts every metric is a ratio of. Keeping them as columns lets a bootstrap resample prompts by
+# weighting per-prompt count rows instead of recomputing from records a thousand times.
+COUNT_COLUMNS = (
+    "images", "own_valid", "own_rejects", "ref_valid", "ref_accepts", "both_valid", "both_accept",
+    "own_accept_ref_reject", "own_reject_ref_accept", "both_reject", "ref_rejects_both_valid",
+    "ref_accepts_both_valid", "own_rejects_both_valid", "own_score_sum",
+)  # fmt: skip
+
+
+def counts(records: Iterable[VerdictRecord]) -> np.ndarray:
+    """The COUNT_COLUMNS of a set of records (float64, one row)."""
+    c = dict.fromkeys(COUNT_COLUMNS, 0.0)
+    for r in records:
+        own_ok, ref_ok = r.own != Verdict.INVALID, r.reference != Verdict.INVALID
+        own, ref = r.own == Verdict.ACCEPT, r.reference == Verdict.ACCEPT
+        c["images"] += 1
+        c["own_score_sum"] += r.own_score
+        c["own_valid"] += own_ok
+        c["own_rejects"] += own_ok and not own
+        c["ref_valid"] += ref_ok
+        c["ref_accepts"] += ref_ok and ref
+        if own_ok and ref_ok:
+            c["both_valid"] += 1
+            c["both_accept"] += own and ref
+            c["own_accept_ref_reject"] += own and not ref
+            c["own_reject_ref_accept"] += ref and not own
+            c["both_reject"] += not own and not ref
+            c["ref_rejects_both_valid"] += not ref
+            c["ref_accepts_both_valid"] += ref
+            c["own_rejects_both_valid"] += not own
+    return np.array([c[k] for k in COUNT_COLUMNS], dtype=np.float64)
+
+
+def metrics_from_counts(row: np.ndarray) -> dict[str, float]:
+    return {key: float(values[0]) for key, values in metric_arrays(row[None, :]).items()}
+
+
+def metric_arrays(table: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric for each row of a (rows, COUNT_COLUMNS) table; NaN where a denominator is zero."""
+    c = {name: table[:, i] for i, name in enumerate(COUNT_COLUMNS)}
+    return {
+        "gen_accuracy": _ratio(c["ref_accepts"], c["ref_valid"]),
+        "nonunified": _ratio(c["own_rejects"], c["own_valid"]),
+        "judge_accuracy": _ratio(c["both_accept"] + c["both_reject"], c["both_valid"]),
+        "judge_fpr": _ratio(c["own_accept_ref_reject"], c["ref_rejects_both_valid"]),
+        "judge_fnr": _ratio(c["own_reject_ref_accept"], c["ref_accepts_both_valid"]),
+        "weak_generation": _ratio(c["both_reject"], c["own_rejects_both_valid"]),
+        "invalid_rate": _ratio(c["images"] - c["own_valid"], c["images"]),
+        "reference_invalid_rate": _ratio(c["images"] - c["ref_valid"], c["images"]),
+        "mean_self_score": _ratio(c["own_score_sum"], c["images"]),
+        "count": c["images"].copy(),
+    }
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
 
 
 def unification_metrics(records: Sequence[VerdictRecord]) -> dict[str, float]:
-    valid = [r for r in records if r.own != Verdict.INVALID]
-    own_accept = [r.own == Verdict.ACCEPT for r in valid]
-    ref_accept = [r.reference == Verdict.ACCEPT for r in valid]
-    pairs = list(zip(own_accept, ref_accept, strict=True))
-    ref_rejects = sum(not ref for ref in ref_accept)
-    ref_accepts = sum(ref_accept)
-    own_rejects = sum(not own for own in own_accept)
-    return {
-        "gen_accuracy": _ratio(sum(r.reference == Verdict.ACCEPT for r in records), len(records)),
-        "nonunified": _ratio(own_rejects, len(valid)),
-        "judge_accuracy": _ratio(sum(own == ref for own, ref in pairs), len(valid)),
-        "judge_fpr": _ratio(sum(own and not ref for own, ref in pairs), ref_rejects),
-        "judge_fnr": _ratio(sum(ref and not own for own, ref in pairs), ref_accepts),
-        "weak_generation": _ratio(sum(not own and not ref for own, ref in pairs), own_rejects),
-        "invalid_rate": _ratio(len(records) - len(valid), len(records)),
-        "mean_self_score": _ratio(0, 1) if not records else sum(r.own_score for r in records) / len(records),
-        "count": float(len(records)),
-    }
+    """An answer that did not parse (own or reference: external referees do answer off-format) is left out
+    of every figure that needs it and counted in `invalid_rate` / `reference_invalid_rate`."""
+    return metrics_from_counts(counts(records))
 
 
 def by_category(records: Iterable[VerdictRecord]) -> dict[str, dict[str, float]]:
@@ -96,3 +141,46 @@ def flatten(report: dict[str, dict[str, float]], prefix: str = "") -> dict[str, 
         for key, value in values.items():
             flat[f"{prefix}{scope}{key}"] = value
     return flat
+
+
+# ---------------------------------------------------------------------------------------------- intervals
+def bootstrap_intervals(
+    records: Sequence[VerdictRecord],
+    prompt_ids: Sequence[str],
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, list[float]]]:
+    """Percentile intervals for every metric of `by_category(records)`, from a bootstrap over prompts: the
+    images of one prompt are correlated, so prompts (with all their images) are what is resampled, within
+    each category (so every category keeps its size and the category mean stays defined)."""
+    if len(records) != len(prompt_ids):
+        raise ValueError(f"{len(records)} records but {len(prompt_ids)} prompt ids")
+    rows: dict[str, dict[str, list[VerdictRecord]]] = defaultdict(lambda: defaultdict(list))
+    for record, prompt_id in zip(records, prompt_ids, strict=True):
+        rows[record.category][prompt_id].append(record)
+    rng = np.random.default_rng(seed)
+    per_category = {}
+    for category, by_prompt in sorted(rows.items()):
+        table = np.stack([counts(rs) for rs in by_prompt.values()])
+        weights = rng.multinomial(len(table), np.full(len(table), 1 / len(table)), size=resamples)
+        per_category[category] = weights @ table  # (resamples, COUNT_COLUMNS)
+    if not per_category:
+        return {}
+    arrays = {category: metric_arrays(table) for category, table in per_category.items()}
+    overall = metric_arrays(sum(per_category.values()))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: a metric no resample defines
+        mean = {k: np.nanmean(np.stack([a[k] for a in arrays.values()]), axis=0) for k in METRIC_KEYS}
+    lo, hi = 50 * (1 - level), 50 * (1 + level)
+    out = {}
+    for group, values in {"overall": overall, "category_mean": mean, **arrays}.items():
+        out[group] = {k: _percentiles(values[k], lo, hi) for k in METRIC_KEYS if k != "count"}
+    return out
+
+
+def _percentiles(values: np.ndarray, lo: float, hi: float) -> list[float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return [math.nan, math.nan]
+    return [float(np.percentile(finite, lo)), float(np.percentile(finite, hi))]

@@ -43,3 +43,39 @@ def test_no_records_gives_nan_not_an_error():
     report = by_category([])
     assert math.isnan(report["overall"]["gen_accuracy"]) and report["overall"]["count"] == 0
     assert math.isnan(report["category_mean"]["gen_accuracy"])
+
+
+def test_invalid_reference_answers_are_left_out_and_counted_apart():
+    # An external referee answered off-format on two images: they count neither as rejections nor against the judge.
+    m = unification_metrics(records("c", [(A, A), (R, R), (A, INV), (R, INV)]))
+    assert m["gen_accuracy"] == pytest.approx(1 / 2) and m["reference_invalid_rate"] == pytest.approx(2 / 4)
+    assert m["judge_accuracy"] == 1.0 and m["judge_fpr"] == 0.0 and m["judge_fnr"] == 0.0
+    assert m["weak_generation"] == 1.0 and m["nonunified"] == pytest.approx(2 / 4)
+
+
+def test_bootstrap_resamples_prompts_not_images():
+    from rayunify.metrics import bootstrap_intervals
+
+    # 20 prompts x 8 images; a prompt's images are all right or all wrong (perfectly correlated).
+    recs, ids = [], []
+    for p in range(20):
+        verdict = A if p % 2 else R
+        recs += records("c", [(verdict, verdict)] * 8)
+        ids += [f"p{p}"] * 8
+    ci = bootstrap_intervals(recs, ids, resamples=2000, seed=0)
+    lo, hi = ci["overall"]["gen_accuracy"]
+    assert lo < 0.5 < hi
+    # Prompts, not images, are the unit: the interval is that of 20 draws (about ±0.22), not of 160 (±0.08).
+    assert hi - lo > 0.3
+    assert ci["c"]["gen_accuracy"] == [lo, hi] and ci["overall"]["judge_accuracy"] == [1.0, 1.0]
+    assert bootstrap_intervals(recs, ids, resamples=200, seed=1) == bootstrap_intervals(recs, ids, resamples=200, seed=1)
+
+
+def test_bootstrap_category_mean_keeps_every_category():
+    from rayunify.metrics import bootstrap_intervals
+
+    recs = records("easy", [(A, A)] * 4) + records("hard", [(R, R)] * 4)
+    ids = ["e1", "e1", "e2", "e2", "h1", "h1", "h2", "h2"]
+    ci = bootstrap_intervals(recs, ids, resamples=100)
+    assert ci["category_mean"]["gen_accuracy"] == [0.5, 0.5]  # stratified: never a resample without a category
+    assert math.isnan(ci["easy"]["judge_fpr"][0])  # no reference reject there: undefined, not an error
