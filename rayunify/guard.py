@@ -7,10 +7,11 @@ the two agree, the judge's false-positive rate against the reference and the ref
 generation accuracy, and raises an alarm when agreement over the latest checks is too low, or when reference
 accuracy falls while the non-unification score falls too.
 
-A check sees a few dozen samples (a quarter of one step's), so its figures swing by about ±0.08 from sampling
-alone: agreement is pooled over the latest `window` checks, and a trend counts only when it is larger than
-`z` standard errors of the difference between two windows' pooled proportions (and than `tolerance`).
-Without that, a run whose judge never crossed the threshold raised alarms on single unlucky checks.
+A check sees a few dozen samples (a quarter of one step's), so its figures swing from sampling alone:
+agreement is pooled over the latest `window` checks and alarms only when even its upper confidence bound
+(`z` standard errors, Wilson) is below the threshold, and a trend counts only when it is larger than `z`
+standard errors of the difference between two windows' pooled proportions (and than `tolerance`).
+Without that, single unlucky checks, and a first check of nine samples, raised alarms.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ class CheckCounts:
             own_rejects=sum(r.own == Verdict.REJECT for r in valid),
             agreements=sum(r.own == r.reference for r in valid),
         )
+
+
+def wilson_upper(hits: int, n: int, z: float) -> float:
+    """Upper end of the Wilson score interval for a proportion: unlike the normal approximation it stays
+    sensible for the handful of samples a first check sees (9 of 9 or 0 of 9)."""
+    if n == 0:
+        return 1.0
+    p = hits / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return min(1.0, (centre + spread) / (1 + z * z / n))
 
 
 def _pooled(checks: Sequence[CheckCounts]) -> CheckCounts:
@@ -110,13 +122,15 @@ class CoDegradationGuard:
         if pooled.valid < self.min_samples:
             return []
         agreement = pooled.agreements / pooled.valid
+        upper = wilson_upper(pooled.agreements, pooled.valid, self.z)
         metrics["guard/agreement_window"] = agreement
-        if agreement >= self.min_agreement:
-            return []
+        metrics["guard/agreement_upper"] = upper
+        if upper >= self.min_agreement:
+            return []  # as far as these few samples can tell, the judge may still be above the threshold
         return [
             f"judge agrees with the reference on only {agreement:.0%} of the {pooled.valid} samples of the last "
-            f"{len(recent)} checks (threshold {self.min_agreement:.0%}): its verdicts are no longer trustworthy "
-            "supervision"
+            f"{len(recent)} checks (at most {upper:.0%} at {self.z:g} standard errors; threshold "
+            f"{self.min_agreement:.0%}): its verdicts are no longer trustworthy supervision"
         ]
 
     def _trend_alarms(self, metrics: dict[str, float]) -> list[str]:

@@ -119,3 +119,16 @@ def test_state_round_trip_continues_identically():
 def test_bad_window_is_a_clear_error():
     with pytest.raises(ValueError, match="window must be >= 1"):
         CoDegradationGuard(window=0)
+
+
+def test_a_small_first_check_does_not_alarm_but_a_large_bad_one_does():
+    """The demo's first check sees 9 samples: 4 agreements could be a judge at 60% or at 30%; it is not an
+    alarm. 90 samples at 30% agreement are."""
+    A, R = Verdict.ACCEPT, Verdict.REJECT
+
+    def check(agree: int, disagree: int) -> list[VerdictRecord]:
+        return [VerdictRecord("c", A, 1.0, A)] * agree + [VerdictRecord("c", A, 1.0, R)] * disagree
+
+    assert CoDegradationGuard(window=1).observe(check(4, 5)).alarms == []
+    alarms = CoDegradationGuard(window=1).observe(check(27, 63)).alarms
+    assert len(alarms) == 1 and "only 30% of the 90 samples" in alarms[0]
