@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from rayunify.types import SamplingSettings
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -312,6 +314,10 @@ class SamplingConfig(Strict):
     geometry: Literal["conditional", "cfg"] = Field(
         "conditional", description="Which distribution log-probs are taken under, for policy and reference alike."
     )
+
+    def settings(self) -> SamplingSettings:
+        """What every sample records about how it was drawn."""
+        return SamplingSettings(self.guidance_scale, self.temperature, self.top_k, self.geometry)
 
 
 class Resources(Strict):

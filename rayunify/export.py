@@ -40,24 +40,53 @@ class PromptImages:
     images: Sequence[np.ndarray]  # (H, W, 3) uint8 each
 
 
-def export_images(groups: Sequence[PromptImages], out_dir: str | Path, fmt: str) -> Path:
-    """Write `groups` under `out_dir/<fmt>/` and return that folder."""
-    if fmt not in FORMATS:
-        raise ExportError(f"--export {fmt!r}: choose one of {', '.join(FORMATS)}")
-    root = Path(out_dir) / fmt
-    (export_geneval if fmt == "geneval" else export_t2i_compbench)(groups, root)
-    return root
+class BenchmarkExporter:
+    """Writes images as they are generated (chunk by chunk, prompts in order) into `out_dir/<fmt>/`. Every
+    prompt is checked when the exporter is made, before any image exists, so an export never fails half-way."""
 
+    def __init__(self, out_dir: str | Path, fmt: str, prompts: Sequence[Prompt], samples: int):
+        if fmt not in FORMATS:
+            raise ExportError(f"--export {fmt!r}: choose one of {', '.join(FORMATS)}")
+        self.fmt, self.root = fmt, Path(out_dir) / fmt
+        for prompt in prompts:
+            _geneval_metadata(prompt) if fmt == "geneval" else _check_compbench_prompt(prompt, samples)
+        self.prompts_written = 0
+        self.category_counters: dict[str, int] = {}
 
-def export_geneval(groups: Sequence[PromptImages], root: Path) -> None:
-    for group in groups:
-        _geneval_metadata(group.prompt)  # refuse before writing anything
-    for index, group in enumerate(groups):
-        folder = root / f"{index:0>5}"
+    def write(self, groups: Sequence[PromptImages]) -> None:
+        for group in groups:
+            if self.fmt == "geneval":
+                self._write_geneval(group)
+            else:
+                self._write_compbench(group)
+            self.prompts_written += 1
+
+    def _write_geneval(self, group: PromptImages) -> None:
+        folder = self.root / f"{self.prompts_written:0>5}"
         (folder / "samples").mkdir(parents=True, exist_ok=True)
         (folder / "metadata.jsonl").write_text(json.dumps(_geneval_metadata(group.prompt)) + "\n")
         for sample, image in enumerate(group.images):
             _save_png(image, folder / "samples" / f"{sample:0>5}.png")
+
+    def _write_compbench(self, group: PromptImages) -> None:
+        _check_compbench_prompt(group.prompt, len(group.images))
+        category = group.prompt.category
+        samples = self.root / category / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        for image in group.images:
+            index = self.category_counters.get(category, 0)
+            _save_png(image, samples / f"{group.prompt.text}_{index:06d}.png")
+            self.category_counters[category] = index + 1
+
+
+def export_images(groups: Sequence[PromptImages], out_dir: str | Path, fmt: str) -> Path:
+    """Write `groups` (all at once) under `out_dir/<fmt>/` and return that folder."""
+    exporter = BenchmarkExporter(out_dir, fmt, [g.prompt for g in groups], len(groups[0].images) if groups else 0)
+    for group in groups:
+        if len(group.images) != len(groups[0].images):
+            raise ExportError(f"prompt {group.prompt.text!r} has {len(group.images)} images, the first {len(groups[0].images)}")
+    exporter.write(groups)
+    return exporter.root
 
 
 def _geneval_metadata(prompt: Prompt) -> dict:
@@ -70,28 +99,15 @@ def _geneval_metadata(prompt: Prompt) -> dict:
     return spec
 
 
-def export_t2i_compbench(groups: Sequence[PromptImages], root: Path) -> None:
-    for group in groups:
-        _check_compbench_prompt(group)
-    counters: dict[str, int] = {}
-    for group in groups:
-        samples = root / group.prompt.category / "samples"
-        samples.mkdir(parents=True, exist_ok=True)
-        for image in group.images:
-            index = counters.get(group.prompt.category, 0)
-            _save_png(image, samples / f"{group.prompt.text}_{index:06d}.png")
-            counters[group.prompt.category] = index + 1
-
-
-def _check_compbench_prompt(group: PromptImages) -> None:
-    text = group.prompt.text
+def _check_compbench_prompt(prompt: Prompt, samples: int) -> None:
+    text = prompt.text
     if "_" in text or "/" in text or not text.strip():
         raise ExportError(
             f"prompt {text!r} cannot be a T2I-CompBench file name: its scorers split names on '_' and paths on '/'"
         )
-    if len(group.images) != T2I_COMPBENCH_IMAGES_PER_PROMPT:
+    if samples != T2I_COMPBENCH_IMAGES_PER_PROMPT:
         raise ExportError(
-            f"prompt {text!r} has {len(group.images)} images; T2I-CompBench's scorers assume "
+            f"prompt {text!r} has {samples} images; T2I-CompBench's scorers assume "
             f"{T2I_COMPBENCH_IMAGES_PER_PROMPT} per prompt (evaluate with --samples {T2I_COMPBENCH_IMAGES_PER_PROMPT})"
         )
 

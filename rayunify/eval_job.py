@@ -1,0 +1,152 @@
+"""`rayunify eval`: score any checkpoint on any prompt set with any judge, outside a training run.
+
+It reads the same config tree as training (`model`, `prompts`, `sampling`, `guard.reference` as the
+referee), generates `samples` images per prompt, has the model judge its own images and the referee judge
+them too, and writes into `--out`:
+- `eval.json`: pooled and category-mean figures and one entry per category, with 95% intervals from a
+  bootstrap over prompts (`intervals`) and the settings that produced them;
+- `verdicts.jsonl`: one line per image (prompt, category, sample, both verdicts and scores);
+- `samples.png`: a bounded grid of thumbnails with both verdicts;
+- with `--export geneval|t2i_compbench`: the images in the folder layout the benchmark's official scorer
+  reads (`rayunify.export`).
+Prompts are processed in chunks (streamed to disk as they finish), in this process or, when
+`rollout.num_actors` > 1, spread over that many rollout actors on the Ray cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from rayunify import preflight
+from rayunify.config import Config
+from rayunify.evaluation import JudgedImage, save_grid
+from rayunify.export import BenchmarkExporter, PromptImages
+from rayunify.metrics import VerdictRecord, bootstrap_intervals, by_category
+from rayunify.types import Prompt
+
+GRID_IMAGES = 48
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    samples: int
+    split: Literal["eval", "train"] = "eval"
+    max_prompts: int | None = None
+    export: str | None = None
+    seed: int = 0
+    chunk_prompts: int = 16  # prompts per generate call (× samples × 2 rows with guidance)
+
+
+def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
+    """Everything above, checked first (model, prompts, referee, export layout) so nothing fails half-way."""
+    out = Path(out_dir)
+    preflight.check_model(cfg, need_weights=True)
+    prompt_set = preflight.check_prompts(cfg)
+    prompts = (prompt_set.eval if settings.split == "eval" else prompt_set.train)[: settings.max_prompts]
+    preflight.check_judge("guard.reference", cfg.guard.reference, prompts)
+    exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples) if settings.export else None
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = [prompts[i : i + settings.chunk_prompts] for i in range(0, len(prompts), settings.chunk_prompts)]
+    records, prompt_ids, grid = [], [], []
+    with open(out / "verdicts.jsonl", "w") as verdicts, _progress(len(prompts)) as progress:
+        for items in _judged_chunks(cfg, chunks, settings):
+            for sample, item in _numbered(items):
+                verdicts.write(json.dumps(_verdict_line(item, sample)) + "\n")
+                records.append(VerdictRecord(item.prompt.category, item.own.verdict, item.own.score, item.reference.verdict))
+                prompt_ids.append(item.prompt.prompt_id)
+            if exporter is not None:
+                exporter.write(_by_prompt(items))
+            grid.extend(items[: GRID_IMAGES - len(grid)])
+            progress.update(len(items) // settings.samples)
+    report: dict[str, Any] = dict(by_category(records))
+    report["intervals"] = bootstrap_intervals(records, prompt_ids, seed=settings.seed)
+    report["settings"] = {**asdict(settings), "model": cfg.model.path, "referee": cfg.guard.reference.type,
+                          "prompts": len(prompts), "sampling": cfg.sampling.model_dump(mode="json")}  # fmt: skip
+    (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    save_grid(grid, out / "samples.png")
+    return out / "eval.json"
+
+
+def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> Iterator[list[JudgedImage]]:
+    """Each chunk's judged images, in chunk order. Chunk i is drawn with seed + i wherever it runs, so the
+    images do not depend on how many actors share the work."""
+    if cfg.rollout.num_actors > 1:
+        yield from _on_ray(cfg, chunks, settings)
+        return
+    from rayunify.evaluation import evaluate
+    from rayunify.judging import build_judge
+    from rayunify.models import build_model
+
+    model = build_model(cfg.model, seed=cfg.trainer.seed)
+    referee = build_judge(cfg.guard.reference, lambda: model)
+    for index, chunk in enumerate(chunks):
+        result = evaluate(model, chunk, referee, settings.samples, cfg.sampling.settings(), settings.seed + index)
+        yield result.items
+
+
+def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> Iterator[list[JudgedImage]]:
+    import ray
+
+    from rayunify.actors.cluster import init_ray
+    from rayunify.actors.group import ActorGroup
+    from rayunify.actors.workers import RolloutWorker
+
+    started = init_ray(cfg)
+    group = ActorGroup(
+        RolloutWorker, cfg.rollout.num_actors, num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus,
+        kwargs={"config": cfg.model_dump(mode="json"), "num_cpus": cfg.rollout.num_cpus}, name="eval",
+    )  # fmt: skip
+    try:
+        pending = {
+            group.actors[i % len(group)].evaluate.remote(chunk, settings.samples, settings.seed + i): i
+            for i, chunk in enumerate(chunks)
+        }
+        done: dict[int, list[JudgedImage]] = {}
+        next_chunk = 0
+        while pending or done:
+            if next_chunk in done:  # hand chunks on in order as soon as the next one is in
+                yield done.pop(next_chunk)
+                next_chunk += 1
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            done[pending.pop(ready[0])] = ray.get(ready[0])[1]
+    finally:
+        group.kill()
+        if started:
+            ray.shutdown()
+
+
+def _numbered(items: Sequence[JudgedImage]) -> Iterator[tuple[int, JudgedImage]]:
+    seen: dict[str, int] = {}
+    for item in items:
+        sample = seen.get(item.prompt.prompt_id, 0)
+        seen[item.prompt.prompt_id] = sample + 1
+        yield sample, item
+
+
+def _by_prompt(items: Sequence[JudgedImage]) -> list[PromptImages]:
+    groups: dict[str, PromptImages] = {}
+    for item in items:
+        groups.setdefault(item.prompt.prompt_id, PromptImages(item.prompt, []))
+        groups[item.prompt.prompt_id].images.append(item.image)  # type: ignore[attr-defined]
+    return list(groups.values())
+
+
+def _verdict_line(item: JudgedImage, sample: int) -> dict[str, Any]:
+    def judgement(j: Any) -> dict[str, Any]:
+        return {"verdict": int(j.verdict), "score": j.score, "answer": j.answer, "judge": j.judge}
+
+    return {
+        "prompt_id": item.prompt.prompt_id, "prompt": item.prompt.text, "category": item.prompt.category,
+        "sample": sample, "own": judgement(item.own), "reference": judgement(item.reference),
+    }  # fmt: skip
+
+
+def _progress(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="rayunify eval", unit="prompt", dynamic_ncols=True)
