@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,15 +14,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run the trainer (see `rayunify train --help`)", add_help=False)
 
-    ev = sub.add_parser("eval", help="generation accuracy, non-unification and judge quality of a model")
-    ev.add_argument("--model", required=True, help="HF model directory or builtin:shapes-base / builtin:tiny")
-    ev.add_argument("--prompts", help="JSONL prompt file (default: the eval prompts held out from the ShapesWorld base)")
-    ev.add_argument("--n-per-prompt", type=int, default=4)
-    ev.add_argument("--n-prompts", type=int, default=64, help="ShapesWorld eval prompts when --prompts is absent")
-    ev.add_argument("--guidance-scale", type=float, default=3.0)
+    ev = sub.add_parser(
+        "eval", help="score a checkpoint: generation accuracy, non-unification and judge quality, with intervals",
+        description="Reads the same config tree as training (model, prompts, sampling, guard.reference as the "
+        "referee); dotted overrides work as for `rayunify train`.",
+    )  # fmt: skip
+    ev.add_argument("--config", help="YAML config (e.g. the recipe a model was trained with)")
+    ev.add_argument("--run", help="a run directory: its config.yaml and its final_model (or latest checkpoint)")
+    ev.add_argument("--model", help="shorthand for model.path=... (HF directory or builtin:NAME)")
+    ev.add_argument("--samples", type=int, help="images per prompt (default trainer.eval_samples_per_prompt)")
+    ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
+    ev.add_argument("--max-prompts", type=int, help="only the first N prompts of the (stratified) split")
+    ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ev.add_argument("--out", required=True)
+    ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prompts.eval_path=... rollout.num_actors=4")
 
     base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
     base.add_argument("--out", required=True)
@@ -53,29 +61,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
+    from rayunify.config import ConfigError, load_config
+    from rayunify.eval_job import EvalSettings, eval_job, run_model_path
+    from rayunify.export import ExportError
+    from rayunify.preflight import UserError
 
-    from rayunify.config import JanusModelConfig
-    from rayunify.evaluation import evaluate, write_eval
-    from rayunify.judging import ShapesCheckerJudge
-    from rayunify.models import build_model
-    from rayunify.shapes.world import held_out_split, load_prompts_jsonl
-    from rayunify.types import SamplingSettings
-
-    model = build_model(JanusModelConfig(path=args.model, device=args.device))
-    # Without a file: the eval side of the ShapesWorld base's own split, never prompts it trained on.
-    prompts = load_prompts_jsonl(args.prompts) if args.prompts else held_out_split(0, args.n_prompts, seed=0)[1]
-    result = evaluate(
-        model,
-        prompts,
-        ShapesCheckerJudge(),
-        n_per_prompt=args.n_per_prompt,
-        settings=SamplingSettings(guidance_scale=args.guidance_scale),
-        seed=args.seed,
-    )
-    path = write_eval(result, args.out)
-    print(json.dumps(result.report["overall"], indent=2))
-    print(f"wrote {path} and {path.parent / 'samples.png'}")
+    try:
+        overrides = list(args.overrides)
+        config = args.config
+        if args.run:
+            config = config or str(Path(args.run) / "config.yaml")
+            overrides.insert(0, f"model.path={run_model_path(args.run)}")
+        if args.model:
+            overrides.append(f"model.path={args.model}")
+        cfg = load_config(config, overrides)
+        samples = args.samples or cfg.trainer.eval_samples_per_prompt
+        settings = EvalSettings(samples, args.split, args.max_prompts, args.export, args.seed)
+        path = eval_job(cfg, args.out, settings)
+    except (ConfigError, UserError, ExportError, FileNotFoundError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    report = json.loads(path.read_text())
+    print(json.dumps({k: report[k] for k in ("overall", "category_mean")}, indent=2))
+    print(f"wrote {path}, {path.parent / 'verdicts.jsonl'} and {path.parent / 'samples.png'}")
     return 0
 
 

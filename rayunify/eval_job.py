@@ -150,3 +150,40 @@ def _progress(total: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="rayunify eval", unit="prompt", dynamic_ncols=True)
+
+
+def run_model_path(run_dir: str | Path) -> str:
+    """The model a run directory holds: its exported final_model, else its latest checkpoint exported once to
+    `checkpoint_models/<step>` (so a run that was stopped can be scored without training further)."""
+    run = Path(run_dir)
+    if (run / "final_model" / "config.json").is_file():
+        return str(run / "final_model")
+    marker = run / "checkpoints" / "latest"
+    if not marker.is_file():
+        raise FileNotFoundError(f"run directory {run} has neither final_model/ nor checkpoints/latest")
+    step = marker.read_text().strip()
+    target = run / "checkpoint_models" / step
+    if not (target / "config.json").is_file():
+        export_checkpoint(run, run / "checkpoints" / step, target)
+    return str(target)
+
+
+def export_checkpoint(run: Path, checkpoint: Path, target: Path) -> None:
+    """The learner's weights of a checkpoint, in the HF layout: the run's model built as configured, its
+    trainable module loaded with the checkpoint's module state (ZeRO stages 0-2 keep it whole on rank 0)."""
+    import torch
+
+    from rayunify.actors.policy import PolicyModule
+    from rayunify.config import load_config
+    from rayunify.models import build_model
+
+    states = checkpoint / "learner" / "learner" / "mp_rank_00_model_states.pt"
+    if not states.is_file():
+        raise FileNotFoundError(
+            f"{states} is missing: checkpoints of ZeRO-3 runs are sharded; score the run's final_model instead"
+        )
+    cfg = load_config(run / "config.yaml")
+    unified = build_model(cfg.model, seed=cfg.trainer.seed)
+    module_state = torch.load(states, map_location="cpu", weights_only=False)["module"]  # the run's own file
+    PolicyModule(unified).load_state_dict(module_state)
+    unified.save_pretrained(target)

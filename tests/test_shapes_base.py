@@ -169,13 +169,15 @@ def test_sweep_variants_apply_overrides_and_reject_unknown_keys():
 def test_eval_cli_writes_every_metric_overall_and_per_category(test_model: Path, tmp_path: Path):
     out = tmp_path / "eval"
     prompts = test_model / "eval_prompts.jsonl"
-    args = ["eval", "--model", str(test_model), "--prompts", str(prompts), "--n-per-prompt", "2", "--out", str(out)]
+    args = ["eval", "--model", str(test_model), "--samples", "2", "--out", str(out), "prompts.source=file",
+            f"prompts.path={test_model / 'train_prompts.jsonl'}", f"prompts.eval_path={prompts}"]  # fmt: skip
     assert cli_main(args) == 0
     report = json.loads((out / "eval.json").read_text())
-    assert (out / "samples.png").is_file()
+    assert (out / "samples.png").is_file() and (out / "verdicts.jsonl").is_file()
     categories = {json.loads(line)["category"] for line in prompts.read_text().splitlines()}
-    assert set(report) == {"overall", "category_mean", *categories}
-    for group, values in report.items():
+    assert set(report) == {"overall", "category_mean", "intervals", "settings", *categories}
+    assert set(report["intervals"]) == {"overall", "category_mean", *categories}
+    for group, values in ((g, v) for g, v in report.items() if g not in ("intervals", "settings")):
         assert set(REQUIRED_METRICS) <= set(values) <= set(METRIC_KEYS), group
         for key in REQUIRED_METRICS:
             value = values[key]
