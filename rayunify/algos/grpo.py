@@ -27,8 +27,8 @@ ADVANTAGE_EPS = 1e-4
 def group_advantages(rewards: torch.Tensor, group_size: int, scale_rewards: bool = True) -> torch.Tensor:
     """Group-relative advantages (B,): (r − mean_group) / (std_group + 1e-4), or r − mean_group.
 
-    `rewards` (B,) holds B = groups × group_size rewards, grouped by prompt. std is the unbiased one (as
-    `torch.std`), as in DeepSeekMath §4.1.2. `scale_rewards=False` keeps the raw differences: Liu et al. 2025
+    `rewards` (B,) holds B = groups × group_size rewards, grouped by prompt (DeepSeekMath §4.1.2); std is
+    the unbiased one (as `torch.std`). `scale_rewards=False` keeps the raw differences: Liu et al. 2025
     (Dr. GRPO, arXiv 2503.20783) show the std division up-weights prompts that are too easy or too hard.
     A group whose rewards are all equal gets advantage 0 (see `informative_groups`).
     """
