@@ -85,3 +85,52 @@ def test_resolved_config_round_trips(tmp_path):
     cfg = load_config(None, ["judge.type=noisy", "judge.always_accept=true", "curriculum.type=adaptive"])
     dump_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+# ---------------------------------------------------------------------------------------------- GRPO
+def test_grpo_defaults_and_a_full_file(tmp_path):
+    cfg = load_config(None, ["algorithm.type=grpo"])
+    a = cfg.algorithm
+    assert (a.type, a.reward, a.rewards, a.scale_rewards) == ("grpo", "score", None, True)
+    assert (a.clip_eps, a.clip_eps_high, a.beta, a.ppo_epochs, a.mini_batch_size) == (0.2, None, 0.0, 1, None)
+
+    (tmp_path / "dpo.yaml").write_text("algorithm:\n  type: dpo\n  loss_type: ipo\n  beta: 0.5\n")
+    (tmp_path / "grpo.yaml").write_text(
+        "inherit: dpo.yaml\n"
+        "algorithm:\n"
+        "  type: grpo\n  reward: verdict\n  scale_rewards: false\n  clip_eps: 0.2\n  clip_eps_high: 0.28\n"
+        "  beta: 0.04\n  ppo_epochs: 2\n  mini_batch_size: 16\n"
+        "  rewards:\n"
+        "    - {judge: {type: self}, weight: 0.7}\n"
+        "    - judge: {type: python, import_path: pkg.mod:fn}\n"
+    )
+    cfg = load_config(tmp_path / "grpo.yaml")
+    a = cfg.algorithm
+    assert a.type == "grpo" and a.reward == "verdict" and a.scale_rewards is False  # the dpo keys are gone
+    assert (a.clip_eps_high, a.beta, a.ppo_epochs, a.mini_batch_size) == (0.28, 0.04, 2, 16)
+    assert a.rewards is not None and [(r.judge.type, r.weight) for r in a.rewards] == [("self", 0.7), ("python", 1.0)]
+    dump_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("algorithm.clip_eps_high=0.1", "algorithm.clip_eps_high=0.1 must be >= algorithm.clip_eps=0.2"),
+        ("algorithm.beta=-0.1", "algorithm.beta: Input should be greater than or equal to 0"),
+        ("algorithm.rewards=[]", "algorithm.rewards is an empty list"),
+        ("algorithm.clip_eps=0", "algorithm.clip_eps: Input should be greater than 0"),
+        ("algorithm.clip_eps=1.5", "algorithm.clip_eps: Input should be less than 1"),
+        ("algorithm.reward=soft", "algorithm.reward: Input should be 'score' or 'verdict'"),
+        ("algorithm.ppo_epochs=0", "algorithm.ppo_epochs: Input should be greater than 0"),
+        ("algorithm.mini_batch_size=0", "algorithm.mini_batch_size: Input should be greater than 0"),
+        ("algorithm.rewards=[{weight: 1}]", "algorithm.rewards.0.judge: Field required"),
+        ("algorithm.rewards=[{judge: {type: self}, weight: 0}]", "algorithm.rewards.0.weight: Value error, weight must be"),
+        ("algorithm.rewards=[{judge: {type: selff}}]", "algorithm.rewards.0.judge: Input tag 'selff'"),
+        ("algorithm.loss_type=sigmoid", "unknown key 'algorithm.loss_type' (allowed here: beta, clip_eps, clip_eps_high"),
+    ],
+)
+def test_grpo_mistakes_name_the_field(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["algorithm.type=grpo", override])
+    assert message in str(err.value)
