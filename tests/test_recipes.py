@@ -48,9 +48,9 @@ def overrides(model: Path, prompts: Path) -> list[str]:
     ]
 
 
-def test_there_are_four_janus_pro_recipes():
+def test_there_are_five_janus_pro_recipes():
     assert {p.stem for p in RECIPES} == {
-        "janus_pro_1b_sft", "janus_pro_7b_sft", "janus_pro_1b_dpo", "janus_pro_7b_online_dpo_lora",
+        "janus_pro_1b_sft", "janus_pro_7b_sft", "janus_pro_1b_dpo", "janus_pro_7b_dpo", "janus_pro_7b_online_dpo_lora",
     }  # fmt: skip
 
 
