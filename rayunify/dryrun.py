@@ -83,7 +83,7 @@ def _prompt_summary(cfg: Config) -> str:
 
 
 def _learner_summary(cfg: Config) -> str:
-    from rayunify.train import deepspeed_config
+    from rayunify.actors.learner_setup import deepspeed_config
 
     ds = deepspeed_config(cfg)
     per_step = cfg.trainer.prompts_per_step * cfg.sampling.samples_per_prompt

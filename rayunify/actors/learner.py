@@ -4,16 +4,15 @@
 parameters train) and a *loss callable* (engine, batch) -> loss. Each rank sets the torch.distributed
 environment itself, so the same code runs with K = 1 on a laptop and K = 8 on a GPU node.
 
-Two choices keep CPU start-up in seconds (NOTES §4): DeepSpeed's shared-memory comm op is switched off
-before `init_distributed` (it would JIT-compile for ~55 s), and the optimizer is `torch.optim.AdamW`
-(DeepSpeed's CPU Adam JIT-compiles for ~110 s). `deepspeed` is imported inside the worker only, so
+Two choices keep CPU start-up in seconds: DeepSpeed's shared-memory comm op is switched off before
+`init_distributed` (it would JIT-compile first), and the optimizer is `torch.optim.AdamW` (DeepSpeed's CPU
+Adam JIT-compiles for minutes). `deepspeed` is imported inside the worker only, so
 importing this module (e.g. in the driver) stays cheap.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -24,16 +23,9 @@ import torch
 from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rayunify.actors.group import ActorGroup, Strategy, reserve_bundles, run_on_bundle
+from rayunify.algos import check_finite
 from rayunify.launch import free_port
-from rayunify.weights import (
-    DEFAULT_BUCKET_MB,
-    Bucket,
-    SyncStats,
-    WeightUpdate,
-    pack_buckets,
-    push_update,
-    tensors_checksum,
-)
+from rayunify.weights import DEFAULT_BUCKET_MB, Bucket, WeightUpdate, pack_buckets, tensors_checksum
 
 # Which parameters train: a predicate on the parameter name, an explicit set of names, or None for all.
 TrainableSpec = Callable[[str], bool] | Collection[str] | None
@@ -132,7 +124,7 @@ class LearnerWorker:
         import deepspeed
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip a ~55 s JIT build (NOTES §4)
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip its JIT build (CPU start-up)
         t_import = time.perf_counter()
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
         t_dist = time.perf_counter()
@@ -192,16 +184,22 @@ class LearnerWorker:
             return fn(self.engine, _to_device(batch, self.device))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        # Every rank must take the same branch: a rank that raised while the others entered backward
-        # would leave them waiting in a collective forever. So the ranks agree first.
-        value = float(loss.detach())
-        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.device)
+        """`rayunify.algos.check_finite` on this rank's loss, then agreement across ranks: every rank must
+        take the same branch, since a rank that raised while the others entered backward would leave them
+        waiting in a collective forever."""
+        error: FloatingPointError | None = None
+        try:
+            check_finite(loss, "learner")
+        except FloatingPointError as err:
+            error = err
+        bad = torch.tensor([float(error is not None)], device=self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(bad)
         if bad.item() > 0:
+            here = str(error) if error is not None else "this rank's loss is finite"
             raise FloatingPointError(
-                f"non-finite loss (this rank: {value}, {int(bad.item())} of {self.world_size} "
-                f"ranks bad) at learner version {self.version}: step skipped before backward, weights unchanged"
+                f"non-finite loss on {int(bad.item())} of {self.world_size} ranks at learner version "
+                f"{self.version}: step skipped before backward, weights unchanged. This rank: {here}"
             )
 
     # ---- weights ------------------------------------------------------------------------------------
@@ -316,22 +314,6 @@ def _node_ip_and_free_port() -> tuple[str, int]:
     return ip, free_port(ip)
 
 
-def _sync_stats(meta: Mapping[str, Any], versions: Sequence[int], start: float, push_start: float) -> SyncStats:
-    """One timed sync; every receiver must report the version that was pushed."""
-    end = time.perf_counter()
-    if any(v != meta["version"] for v in versions):
-        raise RuntimeError(f"receivers report versions {list(versions)} after pushing version {meta['version']}")
-    return SyncStats(
-        version=meta["version"],
-        num_tensors=meta["num_tensors"],
-        num_bytes=meta["num_bytes"],
-        num_receivers=len(versions),
-        pack_s=meta["pack_s"],
-        push_s=end - push_start,
-        total_s=end - start,
-    )
-
-
 def _mean_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
     keys = per_rank[0].keys()
     out = {k: sum(m[k] for m in per_rank) / len(per_rank) for k in keys}
@@ -382,6 +364,10 @@ class LearnerGroup:
                 },
                 rank_kwargs=[{"rank": r} for r in range(num_ranks)],
             )
+        except BaseException:
+            remove_placement_group(self.pg)
+            raise
+        try:
             start = time.perf_counter()
             self.setup_info = self.group.run("setup", timeout=setup_timeout_s)
             self.setup_s = time.perf_counter() - start
@@ -411,20 +397,6 @@ class LearnerGroup:
         pairs = [a.prepare_broadcast.options(num_returns=2).remote(bucket_mb) for a in self.group.actors]
         return pairs[0][0], [meta for _, meta in pairs]
 
-    def push_weights(
-        self,
-        receivers: Sequence[Any],
-        bucket_mb: float = DEFAULT_BUCKET_MB,
-        method: str = "apply_weight_update",
-    ) -> SyncStats:
-        """Pack once on rank 0, then one RPC per receiver carrying the same ObjectRef. Timed."""
-        start = time.perf_counter()
-        update_ref, meta_refs = self.async_build_update(bucket_mb)
-        meta = ray.get(meta_refs)[0]
-        push_start = time.perf_counter()
-        versions = push_update(update_ref, receivers, method)
-        return _sync_stats(meta, versions, start, push_start)
-
     def form_push_channel(
         self, receivers: Sequence[Any], backend: str = "gloo", generation: int = 0, timeout_s: float = 300.0
     ) -> Any:
@@ -440,16 +412,14 @@ class LearnerGroup:
         ray.get(joins, timeout=timeout_s)
         return spec
 
-    def broadcast_weights(self, receivers: Sequence[Any], bucket_mb: float = DEFAULT_BUCKET_MB) -> SyncStats:
-        """Push over the formed group: pack on rank 0, the header by RPC, the bytes by broadcast. Timed."""
-        start = time.perf_counter()
-        header_ref, meta_refs = self.async_prepare_broadcast(bucket_mb)
-        meta = ray.get(meta_refs)[0]
-        push_start = time.perf_counter()
-        send = self.group.actors[0].send_broadcast.remote(header_ref)
-        applied = ray.get([r.receive_weight_broadcast.remote(header_ref) for r in receivers])
-        ray.get(send)
-        return _sync_stats(meta, [version for version, _ in applied], start, push_start)
+    def send_broadcast(self, header_ref: ray.ObjectRef) -> ray.ObjectRef:
+        """Rank 0 broadcasts the bytes `async_prepare_broadcast` packed; every receiver must take part."""
+        return self.group.actors[0].send_broadcast.remote(header_ref)
+
+    def compute(self, fn: Callable[[Any, Any], Any], batch: Any) -> Any:
+        """`fn(engine, batch)` without gradients on rank 0 (e.g. reference log-probs for new DPO pairs);
+        the ranks hold the same weights, so one answers for all."""
+        return ray.get(self.group.actors[0].compute.remote(fn, batch))
 
     def param_checksums(self) -> list[str]:
         return self.group.run("param_checksum")
@@ -464,8 +434,8 @@ class LearnerGroup:
         return self.group.run("load_checkpoint", load_dir, tag)[0]
 
     def kill(self) -> None:
-        if getattr(self, "group", None) is not None:
-            self.group.kill()
+        """Kill every rank and release the placement group. Safe to call twice."""
+        self.group.kill()
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None
