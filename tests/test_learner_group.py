@@ -1,7 +1,8 @@
-"""The Ray runtime on a real local cluster: actor groups, DeepSpeed learner ranks, weight push.
+"""The Ray runtime on a real local cluster: actor groups, DeepSpeed learner ranks, and the driver's one
+weight-push path (`WeightSync`) into receivers that run the real receiver code (`ModuleReceiver`).
 
-A tiny MLP stands in for the model, so these tests exercise the infrastructure only. The whole file
-takes about a minute on 2 cores; most of it is starting actor processes.
+A tiny MLP stands in for the model, so these tests exercise the infrastructure only; most of their time
+is starting actor processes, hence the shared module-scoped learner group.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ray._private import ray_constants  # noqa: E402
 
 from rayunify.actors.collective import ModuleReceiver  # noqa: E402
 from rayunify.actors.group import ActorGroup  # noqa: E402
-from rayunify.actors.learner import LearnerGroup  # noqa: E402
+from rayunify.actors.learner_group import LearnerGroup  # noqa: E402
 from rayunify.driver.weight_sync import WeightSync  # noqa: E402
 from rayunify.weights import StaleUpdateError, tensors_checksum  # noqa: E402
 

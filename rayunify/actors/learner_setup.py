@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rayunify.config import Config
 
 if TYPE_CHECKING:
-    from rayunify.actors.learner import LearnerGroup
+    from rayunify.actors.learner_group import LearnerGroup
 
 
 def make_policy(config: dict[str, Any], keep_reference_copy: bool):
@@ -49,7 +49,7 @@ def deepspeed_config(cfg: Config) -> dict[str, Any]:
 
 def build_learner(cfg: Config) -> LearnerGroup:
     """The configured learner ranks, set up and ready to train (DPO keeps a frozen reference copy)."""
-    from rayunify.actors.learner import LearnerGroup
+    from rayunify.actors.learner_group import LearnerGroup
 
     dpo = cfg.algorithm.type == "dpo"
     return LearnerGroup(

@@ -41,6 +41,8 @@ class Collected:
 
 
 class Collector:
+    """Runs collections on the rollout and judge groups and keeps them alive (restarts, weight catch-up)."""
+
     def __init__(
         self,
         actors: Actors,

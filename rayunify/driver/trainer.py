@@ -22,7 +22,7 @@ from rayunify.types import JudgedSample
 
 
 class LearnerFailure(RuntimeError):
-    pass
+    """The learner could not take a step (e.g. a non-finite loss); the message says how to resume."""
 
 
 class Hooks:
@@ -51,7 +51,7 @@ class Trainer:
             self.checkpoints.clear()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
-        self.train_prompts, eval_prompts = load_prompts(cfg.prompts)
+        train_prompts, eval_prompts = load_prompts(cfg.prompts)
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
             path = resolve_model_path(cfg.model.path, seed=cfg.trainer.seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
@@ -59,7 +59,7 @@ class Trainer:
         self.step = self.skipped_batches = 0
         self.resources = ExitStack()  # every actor, the logger, the progress bar: closed in reverse order
         try:
-            actors = start_actors(cfg, self.train_prompts, self.resources)
+            actors = start_actors(cfg, train_prompts, self.resources)
             self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
             self.resources.callback(self.logger.close)
             self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
@@ -81,7 +81,10 @@ class Trainer:
                 self.restore()
             else:
                 self.logger.log(0, self.monitor.start())
-            self.train_online() if self.cfg.trainer.mode == "online" else self.train_offline()
+            if self.cfg.trainer.mode == "online":
+                self.train_online()
+            else:
+                self.train_offline()
             self.finish()
         finally:
             self.resources.close()
