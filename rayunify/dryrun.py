@@ -1,96 +1,130 @@
-"""`rayunify train --dry-run`: build every part of a run without weights, and say what would run.
+"""`rayunify train --dry-run`: check every part of a run without weights and say what would run.
 
-Catches what a config check alone cannot: a model directory that is missing or incomplete, a judge import
-path that does not resolve, a prompt file with a bad line, a DeepSpeed config that does not fit the batch.
-The model is instantiated on the meta device, so a 7B config is checked in seconds on a laptop.
+Runs the driver's preflight checks (model directory or architecture, prompt files with their report, each
+judge against the prompts it will score, the actors' resources against the cluster) and adds what only a
+dry run shows: the model's size and a memory estimate per GPU at the configured batch sizes. A model
+directory needs only config.json and its tokenizer; `builtin:janus-pro-1b-shape` / `-7b-shape` need nothing.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 from pathlib import Path
+from typing import Any
 
+from rayunify import preflight
+from rayunify.actors.learner_setup import deepspeed_config
 from rayunify.config import Config
+from rayunify.sizing import ModelShape, RunShape, describe, learner_memory, placement_problems, rollout_memory
 
 
 def dry_run(cfg: Config) -> int:
     lines = [f"config OK: {cfg.trainer.mode} {cfg.algorithm.type}, {cfg.trainer.sync}, judge={cfg.judge.type}"]
     try:
-        for summary in (_model_summary, _judge_summary, _prompt_summary, _learner_summary):
-            lines.append(summary(cfg))
-    except (OSError, ValueError, ImportError) as err:
-        # A missing model directory or a bad prompt line is the answer a dry run exists to give: say it
-        # plainly (what was checked so far, then the problem), not as a traceback.
+        model = preflight.check_model(cfg, need_weights=False)
+        lines.append(f"model: {model.description}")
+        prompt_set = preflight.check_prompts(cfg)
+        lines += prompt_set.describe()
+        lines += preflight.check_judges(cfg, prompt_set.train + prompt_set.eval)
+        lines.append(_resources(cfg))
+        lines.append(_learner_summary(cfg))
+        if model.config is not None:
+            lines += _model_sizes(cfg, model.config)
+    except preflight.UserError as err:
+        # What was checked so far, then the problem: the answer a dry run exists to give, not a traceback.
         print("\n".join(lines))
         print(f"dry run FAILED: {err}", file=sys.stderr)
-        return 1
+        return 2
     print("\n".join(lines))
-    print("dry run OK: every part builds")
+    print("dry run OK: every part checks out")
     return 0
 
 
-def _model_summary(cfg: Config) -> str:
-    import torch
-    from transformers import JanusConfig, JanusForConditionalGeneration
-
-    path = cfg.model.path
-    if path.startswith("builtin:"):
-        return f"model: {path} (built and cached on first use)"
-    from rayunify.models.janus import check_checkpoint_dir
-
-    directory = check_checkpoint_dir(path)
-    config = JanusConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    with torch.device("meta"):
-        model = JanusForConditionalGeneration(config)
-    total = sum(p.numel() for p in model.parameters())
-    lm = sum(p.numel() for p in model.model.language_model.parameters())
-    trainable = "LoRA adapters on" if cfg.model.trainable == "lora" else "all of"
-    return (
-        f"model: {directory} — {total / 1e9:.2f} B parameters, language model {lm / 1e9:.2f} B "
-        f"({trainable} it trains), {config.vision_config.num_image_tokens} image tokens, dtype {cfg.model.dtype}"
-    )
+def _resources(cfg: Config) -> str:
+    """Against this machine as a local cluster. Only a note: a GPU recipe is often checked on a machine without
+    GPUs before it goes to the cluster, and the run checks again against the cluster it joins, before any
+    actor starts."""
+    requests = preflight.role_requests(cfg)
+    problems = placement_problems(requests, preflight.local_nodes(cfg))
+    if problems:
+        return f"resources: {_asked(requests)}; NOT on this machine as a local cluster: {'; '.join(problems)}"
+    return f"resources: {_asked(requests)}; fits this machine as a local cluster"
 
 
-def _judge_summary(cfg: Config) -> str:
-    from rayunify.judging import build_judge
-
-    def no_model():
-        raise RuntimeError("needs the model")  # a self-judge is the model itself: checked above
-
-    described = []
-    for role, judge_cfg in (("judge", cfg.judge), ("guard reference", cfg.guard.reference)):
-        if _needs_model(judge_cfg):
-            described.append(f"{role}: {judge_cfg.type} (the model's own understanding)")
-            continue
-        judge = build_judge(judge_cfg, no_model)
-        described.append(f"{role}: {judge.name}")
-    return "; ".join(described)
-
-
-def _needs_model(judge_cfg) -> bool:
-    base = getattr(judge_cfg, "base", judge_cfg)
-    return base.type == "self"
-
-
-def _prompt_summary(cfg: Config) -> str:
-    from rayunify.prompts import load_prompts
-
-    train, evaluation = load_prompts(cfg.prompts)
-    categories = sorted({p.category for p in train})
-    return f"prompts: {len(train)} train, {len(evaluation)} eval, categories {', '.join(categories)}"
+def _asked(requests: list[Any]) -> str:
+    return ", ".join(f"{r.role} {r.count} x ({r.cpus:g} CPU, {r.gpus:g} GPU)" for r in requests)
 
 
 def _learner_summary(cfg: Config) -> str:
-    from rayunify.train import deepspeed_config
-
     ds = deepspeed_config(cfg)
     per_step = cfg.trainer.prompts_per_step * cfg.sampling.samples_per_prompt
-    gpus = cfg.rollout.num_actors * cfg.rollout.num_gpus + cfg.judging.num_actors * cfg.judging.num_gpus
-    gpus += cfg.learner.num_ranks * cfg.learner.num_gpus
     return (
         f"learner: {cfg.learner.num_ranks} rank(s), ZeRO-{ds['zero_optimization']['stage']}, "
         f"micro-batch {ds['train_micro_batch_size_per_gpu']} per rank; {per_step} images per online step; "
-        f"{math.ceil(gpus)} GPU(s) requested; outputs under {Path(cfg.trainer.output_dir) / cfg.trainer.run_name}"
+        f"outputs under {Path(cfg.trainer.output_dir) / cfg.trainer.run_name}"
+    )
+
+
+def _model_sizes(cfg: Config, config: Any) -> list[str]:
+    shape = model_shape(cfg, config)
+    run = run_shape(cfg, shape)
+    trainable = "LoRA adapters" if cfg.model.trainable == "lora" else "the language model"
+    return [
+        f"model size: {shape.total_params / 1e9:.2f} B parameters, language model "
+        f"{shape.language_model_params / 1e9:.2f} B, {shape.trainable_params / 1e6:.1f} M trainable ({trainable}), "
+        f"{shape.num_image_tokens} image tokens",
+        f"memory per learner GPU (estimate): {describe(learner_memory(shape, run))}",
+        f"memory per rollout GPU (estimate, {run.rollout_rows} rows a generate call): "
+        f"{describe(rollout_memory(shape, run))}",
+    ]
+
+
+def model_shape(cfg: Config, config: Any) -> ModelShape:
+    """Parameter counts from the architecture built on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import JanusForConditionalGeneration
+
+    with torch.device("meta"):
+        model = JanusForConditionalGeneration(config)
+    lm = model.model.language_model
+    lm_params = sum(p.numel() for p in lm.parameters())
+    text = config.text_config
+    return ModelShape(
+        total_params=sum(p.numel() for p in model.parameters()),
+        language_model_params=lm_params,
+        trainable_params=_lora_params(lm, cfg) if cfg.model.trainable == "lora" else lm_params,
+        num_layers=text.num_hidden_layers,
+        hidden_size=text.hidden_size,
+        num_kv_heads=text.num_key_value_heads,
+        head_dim=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+        num_image_tokens=config.vision_config.num_image_tokens,
+    )
+
+
+def _lora_params(language_model: Any, cfg: Config) -> int:
+    """rank x (in + out) for every linear layer the adapter targets."""
+    import torch
+
+    targets = set(cfg.model.lora.target_modules)
+    return sum(
+        cfg.model.lora.rank * (m.in_features + m.out_features)
+        for name, m in language_model.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
+    )
+
+
+def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
+    ds = deepspeed_config(cfg)
+    dpo = cfg.algorithm.type == "dpo"
+    prompts_per_actor = -(-cfg.trainer.prompts_per_step // cfg.rollout.num_actors)
+    return RunShape(
+        dtype=cfg.model.dtype,
+        learner_bf16=cfg.learner.bf16,
+        zero_stage=cfg.learner.zero_stage,
+        learner_ranks=cfg.learner.num_ranks,
+        micro_batch=ds["train_micro_batch_size_per_gpu"],
+        sequences_per_item=2 if dpo else 1,
+        guided_logprobs=cfg.sampling.geometry == "cfg",
+        keeps_reference_copy=dpo and cfg.model.trainable != "lora",
+        rollout_rows=prompts_per_actor * cfg.sampling.samples_per_prompt * 2,
     )

@@ -19,7 +19,7 @@ from typing import Any
 from rayunify import builtins
 from rayunify.config import Config
 from rayunify.prompts import PromptSet, load_prompt_set
-from rayunify.sizing import RoleRequest
+from rayunify.sizing import RoleRequest, placement_problems
 from rayunify.types import Prompt
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
@@ -39,6 +39,15 @@ class ModelCheck:
 def check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     """The model a run names: a built-in (name known), an architecture without weights (`builtin:*-shape`,
     dry runs only), or a directory with config.json and a tokenizer (and weights, unless a dry run)."""
+    try:
+        return _check_model(cfg, need_weights)
+    except UserError:
+        raise
+    except (OSError, ValueError) as err:  # the registry's and transformers' own messages name the problem
+        raise UserError(str(err)) from None
+
+
+def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     path = cfg.model.path
     arch = builtins.builtin_architecture(path)
     if arch is not None:
@@ -144,3 +153,21 @@ def local_nodes(cfg: Config) -> list[dict[str, float]]:
     needed = math.ceil(sum(r.count * r.cpus for r in role_requests(cfg)))
     cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, needed)
     return [{"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}]
+
+
+def check_run(cfg: Config) -> PromptSet:
+    """Everything a training run reads, checked before any actor starts; returns its prompt set."""
+    if cfg.algorithm.type not in ("dpo", "sft"):
+        raise UserError(f"algorithm.type={cfg.algorithm.type} is not wired into the trainer yet (dpo, sft)")
+    check_model(cfg, need_weights=True)
+    prompt_set = check_prompts(cfg)
+    check_judges(cfg, prompt_set.train + prompt_set.eval)
+    return prompt_set
+
+
+def check_cluster(cfg: Config, nodes: list[dict[str, float]]) -> None:
+    """The actors against the nodes of the cluster the run joined: a placement that can never be met is an
+    error now, not a wait without end."""
+    problems = placement_problems(role_requests(cfg), nodes)
+    if problems:
+        raise UserError("; ".join(problems))

@@ -10,9 +10,10 @@ A receiver, not the sender, decides whether an update applies: it refuses a stal
 than its own) and a partial one (a tensor missing, extra, or of the wrong shape) before touching any
 weight, so a failed push leaves the receiver on its previous, consistent version.
 
-`push_update` is the Ray transport: one ObjectRef, one RPC per receiver (LearnerGroup.push_weights times
-it). A receiver should pass `expected_names` (its trainable names) so that a self-consistent but
-incomplete update is refused too.
+The transports (one ObjectRef per push, or a collective broadcast) live in the Ray layer: the driver's
+`WeightSync` is the one path that pushes, and every receiver answers one protocol
+(`rayunify.actors.collective.WeightReceiver`). A receiver should pass `expected_names` (its trainable
+names) so that a self-consistent but incomplete update is refused too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -79,19 +79,6 @@ class WeightUpdate:
     @property
     def num_bytes(self) -> int:
         return sum(b.num_bytes for b in self.buckets)
-
-
-@dataclass
-class SyncStats:
-    """One weight sync, as the driver logs it."""
-
-    version: int
-    num_tensors: int
-    num_bytes: int
-    num_receivers: int
-    pack_s: float  # learner side: gather (ZeRO-3) and pack
-    push_s: float  # object transfer and receivers' apply, all receivers together
-    total_s: float
 
 
 def _dtype_from_name(name: str) -> torch.dtype:
@@ -237,14 +224,3 @@ def tensors_checksum(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         digest.update(_as_bytes(tensor).numpy().tobytes())
     return digest.hexdigest()
-
-
-def push_update(update_ref: Any, receivers: Sequence[Any], method: str = "apply_weight_update") -> list[int]:
-    """Send one stored update to every receiver, one RPC each, and return their new versions.
-
-    `update_ref` is an ObjectRef: Ray moves the object to each receiver's node once and the receivers
-    read it in place. Raises the receiver's error (e.g. StaleUpdateError) if any refuses.
-    """
-    import ray  # transport only; the packing above stays importable without ray
-
-    return ray.get([getattr(r, method).remote(update_ref) for r in receivers])

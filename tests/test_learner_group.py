@@ -1,7 +1,8 @@
-"""The Ray runtime on a real local cluster: actor groups, DeepSpeed learner ranks, weight push.
+"""The Ray runtime on a real local cluster: actor groups, DeepSpeed learner ranks, and the driver's one
+weight-push path (`WeightSync`) into receivers that run the real receiver code (`ModuleReceiver`).
 
-A tiny MLP stands in for the model, so these tests exercise the infrastructure only. The whole file
-takes about a minute on 2 cores; most of it is starting actor processes.
+A tiny MLP stands in for the model, so these tests exercise the infrastructure only; most of their time
+is starting actor processes, hence the shared module-scoped learner group.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import os
 import sys
 import time
 
-# Read when ray is imported: keeps every Ray address on 127.0.0.1 (NOTES §4). Token auth is pointless for
-# a loopback-only test cluster, and turning it off keeps the tests from writing ~/.ray/auth_token.
+# Read when ray is imported: keeps every Ray address on 127.0.0.1. Token auth is pointless for a
+# loopback-only test cluster, and turning it off keeps the tests from writing ~/.ray/auth_token.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -21,10 +22,11 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 from ray._private import ray_constants  # noqa: E402
 
-from rayunify.actors.collective import BroadcastReceiver  # noqa: E402
+from rayunify.actors.collective import ModuleReceiver  # noqa: E402
 from rayunify.actors.group import ActorGroup  # noqa: E402
-from rayunify.actors.learner import LearnerGroup  # noqa: E402
-from rayunify.weights import StaleUpdateError, WeightUpdate, apply_update, tensors_checksum  # noqa: E402
+from rayunify.actors.learner_group import LearnerGroup  # noqa: E402
+from rayunify.driver.weight_sync import WeightSync  # noqa: E402
+from rayunify.weights import StaleUpdateError, tensors_checksum  # noqa: E402
 
 IN, HIDDEN, OUT = 8, 16, 4
 SEED = 0
@@ -59,23 +61,22 @@ def ds_config(stage: int) -> dict:
     return {"train_micro_batch_size_per_gpu": 16, "zero_optimization": {"stage": stage}}
 
 
-class MLPReceiver(BroadcastReceiver):
-    """Stands in for a rollout actor: holds the same model and takes weight pushes."""
+class MLPReceiver(ModuleReceiver):
+    """Stands in for a rollout actor: holds the same model and takes weight pushes exactly as one does."""
 
     def __init__(self, seed: int = SEED) -> None:
         torch.manual_seed(seed)
-        self.model, _ = tiny_mlp()
-        self.version = 0
-
-    def apply_weight_update(self, update: WeightUpdate) -> int:
-        self.version = apply_update(self.model, update, self.version)
-        return self.version
+        self.model, trainable = tiny_mlp()
+        super().__init__(self.model, expected_names=[n for n, _ in self.model.named_parameters() if trainable(n)])
 
     def checksum(self) -> str:
         return tensors_checksum(self.model.named_parameters())
 
-    def get_version(self) -> int:
-        return self.version
+
+def start_receivers(n: int) -> list:
+    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(n)]
+    ray.get([r.get_version.remote() for r in receivers])  # started, so a push's time is the push alone
+    return receivers
 
 
 class Counter:
@@ -198,9 +199,10 @@ def test_zero3_single_rank_push_to_receiver(ray_cluster):
         print(f"1-rank ZeRO-3 group up; {learner.setup_info[0]}")
         assert ray.get(receiver.checksum.remote()) == learner.group.run("param_checksum", False)[0]
         learner.train_step([make_batch(0)])
-        stats = learner.push_weights([receiver], bucket_mb=0.001)  # ~1 KiB buckets: several, to exercise them
+        sync = WeightSync(learner, lambda: [receiver], bucket_mb=0.001)  # ~1 KiB buckets: several, to exercise them
+        stats = sync.push()
         print(f"ZeRO-3 push: {stats}")
-        assert (
+        assert stats is not None and (
             stats.version == 1
             and stats.num_tensors == 4
             and stats.num_bytes == 4 * (16 * 16 + 16 + 4 * 16 + 4)
@@ -208,11 +210,12 @@ def test_zero3_single_rank_push_to_receiver(ray_cluster):
         assert ray.get(receiver.get_version.remote()) == 1
         # Gathered ZeRO-3 weights reached the receiver bit for bit (frozen layer included, same seed).
         assert ray.get(receiver.checksum.remote()) == learner.group.run("param_checksum", False)[0]
+        assert sync.push() is None  # the learner has not stepped: nothing to push
 
-        # The same version again is stale: refused, receiver untouched.
+        # The same version again (from a sync that has not pushed yet) is stale: refused, receiver untouched.
         before = ray.get(receiver.checksum.remote())
         with pytest.raises(StaleUpdateError, match="already has version 1"):
-            learner.push_weights([receiver])
+            WeightSync(learner, lambda: [receiver]).push()
         assert ray.get(receiver.checksum.remote()) == before and ray.get(receiver.get_version.remote()) == 1
     finally:
         ray.kill(receiver)
@@ -220,11 +223,11 @@ def test_zero3_single_rank_push_to_receiver(ray_cluster):
 
 
 def test_push_from_two_ranks_to_two_receivers(zero2_pair):
-    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(2)]
+    receivers = start_receivers(2)
     try:
-        ray.get([r.get_version.remote() for r in receivers])  # started, so the sync time is the push alone
         zero2_pair.train_step([make_batch(5), make_batch(6)])
-        stats = zero2_pair.push_weights(receivers)
+        stats = WeightSync(zero2_pair, lambda: receivers).push()
+        assert stats is not None
         print(f"2-rank ZeRO-2 push to 2 receivers: {stats}")
         expected = zero2_pair.group.run("param_checksum", False)[0]
         assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
@@ -234,26 +237,38 @@ def test_push_from_two_ranks_to_two_receivers(zero2_pair):
             ray.kill(r)
 
 
-def test_broadcast_push_over_gloo_matches_the_learner_and_refuses_stale(zero2_pair):
+def test_broadcast_push_over_gloo_matches_the_learner_refuses_stale_and_reforms_after_a_restart(zero2_pair):
     """learner.weight_transport=broadcast: learner rank 0 and two receivers form a gloo group of their own
     (beside the learners' DeepSpeed world); the header goes by RPC, the bytes by broadcast."""
-    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(2)]
+    receivers = start_receivers(2)
     try:
-        spec = zero2_pair.form_push_channel(receivers, backend="gloo", timeout_s=60)
-        assert spec.world_size == 3
+        sync = WeightSync(zero2_pair, lambda: receivers, transport="broadcast", bucket_mb=0.001, timeout_s=60)
         zero2_pair.train_step([make_batch(7), make_batch(8)])
-        stats = zero2_pair.broadcast_weights(receivers, bucket_mb=0.001)  # several buckets
+        stats = sync.push()  # forms the group, then broadcasts (several buckets)
         print(f"2-rank ZeRO-2 broadcast push to 2 receivers: {stats}")
         expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert stats is not None and sync.generation == 1
         assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
         assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
 
-        # Re-forming the group (as after an actor restart) works, and a repeated version is refused
-        # by the receivers before any weight changes.
-        zero2_pair.form_push_channel(receivers, backend="gloo", generation=1, timeout_s=60)
+        # Re-forming the group works, and a repeated version is refused by the receivers before any
+        # weight changes.
         with pytest.raises(StaleUpdateError, match="already has version"):
-            zero2_pair.broadcast_weights(receivers)
+            WeightSync(zero2_pair, lambda: receivers, transport="broadcast", timeout_s=60).push()
         assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+
+        # A receiver restarted (fresh state, version 0): it catches up at once, and the next push forms a
+        # new group, since the old one names the dead actor.
+        ray.kill(receivers[1], no_restart=True)
+        receivers[1] = start_receivers(1)[0]
+        sync.replaced(receivers[1], takes_push=True)
+        assert ray.get(receivers[1].checksum.remote()) == expected
+        zero2_pair.train_step([make_batch(9), make_batch(10)])
+        stats = sync.push()
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert stats is not None and sync.generation == 2
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+        assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
     finally:
         for r in receivers:
             ray.kill(r)

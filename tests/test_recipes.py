@@ -35,7 +35,7 @@ def tiny_janus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prompt_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("prompts") / "color_train.txt"
-    path.write_text("a red apple and a green pear\na blue bench and a yellow umbrella\na white cat\n")
+    path.write_text("a purple kite and an orange boat\na grey owl and a pink flamingo\na white cat on a black mat\n")
     return path
 
 
@@ -73,10 +73,11 @@ def test_the_paper_recipe_states_the_paper_settings():
 def test_recipe_dry_run_on_a_tiny_janus(recipe, tiny_janus, prompt_file, capsys):
     assert main(["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file)]) == 0
     out = capsys.readouterr().out
-    assert "dry run OK: every part builds" in out
-    assert f"model: {tiny_janus}" in out
-    assert "guard reference: hf_vlm:tiny-janus" in out
-    assert "prompts: 3 train, " in out and "categories color" in out
+    assert "dry run OK: every part checks out" in out
+    assert f"model: {tiny_janus} (weights present)" in out
+    assert f"guard.reference: hf_vlm {tiny_janus}" in out
+    assert "(t2i_compbench): 3 prompts; color 3" in out and "train: 3 prompts (color 3)" in out
+    assert "memory per learner GPU (estimate)" in out
 
 
 def test_python_m_entrypoint_dry_run(tiny_janus, prompt_file):
@@ -92,5 +93,45 @@ def test_python_m_entrypoint_dry_run(tiny_janus, prompt_file):
 
 def test_dry_run_names_a_missing_model_directory(capsys):
     recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
-    assert main(["--config", str(recipe), "--dry-run"]) == 1
+    assert main(["--config", str(recipe), "--dry-run"]) == 2
     assert "dry run FAILED: model directory /models/Janus-Pro-7B does not exist" in capsys.readouterr().err
+
+
+def test_dry_run_needs_no_weights_only_config_and_tokenizer(tiny_janus, prompt_file, tmp_path, capsys):
+    weightless = tmp_path / "Janus-Pro-7B"
+    weightless.mkdir()
+    for f in tiny_janus.iterdir():
+        if not f.name.endswith(".safetensors"):
+            (weightless / f.name).write_bytes(f.read_bytes())
+    recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
+    assert main(["--config", str(recipe), "--dry-run", *overrides(weightless, prompt_file)]) == 0
+    assert f"model: {weightless} (no weights: enough for a dry run)" in capsys.readouterr().out
+
+
+def test_dry_run_of_the_7b_architecture_sizes_memory_per_gpu(prompt_file, tiny_janus, capsys):
+    recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
+    args = ["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file), "model.path=builtin:janus-pro-7b-shape"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "model size: 6.99 B parameters, language model 6.49 B" in out and "576 image tokens" in out
+    learner = next(line for line in out.splitlines() if line.startswith("memory per learner GPU"))
+    assert "weights 3.3" in learner and "optimizer 18.1" in learner  # ZeRO-3 over 4 ranks, bf16 + fp32 Adam
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["model.path=builtin:nonsense"], "unknown built-in model; choose one of builtin:tiny"),
+        (["guard.reference.type=shapes_checker"], "guard.reference: shapes_checker cannot score these prompts"),
+    ],
+)
+def test_dry_run_refuses_what_the_run_would_hit(extra, message, tiny_janus, prompt_file, capsys):
+    recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
+    assert main(["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dry_run_says_when_this_machine_cannot_hold_the_actors(tiny_janus, prompt_file, capsys):
+    recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
+    assert main(["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file), "ray.num_cpus=4"]) == 0
+    assert "NOT on this machine as a local cluster: the run asks for 40 CPU" in capsys.readouterr().out

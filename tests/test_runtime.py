@@ -18,8 +18,9 @@ import torch
 from transformers import JanusForConditionalGeneration
 
 from rayunify.config import load_config
+from rayunify.driver.checkpointer import Checkpointer, load_state
 from rayunify.models import resolve_model_path
-from rayunify.train import LearnerFailure, Trainer
+from rayunify.train import Hooks, LearnerFailure, Trainer
 
 STEPS = 4
 PROMPTS_PER_STEP = 4
@@ -87,6 +88,8 @@ def test_sync_run_completes_with_phase_timings_and_on_policy_data(sync_run):
     assert (sync_run / "config.yaml").is_file() and (sync_run / "eval_final.json").is_file()
     assert any((sync_run / "images").glob("step_*.png"))
     assert list(sync_run.glob("wandb/offline-run-*/run-*.wandb")), "wandb wrote no offline run"
+    latest = Checkpointer(sync_run / "checkpoints", keep=1).latest()
+    assert latest is not None and load_state(latest).step == STEPS  # loads with weights_only=True
 
 
 def test_pushes_reach_actors_and_parameters_change(sync_run):
@@ -168,14 +171,13 @@ def test_offline_recipe_builds_once_trains_epochs_and_replays_with_guard_checks(
 
 
 def test_async_run_respects_staleness_and_survives_a_killed_rollout_actor(tmp_path):
-    class KillOnce(Trainer):
-        def end_of_step(self, judged, metrics):
-            if self.step == 1:  # the next step's collection is already in flight: kill its actor
-                ray.kill(self.rollout.actors[0], no_restart=True)
-            super().end_of_step(judged, metrics)
+    class KillOnce(Hooks):
+        def after_step(self, trainer):
+            if trainer.step == 1:  # the next step's collection is already in flight: kill its actor
+                ray.kill(trainer.collector.rollout.actors[0], no_restart=True)
 
     cfg = tiny_config(tmp_path, "async", "trainer.sync=async", "trainer.max_staleness=1")
-    KillOnce(cfg).run()
+    Trainer(cfg, hooks=KillOnce()).run()
     rows = train_rows(read_metrics(tmp_path / "async"))
     assert len(rows) == STEPS
     assert max(r.get("train/staleness_max", 0) for r in rows) <= 1
@@ -195,14 +197,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, sync_run):
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_a_resumable_checkpoint(tmp_path):
-    class NaNAtStepTwo(Trainer):
-        def fill_reference_logps(self, pairs):
-            super().fill_reference_logps(pairs)
-            if self.step == 2:  # e.g. a reference log-prob that overflowed: the loss becomes NaN
+    class NaNAtStepTwo(Hooks):
+        def on_reference_logps(self, pairs, step):
+            if step == 2:  # e.g. a reference log-prob that overflowed: the loss becomes NaN
                 pairs[0].ref_chosen_logp = float("nan")
 
     cfg = tiny_config(tmp_path, "nan", "trainer.checkpoint_every=100", "algorithm.reference=recompute")
-    trainer = NaNAtStepTwo(cfg)
+    trainer = Trainer(cfg, hooks=NaNAtStepTwo())
     with pytest.raises(LearnerFailure, match=r"step 2: non-finite loss.*weights unchanged.*checkpoint written.*--resume"):
         trainer.run()
     checkpoint = tmp_path / "nan" / "checkpoints" / "step_000002"
@@ -226,3 +227,22 @@ def test_python_module_entry_point_runs():
 
     out = subprocess.run([sys.executable, "-m", "rayunify.train", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--resume" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["model.path=/nonexistent/Janus-Pro-7B"], "model directory /nonexistent/Janus-Pro-7B does not exist"),
+        (["model.path=builtin:nonsense"], "unknown built-in model"),
+        (["prompts.source=file", "prompts.path=/nonexistent/*_train.txt"], "prompts: prompt glob"),
+        (["learner.num_gpus=1"], "the run asks for 1 GPU (learner 1 x 1) but the cluster has 0"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2_before_any_actor_starts(tmp_path, capsys, overrides, message):
+    from rayunify.train import main
+
+    base = ["model.path=builtin:tiny", "judge.type=noisy", "judge.base.type=shapes_checker", "prompts.n_train=16",
+            "prompts.n_eval=4", f"trainer.output_dir={tmp_path}", "trainer.run_name=bad", "logger.type=jsonl"]  # fmt: skip
+    assert main(base + overrides) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""Weight packing and the receiver's checks. Pure: no ray, no deepspeed."""
+"""Weight packing and the receiver's checks. No ray, no deepspeed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pickle
 import pytest
 import torch
 
+from rayunify.actors.collective import ModuleReceiver, header_of
 from rayunify.weights import (
     PartialUpdateError,
     StaleUpdateError,
@@ -107,3 +108,17 @@ def test_update_casts_to_receiver_dtype():
     apply_update(target, _update_from(source, version=1), current_version=0)
     for (_, s), (_, t) in zip(source.named_parameters(), target.named_parameters(), strict=True):
         assert torch.equal(s.to(torch.bfloat16), t)
+
+
+def test_module_receiver_answers_the_receiver_protocol():
+    """`ModuleReceiver` is what real actors (ModelHolder) and the Ray tests' stand-ins run."""
+    source, target = _mlp(0), _mlp(1)
+    receiver = ModuleReceiver(target, expected_names=[name for name, _ in target.named_parameters()])
+    version, seconds = receiver.apply_weight_update(_update_from(source, version=1))
+    assert (version, receiver.get_version()) == (1, 1) and seconds >= 0
+    assert _checksum(source) == _checksum(target)
+    with pytest.raises(StaleUpdateError):
+        receiver.apply_weight_update(_update_from(source, version=1))
+    with pytest.raises(RuntimeError, match="before join_push_channel"):
+        receiver.receive_weight_broadcast(header_of(_update_from(source, version=2)))
+    assert receiver.get_version() == 1

@@ -8,19 +8,23 @@ small header (version, names, shapes, offsets, checksums) travels by RPC, so eac
 buffers before the broadcast and checks the result exactly as an object-store push is checked
 (`rayunify.weights.apply_update`: stale, partial or corrupted updates are refused, weights untouched).
 
-No ray import here: the driver (`rayunify.train`) and `LearnerGroup` call these through actor methods.
+Every actor that takes pushes answers the one receiver protocol, `WeightReceiver`; `ModuleReceiver`
+implements it for an actor holding one module. No ray import here: `WeightSync` (the driver's one push
+path) and `LearnerGroup` call these through actor methods.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from rayunify.weights import Bucket, WeightUpdate
+from rayunify.weights import Bucket, WeightUpdate, apply_update
 
 BACKENDS = ("gloo", "nccl")
 
@@ -92,20 +96,54 @@ def header_of(update: WeightUpdate) -> UpdateHeader:
     return UpdateHeader(replace(update, buckets=shells), tuple(b.num_bytes for b in update.buckets))
 
 
-class BroadcastReceiver:
-    """Mixin for an actor that takes pushes (it has `apply_weight_update(update)` and `get_version()`):
-    adds joining the push group and receiving a broadcast push, checked and applied the same way."""
+class WeightReceiver(Protocol):
+    """What a rollout actor or a live self-judge answers to the learner's pushes (through Ray actor calls).
 
-    push_channel: BroadcastChannel | None = None
+    Versions count the learner's optimizer steps; a receiver refuses an update that is not newer than its
+    own (`rayunify.weights.StaleUpdateError`) or that does not cover exactly its trainable tensors, and
+    leaves its weights untouched when it refuses. Seconds are the receiver's own cost, apart from waiting.
+    """
+
+    def apply_weight_update(self, update: WeightUpdate) -> tuple[int, float]:
+        """Object-store transport: check and copy `update`; (new version, seconds)."""
+        ...
 
     def join_push_channel(self, spec: ChannelSpec, rank: int) -> None:
-        """Join a (re-)formed push group as `rank`; blocks until every member has joined."""
+        """Broadcast transport: join a (re-)formed push group as `rank`; blocks until every member joined."""
+        ...
+
+    def receive_weight_broadcast(self, header: UpdateHeader) -> tuple[int, float]:
+        """Broadcast transport: receive the bytes `header` describes, then check and copy them as above."""
+        ...
+
+    def get_version(self) -> int: ...
+
+
+class ModuleReceiver:
+    """`WeightReceiver` for an actor holding one module (model-holding actors subclass it; so do the tests'
+    stand-ins, so the push path under test is the one real actors run)."""
+
+    def __init__(self, module: torch.nn.Module, expected_names: Iterable[str] | None = None) -> None:
+        self.receiving_module = module
+        # A push must cover exactly these tensors: a subset would leave the actor half-updated.
+        self.expected_names = None if expected_names is None else set(expected_names)
+        self.version = 0
+        self.push_channel: BroadcastChannel | None = None
+
+    def apply_weight_update(self, update: WeightUpdate) -> tuple[int, float]:
+        started = time.perf_counter()
+        self.version = apply_update(self.receiving_module, update, self.version, expected_names=self.expected_names)
+        return self.version, time.perf_counter() - started
+
+    def join_push_channel(self, spec: ChannelSpec, rank: int) -> None:
         self.push_channel = BroadcastChannel(spec, rank)
 
     def receive_weight_broadcast(self, header: UpdateHeader) -> tuple[int, float]:
-        """(new version, seconds spent receiving and applying)."""
         if self.push_channel is None:
             raise RuntimeError("receive_weight_broadcast before join_push_channel")
         started = time.perf_counter()
-        self.apply_weight_update(self.push_channel.broadcast_buckets(header))  # type: ignore[attr-defined]
-        return self.get_version(), time.perf_counter() - started  # type: ignore[attr-defined]
+        self.apply_weight_update(self.push_channel.broadcast_buckets(header))
+        return self.version, time.perf_counter() - started
+
+    def get_version(self) -> int:
+        return self.version

@@ -20,7 +20,7 @@ Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 class ActorGroup:
-    """`num_actors` actors of `cls`, actor i built with `cls(*args, **kwargs, **rank_kwargs[i])`.
+    """`num_actors` actors of `cls`, actor i built with `cls(**kwargs, **rank_kwargs[i])`.
 
     Methods of the wrapped class are called on every actor with `async_run` (ObjectRefs) or `run`
     (results); `async_run_each` gives actor i its own argument (a shard of prompts, a rank's batch).
@@ -34,11 +34,9 @@ class ActorGroup:
         num_cpus: float = 1,
         num_gpus: float = 0,
         strategy: Strategy = "PACK",
-        args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
         rank_kwargs: Sequence[Mapping[str, Any]] | None = None,
         name: str | None = None,
-        runtime_env: Mapping[str, Any] | None = None,
         placement_group: PlacementGroup | None = None,
         ready_timeout_s: float = 120.0,
     ) -> None:
@@ -49,11 +47,10 @@ class ActorGroup:
         self.name = name or cls.__name__
         self._remote_cls: Any = ray.remote(cls)
         self._num_cpus, self._num_gpus = num_cpus, num_gpus
-        self._args, self._kwargs = tuple(args), dict(kwargs or {})
+        self._kwargs = dict(kwargs or {})
         self._rank_kwargs = (
             [dict(rk) for rk in rank_kwargs] if rank_kwargs else [{} for _ in range(num_actors)]
         )
-        self._runtime_env = dict(runtime_env) if runtime_env else None
         # A caller-made placement group (learner rendezvous, colocated roles) stays the caller's to remove.
         self._owns_pg = placement_group is None
         self.placement_group: PlacementGroup | None = placement_group or reserve_bundles(
@@ -77,11 +74,7 @@ class ActorGroup:
             # Restarts are the driver's job (it must re-queue the lost work), not Ray's.
             "max_restarts": 0,
         }
-        if self._runtime_env:
-            options["runtime_env"] = self._runtime_env
-        return self._remote_cls.options(**options).remote(
-            *self._args, **self._kwargs, **self._rank_kwargs[index]
-        )
+        return self._remote_cls.options(**options).remote(**self._kwargs, **self._rank_kwargs[index])
 
     def async_run(self, method: str, *args: Any, **kwargs: Any) -> list[ray.ObjectRef]:
         """Call `method(*args, **kwargs)` on every actor; one ObjectRef per actor, in actor order."""

@@ -1,19 +1,19 @@
-"""The learner: K DeepSpeed ZeRO ranks, one Ray actor each, generic over the model.
+"""The learner: K DeepSpeed ZeRO ranks, one Ray actor each (`LearnerWorker`), generic over the model;
+`rayunify.actors.learner_group.LearnerGroup` starts them and is the driver's handle on them.
 
 `LearnerWorker` knows nothing about Janus: it gets a *model factory* (returns the nn.Module and which
 parameters train) and a *loss callable* (engine, batch) -> loss. Each rank sets the torch.distributed
 environment itself, so the same code runs with K = 1 on a laptop and K = 8 on a GPU node.
 
-Two choices keep CPU start-up in seconds (NOTES §4): DeepSpeed's shared-memory comm op is switched off
-before `init_distributed` (it would JIT-compile for ~55 s), and the optimizer is `torch.optim.AdamW`
-(DeepSpeed's CPU Adam JIT-compiles for ~110 s). `deepspeed` is imported inside the worker only, so
-importing this module (e.g. in the driver) stays cheap.
+Two choices keep CPU start-up in seconds: DeepSpeed's shared-memory comm op is switched off before
+`init_distributed` (it would JIT-compile first), and the optimizer is `torch.optim.AdamW` (DeepSpeed's CPU
+Adam JIT-compiles for minutes). `deepspeed` is imported inside the worker only, so importing this module
+stays cheap.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -21,19 +21,10 @@ from typing import Any
 
 import ray
 import torch
-from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-from rayunify.actors.group import ActorGroup, Strategy, reserve_bundles, run_on_bundle
+from rayunify.algos import check_finite
 from rayunify.launch import free_port
-from rayunify.weights import (
-    DEFAULT_BUCKET_MB,
-    Bucket,
-    SyncStats,
-    WeightUpdate,
-    pack_buckets,
-    push_update,
-    tensors_checksum,
-)
+from rayunify.weights import DEFAULT_BUCKET_MB, Bucket, WeightUpdate, pack_buckets, tensors_checksum
 
 # Which parameters train: a predicate on the parameter name, an explicit set of names, or None for all.
 TrainableSpec = Callable[[str], bool] | Collection[str] | None
@@ -132,7 +123,7 @@ class LearnerWorker:
         import deepspeed
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip a ~55 s JIT build (NOTES §4)
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # skip its JIT build (CPU start-up)
         t_import = time.perf_counter()
         deepspeed.init_distributed(dist_backend="nccl" if use_cuda else "gloo")
         t_dist = time.perf_counter()
@@ -192,16 +183,22 @@ class LearnerWorker:
             return fn(self.engine, _to_device(batch, self.device))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        # Every rank must take the same branch: a rank that raised while the others entered backward
-        # would leave them waiting in a collective forever. So the ranks agree first.
-        value = float(loss.detach())
-        bad = torch.tensor([0.0 if math.isfinite(value) else 1.0], device=self.device)
+        """`rayunify.algos.check_finite` on this rank's loss, then agreement across ranks: every rank must
+        take the same branch, since a rank that raised while the others entered backward would leave them
+        waiting in a collective forever."""
+        error: FloatingPointError | None = None
+        try:
+            check_finite(loss, "learner")
+        except FloatingPointError as err:
+            error = err
+        bad = torch.tensor([float(error is not None)], device=self.device)
         if self.world_size > 1:
             torch.distributed.all_reduce(bad)
         if bad.item() > 0:
+            here = str(error) if error is not None else "this rank's loss is finite"
             raise FloatingPointError(
-                f"non-finite loss (this rank: {value}, {int(bad.item())} of {self.world_size} "
-                f"ranks bad) at learner version {self.version}: step skipped before backward, weights unchanged"
+                f"non-finite loss on {int(bad.item())} of {self.world_size} ranks at learner version "
+                f"{self.version}: step skipped before backward, weights unchanged. This rank: {here}"
             )
 
     # ---- weights ------------------------------------------------------------------------------------
@@ -253,7 +250,7 @@ class LearnerWorker:
 
     # ---- broadcast push (rayunify.actors.collective) -------------------------------------------------
     def push_channel_address(self) -> tuple[str, int]:
-        return _node_ip_and_free_port()
+        return node_ip_and_free_port()
 
     def join_push_channel(self, spec: Any) -> None:
         """Rank 0 only: become the root of a (re-)formed push group; blocks until every member joins."""
@@ -310,162 +307,7 @@ class LearnerWorker:
         return client_state
 
 
-def _node_ip_and_free_port() -> tuple[str, int]:
+def node_ip_and_free_port() -> tuple[str, int]:
     """Runs on rank 0's node: the address the other ranks dial, and a port free there right now."""
     ip = ray.util.get_node_ip_address()
     return ip, free_port(ip)
-
-
-def _sync_stats(meta: Mapping[str, Any], versions: Sequence[int], start: float, push_start: float) -> SyncStats:
-    """One timed sync; every receiver must report the version that was pushed."""
-    end = time.perf_counter()
-    if any(v != meta["version"] for v in versions):
-        raise RuntimeError(f"receivers report versions {list(versions)} after pushing version {meta['version']}")
-    return SyncStats(
-        version=meta["version"],
-        num_tensors=meta["num_tensors"],
-        num_bytes=meta["num_bytes"],
-        num_receivers=len(versions),
-        pack_s=meta["pack_s"],
-        push_s=end - push_start,
-        total_s=end - start,
-    )
-
-
-def _mean_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    keys = per_rank[0].keys()
-    out = {k: sum(m[k] for m in per_rank) / len(per_rank) for k in keys}
-    out["version"] = per_rank[0]["version"]
-    out["step_s"] = max(m["step_s"] for m in per_rank)  # the slowest rank sets the pace
-    return out
-
-
-class LearnerGroup:
-    """K learner ranks on one placement group, with the rendezvous done. K = 1 works the same way."""
-
-    def __init__(
-        self,
-        num_ranks: int,
-        model_factory: ModelFactory,
-        loss_fn: LossFn,
-        ds_config: Mapping[str, Any],
-        *,
-        optimizer_kwargs: Mapping[str, Any] | None = None,
-        num_cpus_per_rank: float = 1,
-        num_gpus_per_rank: float = 0,
-        strategy: Strategy = "PACK",
-        seed: int = 0,
-        setup_timeout_s: float = 300.0,
-    ) -> None:
-        self.num_ranks = num_ranks
-        self.pg: PlacementGroup | None = reserve_bundles(
-            num_ranks, num_cpus_per_rank, num_gpus_per_rank, strategy=strategy, name="learner"
-        )
-        try:
-            master_addr, master_port = run_on_bundle(self.pg, 0, _node_ip_and_free_port)
-            self.group = ActorGroup(
-                LearnerWorker,
-                num_ranks,
-                num_cpus=num_cpus_per_rank,
-                num_gpus=num_gpus_per_rank,
-                placement_group=self.pg,
-                name="learner",
-                kwargs={
-                    "world_size": num_ranks,
-                    "master_addr": master_addr,
-                    "master_port": master_port,
-                    "model_factory": model_factory,
-                    "loss_fn": loss_fn,
-                    "ds_config": dict(ds_config),
-                    "optimizer_kwargs": optimizer_kwargs,
-                    "seed": seed,
-                },
-                rank_kwargs=[{"rank": r} for r in range(num_ranks)],
-            )
-            start = time.perf_counter()
-            self.setup_info = self.group.run("setup", timeout=setup_timeout_s)
-            self.setup_s = time.perf_counter() - start
-        except BaseException:
-            self.kill()
-            raise
-
-    def async_train_step(self, batches: Sequence[Any]) -> list[ray.ObjectRef]:
-        """Rank i trains on batches[i] (the driver splits the global batch); one ref per rank."""
-        return self.group.async_run_each("train_step", batches)
-
-    def train_step(self, batches: Sequence[Any]) -> dict[str, float]:
-        """One synchronous step; metrics averaged over ranks. A non-finite loss raises FloatingPointError."""
-        return _mean_metrics(ray.get(self.async_train_step(batches)))
-
-    def async_build_update(
-        self, bucket_mb: float = DEFAULT_BUCKET_MB
-    ) -> tuple[ray.ObjectRef, list[ray.ObjectRef]]:
-        """(rank 0's WeightUpdate ref, every rank's metadata ref). The update stays in the object store."""
-        pairs = [a.build_update.options(num_returns=2).remote(bucket_mb) for a in self.group.actors]
-        return pairs[0][0], [meta for _, meta in pairs]
-
-    def async_prepare_broadcast(
-        self, bucket_mb: float = DEFAULT_BUCKET_MB
-    ) -> tuple[ray.ObjectRef, list[ray.ObjectRef]]:
-        """(rank 0's UpdateHeader ref, every rank's metadata ref); rank 0 keeps the bytes for send_broadcast."""
-        pairs = [a.prepare_broadcast.options(num_returns=2).remote(bucket_mb) for a in self.group.actors]
-        return pairs[0][0], [meta for _, meta in pairs]
-
-    def push_weights(
-        self,
-        receivers: Sequence[Any],
-        bucket_mb: float = DEFAULT_BUCKET_MB,
-        method: str = "apply_weight_update",
-    ) -> SyncStats:
-        """Pack once on rank 0, then one RPC per receiver carrying the same ObjectRef. Timed."""
-        start = time.perf_counter()
-        update_ref, meta_refs = self.async_build_update(bucket_mb)
-        meta = ray.get(meta_refs)[0]
-        push_start = time.perf_counter()
-        versions = push_update(update_ref, receivers, method)
-        return _sync_stats(meta, versions, start, push_start)
-
-    def form_push_channel(
-        self, receivers: Sequence[Any], backend: str = "gloo", generation: int = 0, timeout_s: float = 300.0
-    ) -> Any:
-        """(Re-)form the broadcast push group: learner rank 0 as root, then `receivers` in order. Every
-        member joins at once (each join blocks until all have joined)."""
-        from rayunify.actors.collective import ChannelSpec
-
-        root = self.group.actors[0]
-        address, port = ray.get(root.push_channel_address.remote())
-        spec = ChannelSpec(address, port, 1 + len(receivers), backend, generation, timeout_s)
-        joins = [root.join_push_channel.remote(spec)]
-        joins += [r.join_push_channel.remote(spec, rank) for rank, r in enumerate(receivers, start=1)]
-        ray.get(joins, timeout=timeout_s)
-        return spec
-
-    def broadcast_weights(self, receivers: Sequence[Any], bucket_mb: float = DEFAULT_BUCKET_MB) -> SyncStats:
-        """Push over the formed group: pack on rank 0, the header by RPC, the bytes by broadcast. Timed."""
-        start = time.perf_counter()
-        header_ref, meta_refs = self.async_prepare_broadcast(bucket_mb)
-        meta = ray.get(meta_refs)[0]
-        push_start = time.perf_counter()
-        send = self.group.actors[0].send_broadcast.remote(header_ref)
-        applied = ray.get([r.receive_weight_broadcast.remote(header_ref) for r in receivers])
-        ray.get(send)
-        return _sync_stats(meta, [version for version, _ in applied], start, push_start)
-
-    def param_checksums(self) -> list[str]:
-        return self.group.run("param_checksum")
-
-    def versions(self) -> list[int]:
-        return self.group.run("get_version")
-
-    def save_checkpoint(self, save_dir: str, tag: str, client_state: Mapping[str, Any] | None = None) -> str:
-        return self.group.run("save_checkpoint", save_dir, tag, client_state)[0]
-
-    def load_checkpoint(self, load_dir: str, tag: str | None = None) -> dict[str, Any]:
-        return self.group.run("load_checkpoint", load_dir, tag)[0]
-
-    def kill(self) -> None:
-        if getattr(self, "group", None) is not None:
-            self.group.kill()
-        if self.pg is not None:
-            remove_placement_group(self.pg)
-            self.pg = None

@@ -2,7 +2,7 @@
 wraps them as Ray actors with resources from config.
 
 Both hold a `PolicyModule`, so they accept the learner's weight pushes name for name and refuse stale or
-partial ones (`rayunify.weights.apply_update`).
+partial ones; both answer the one receiver protocol (`rayunify.actors.collective.WeightReceiver`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from rayunify.actors.collective import BroadcastReceiver
+from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
 from rayunify.config import Config
 from rayunify.types import JudgedSample, Judgement, Prompt, Sample, SamplingSettings
+from rayunify.weights import WeightUpdate
 
 
 def _limit_threads(num_cpus: float) -> None:
@@ -45,8 +46,8 @@ def sampling_settings(cfg: Config) -> SamplingSettings:
     )
 
 
-class ModelHolder(BroadcastReceiver):
-    """Shared by rollout and judge roles: builds the unified model and applies weight pushes."""
+class ModelHolder(ModuleReceiver):
+    """Shared by rollout and judge roles: builds the unified model and takes weight pushes into it."""
 
     def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
         from rayunify.actors.policy import PolicyModule
@@ -56,20 +57,7 @@ class ModelHolder(BroadcastReceiver):
         self.cfg = Config.model_validate(config)
         self.unified = build_model(self.cfg.model, seed=self.cfg.trainer.seed)
         self.policy = PolicyModule(self.unified)
-        # A push must cover exactly the trainable tensors: a subset would leave the actor half-updated.
-        self.expected_names = {n for n, p in self.policy.named_parameters() if p.requires_grad}
-        self.version = 0
-
-    def apply_weight_update(self, update: Any) -> tuple[int, float]:
-        """(new version, seconds spent applying): the driver logs the push's own cost apart from waiting."""
-        from rayunify.weights import apply_update
-
-        started = time.perf_counter()
-        self.version = apply_update(self.policy, update, self.version, expected_names=self.expected_names)
-        return self.version, time.perf_counter() - started
-
-    def get_version(self) -> int:
-        return self.version
+        super().__init__(self.policy, expected_names=[n for n, p in self.policy.named_parameters() if p.requires_grad])
 
 
 class RolloutWorker(ModelHolder):
@@ -126,7 +114,8 @@ class RolloutWorker(ModelHolder):
 
 
 class JudgeWorker:
-    """The training judge (and the guard's reference judge, on a share of samples)."""
+    """The training judge (and the guard's reference judge, on a share of samples). A self-judge with
+    live weights takes pushes through its model holder (`WeightReceiver`)."""
 
     def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
         from rayunify.judging import build_judge
@@ -142,13 +131,13 @@ class JudgeWorker:
             self.holder = ModelHolder(self.cfg.model_dump(mode="json"))
         return self.holder.unified
 
-    def apply_weight_update(self, update: Any) -> tuple[int, float]:
+    def apply_weight_update(self, update: WeightUpdate) -> tuple[int, float]:
         return self._holder_or_raise().apply_weight_update(update)
 
-    def join_push_channel(self, spec: Any, rank: int) -> None:
+    def join_push_channel(self, spec: ChannelSpec, rank: int) -> None:
         self._holder_or_raise().join_push_channel(spec, rank)
 
-    def receive_weight_broadcast(self, header: Any) -> tuple[int, float]:
+    def receive_weight_broadcast(self, header: UpdateHeader) -> tuple[int, float]:
         return self._holder_or_raise().receive_weight_broadcast(header)
 
     def _holder_or_raise(self) -> ModelHolder:  # a judge with no model (e.g. the checker) takes no pushes

@@ -1,0 +1,52 @@
+"""How a step's work is cut up: prompts into seeded chunks for the rollout actors, a batch into one shard
+per learner rank, and a shard into the learner's `TrainBatch`. Pure (numpy and torch; no ray), so the
+driver and the benchmarks' sequential baseline cut work the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+from rayunify.config import Config
+
+
+def chunk_seed(seed: int, step: int, chunk: int) -> int:
+    """Seeds depend only on (run seed, step, chunk): a re-run chunk or a resumed run draws the same images."""
+    return zlib.crc32(f"{seed}/{step}/{chunk}".encode())
+
+
+def chunks(items: list[Any], parts: int) -> list[list[Any]]:
+    """At most `parts` consecutive chunks of equal size (the last may be shorter; none is empty)."""
+    size = max(1, math.ceil(len(items) / parts))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def split(items: list[Any], parts: int) -> list[list[Any]]:
+    """Exactly `parts` shards; an empty one repeats the first item, since every rank must step (collectives)."""
+    size = math.ceil(len(items) / parts)
+    shards = [items[i * size : (i + 1) * size] for i in range(parts)]
+    return [s if s else items[:1] for s in shards]
+
+
+def make_batch(items: list[Any], kind: str, cfg: Config, batch_cls: Any) -> Any:
+    """SFT: accepted samples' tokens. DPO ("pair"): chosen and rejected tokens, with the reference log-probs
+    when every pair has them."""
+    import numpy as np
+    import torch
+
+    common = {"geometry": cfg.sampling.geometry, "guidance_scale": cfg.sampling.guidance_scale}
+    if kind == "sft":
+        tokens = torch.as_tensor(np.stack([it.sample.image_tokens for it in items]))
+        return batch_cls(prompts=[it.sample.prompt.text for it in items], chosen=tokens, **common)
+    ref_c = [p.ref_chosen_logp for p in items]
+    ref_r = [p.ref_rejected_logp for p in items]
+    return batch_cls(
+        prompts=[p.prompt.text for p in items],
+        chosen=torch.as_tensor(np.stack([p.chosen.image_tokens for p in items])),
+        rejected=torch.as_tensor(np.stack([p.rejected.image_tokens for p in items])),
+        ref_chosen=None if None in ref_c else torch.tensor(ref_c),
+        ref_rejected=None if None in ref_r else torch.tensor(ref_r),
+        **common,
+    )

@@ -1,0 +1,11 @@
+"""The driver: one process owns the loop and the logger (single controller); Ray actors do the work.
+
+  trainer.py       the loop: online (Algorithm 1) and offline (Algorithm 2), nothing else
+  collector.py     generate + judge chunks on the rollout and judge actors; retries, actor restarts
+  weight_sync.py   the one weight-push path (object store or broadcast) and the push group's lifecycle
+  monitor.py       evaluation, the false-positive probe, fixed-image re-judging, the guard, image logs
+  checkpointer.py  save / restore / rotate checkpoints with a typed driver state
+  runtime.py       Ray start-up, `ray_get` with actor death as one exception, the actors of a run
+
+Only the CLI entry (`rayunify.train`) imports this package.
+"""

@@ -1,0 +1,168 @@
+"""What the driver measures besides training: evaluation, the false-positive probe, fixed-image re-judging,
+the co-degradation guard, and the image grids and tables that go to the run directory and wandb."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rayunify.config import Config
+from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
+from rayunify.metrics import VerdictRecord, flatten, unification_metrics
+from rayunify.types import JudgedSample, Verdict
+
+FIXED_KEYS = ("judge_accuracy", "judge_fpr", "judge_fnr", "nonunified", "mean_self_score", "invalid_rate", "count")
+
+
+@dataclass
+class ProbeSet:
+    """The paper's false-positive probe: the base model's own images that its judge accepts but the
+    reference rejects, frozen at the start. Co-improvement: their P(yes) and log-likelihood fall together."""
+
+    prompts: list[str]
+    images: np.ndarray  # (N, H, W, 3) uint8
+    tokens: np.ndarray  # (N, T) image tokens
+
+
+@dataclass
+class FixedImages:
+    """The start evaluation's images, re-judged at every evaluation (`fixed/*`). `eval/judge_*` score the
+    judge on the model's current images, which change as generation trains (a better generator's remaining
+    errors are near misses, harder to reject); on fixed images only the judge can change."""
+
+    prompts: list[str]
+    categories: list[str]
+    references: list[int]  # the reference judge's verdicts
+    images: np.ndarray
+
+
+def guard_due(cfg: Config, step: int) -> bool:
+    return cfg.guard.enabled and step % cfg.guard.every == 0
+
+
+def reference_fraction(cfg: Config, step: int) -> float:
+    """The share of a step's samples the guard's reference judge also scores."""
+    return cfg.guard.fraction if guard_due(cfg, step) else 0.0
+
+
+class Monitor:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        logger: Any,  # rayunify.runlog.RunLogger
+        progress: Any,  # tqdm
+        eval_prompts: list[Any],
+        on_first_rollout: Callable[..., Any],  # runs a RolloutWorker method on the actor with current weights
+        save_checkpoint: Callable[[], Any],  # before a guard alarm stops the run
+    ) -> None:
+        self.cfg, self.run_dir, self.logger, self.progress = cfg, run_dir, logger, progress
+        self.eval_prompts = eval_prompts
+        self.on_first_rollout, self.save_checkpoint = on_first_rollout, save_checkpoint
+        self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement, window=cfg.guard.window)
+        self.probe: ProbeSet | None = None
+        self.fixed_images: FixedImages | None = None
+
+    # ------------------------------------------------------------------ evaluation, probe, fixed images
+    def start(self) -> dict[str, float]:
+        """The base model's evaluation; its images also make the probe and the fixed-image set."""
+        metrics, items = self.evaluate("start", 0)
+        self.probe = self._probe_set(items)
+        self.fixed_images = self._fixed_images(items)
+        return {**metrics, **self.probe_metrics()}
+
+    def evaluate_all(self, tag: str, step: int) -> dict[str, float]:
+        metrics, _ = self.evaluate(tag, step)
+        return {**metrics, **self.probe_metrics()}
+
+    def evaluate(self, tag: str, step: int) -> tuple[dict[str, float], list[Any]]:
+        from rayunify.evaluation import save_grid
+
+        trainer = self.cfg.trainer
+        prompts = self.eval_prompts[: trainer.eval_prompts]
+        report, items = self.on_first_rollout("evaluate", prompts, trainer.eval_samples_per_prompt, trainer.seed + 99)
+        path = self.run_dir / "images" / f"eval_{tag}.png"
+        path.parent.mkdir(exist_ok=True)
+        save_grid(items[:48], path)
+        (self.run_dir / f"eval_{tag}.json").write_text(json.dumps(report, indent=2))
+        self.logger.log_image(step, "eval/samples", path, caption=f"step {step}")
+        return flatten(report, prefix="eval/"), items
+
+    def probe_metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.probe is not None:
+            p = self.probe
+            metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens))
+        if self.fixed_images is not None:
+            metrics.update(self._rejudge_fixed_images(self.fixed_images))
+        return metrics
+
+    def _probe_set(self, items: list[Any]) -> ProbeSet | None:
+        chosen = [i for i in items if i.own.verdict == Verdict.ACCEPT and i.reference.verdict == Verdict.REJECT]
+        chosen = chosen[: self.cfg.guard.probe_size]
+        if not chosen:
+            return None
+        return ProbeSet(
+            [i.prompt.text for i in chosen], np.stack([i.image for i in chosen]), np.stack([i.tokens for i in chosen])
+        )
+
+    def _fixed_images(self, items: list[Any]) -> FixedImages | None:
+        if not self.cfg.trainer.eval_fixed_images or not items:
+            return None
+        return FixedImages(
+            prompts=[i.prompt.text for i in items],
+            categories=[i.prompt.category for i in items],
+            references=[int(i.reference.verdict) for i in items],
+            images=np.stack([i.image for i in items]),
+        )
+
+    def _rejudge_fixed_images(self, f: FixedImages) -> dict[str, float]:
+        judgements = self.on_first_rollout("judge_images", f.prompts, f.images)
+        records = [
+            VerdictRecord(category, j.verdict, j.score, Verdict(reference))
+            for category, j, reference in zip(f.categories, judgements, f.references, strict=True)
+        ]
+        m = unification_metrics(records)
+        return {f"fixed/{k}": m[k] for k in FIXED_KEYS}
+
+    # ------------------------------------------------------------------ the guard
+    def check_guard(self, step: int, judged: list[JudgedSample]) -> dict[str, float]:
+        """Agreement with the reference on this step's samples (when due); an alarm may stop the run."""
+        if not guard_due(self.cfg, step):
+            return {}
+        records = [
+            VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)
+            for j in judged
+            if j.reference is not None
+        ]
+        if not records:
+            return {}
+        verdict = self.guard.observe(records)
+        for alarm in verdict.alarms:
+            self.progress.write(f"[guard] step {step}: {alarm}")
+            if self.cfg.guard.stop_on_alarm:
+                self.save_checkpoint()
+                raise CoDegradationAlarm(f"{alarm} (guard.stop_on_alarm=true; checkpoint saved)")
+        return verdict.metrics
+
+    # ------------------------------------------------------------------ images of a step
+    def log_step_images(self, step: int, rollout: Any, samples: list[JudgedSample]) -> None:
+        from rayunify.evaluation import JudgedImage, save_grid
+
+        items = [
+            JudgedImage(s.sample.prompt, img, s.judgement, s.reference or s.judgement, s.sample.image_tokens)
+            for s, img in zip(samples[:32], rollout.images[:32], strict=False)
+        ]
+        path = self.run_dir / "images" / f"step_{step:05d}.png"
+        path.parent.mkdir(exist_ok=True)
+        save_grid(items, path)
+        self.logger.log_image(step, "rollout/samples", path)
+        self.logger.log_table(
+            step, "rollout/judged", ["prompt", "verdict", "p_yes", "answer"],
+            [[s.sample.prompt.text, int(s.judgement.verdict), s.judgement.score, s.judgement.answer] for s in samples[:32]],
+        )  # fmt: skip

@@ -1,0 +1,287 @@
+"""The loop. `train_online` reads like the paper's Algorithm 1 and `train_offline` like Algorithm 2; the
+mechanics live in collaborators: `Collector` (generate + judge, retries, actor restarts), `WeightSync`
+(the one push path), `Monitor` (evaluation, probe, guard, images) and `Checkpointer`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rayunify.config import Config, dump_config
+from rayunify.driver.checkpointer import Checkpointer, DriverState
+from rayunify.driver.collector import Collected, Collector, Pending
+from rayunify.driver.monitor import Monitor, reference_fraction
+from rayunify.driver.runtime import make_progress, ray_get, start_actors
+from rayunify.driver.weight_sync import WeightSync
+from rayunify.types import JudgedSample
+
+
+class LearnerFailure(RuntimeError):
+    """The learner could not take a step (e.g. a non-finite loss); the message says how to resume."""
+
+
+class Hooks:
+    """Seams for fault-injection tests; every default does nothing."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        """A step's work is done (the next collection may be in flight); its bookkeeping comes next."""
+
+    def on_reference_logps(self, pairs: list[Any], step: int) -> None:
+        """The batch's pairs hold their reference log-probs; the learner step comes next."""
+
+
+class Trainer:
+    """Builds the run's actors and collaborators at construction; `run()` trains and always tears down."""
+
+    def __init__(self, cfg: Config, hooks: Hooks | None = None) -> None:
+        from rayunify.builtins import is_builtin, resolve_model_path
+        from rayunify.preflight import check_run
+        from rayunify.runlog import RunLogger
+
+        prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
+        print("\n".join(prompt_set.describe()))
+        train_prompts, eval_prompts = prompt_set.train, prompt_set.eval
+        self.hooks = hooks or Hooks()
+        self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
+        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+        self.resume = cfg.trainer.resume and self.checkpoints.latest() is not None
+        if not self.resume:
+            self.checkpoints.clear()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.run_dir / "config.yaml")
+        if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
+            path = resolve_model_path(cfg.model.path, seed=cfg.trainer.seed)
+            cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
+        self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
+        self.step = self.skipped_batches = 0
+        self.resources = ExitStack()  # every actor, the logger, the progress bar: closed in reverse order
+        try:
+            actors = start_actors(cfg, train_prompts, self.resources)
+            self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
+            self.resources.callback(self.logger.close)
+            self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
+        except BaseException:
+            self.resources.close()
+            raise
+        self.data, self.learner = actors.data, actors.learner
+        backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
+        self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend)
+        self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
+                                   partial(reference_fraction, cfg))  # fmt: skip
+        self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
+                               self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
+
+    # ================================================================== the algorithm
+    def run(self) -> None:
+        try:
+            if self.resume:
+                self.restore()
+            else:
+                self.logger.log(0, self.monitor.start())
+            if self.cfg.trainer.mode == "online":
+                self.train_online()
+            else:
+                self.train_offline()
+            self.finish()
+        finally:
+            self.resources.close()
+
+    def train_online(self) -> None:
+        cfg = self.cfg.trainer
+        pending = self.collector.launch(self.step, self.next_prompts())
+        while self.step < cfg.steps:
+            started = time.perf_counter()
+            collected = self.collect(pending)  # generate + judge (this step's prompts)
+            data_metrics = self.add_to_buffer(collected.judged)  # Algorithm 1 pairing, difficulty, discard pool
+            if cfg.sync == "async" and self.step + 1 < cfg.steps:
+                pending = self.collector.launch(self.step + 1, self.next_prompts())  # overlaps training
+            train_metrics = self.learner_step()  # DPO or SFT on a difficulty-ranked batch
+            push_metrics = self.push_weights() if (self.step + 1) % cfg.push_every == 0 else {}
+            if self.due_replay(self.step):  # Algorithm 2: regenerate the discard pool with the current model
+                data_metrics.update(self.replay_discard_pool(self.step))
+            if cfg.sync == "sync" and self.step + 1 < cfg.steps:
+                pending = self.collector.launch(self.step + 1, self.next_prompts())
+            timings = {**collected.timings, "step_s": time.perf_counter() - started}
+            self.hooks.after_step(self)
+            self.end_of_step(collected.judged, {**data_metrics, **train_metrics, **push_metrics, **timings})
+
+    def train_offline(self) -> None:
+        """The paper's recipe: build the dataset once, train `epochs` passes, replay at curriculum epochs."""
+        cfg = self.cfg.trainer
+        if self.step == 0:
+            judged = self.collect(self.collector.launch(0, ray_get(self.data.all_prompts.remote()))).judged
+            # The only freshly judged samples of an offline run are the build's and the replays': the guard
+            # checks those (its reference already scored a share of them).
+            self.logger.log(0, {**self.add_to_buffer(judged), **self.monitor.check_guard(0, judged)})
+        size = ray_get(self.data.size.remote("pair" if self.dpo else "sft"))
+        steps_per_epoch = max(1, math.ceil(size / self.cfg.learner.batch_size))
+        total = cfg.epochs * steps_per_epoch
+        self.progress.reset(total=total)
+        self.progress.update(self.step)
+        while self.step < total:
+            started = time.perf_counter()
+            epoch, metrics = self.step // steps_per_epoch, {}
+            if self.step % steps_per_epoch == 0 and self.due_replay(epoch):
+                metrics.update(self.replay_discard_pool(epoch, check_guard=True))
+            metrics.update(self.learner_step())
+            if (self.step + 1) % cfg.push_every == 0:
+                metrics.update(self.push_weights())
+            metrics.update({"epoch": float(epoch), "step_s": time.perf_counter() - started})
+            self.hooks.after_step(self)
+            self.end_of_step([], metrics)
+
+    # ================================================================== data
+    def next_prompts(self) -> list[Any]:
+        return ray_get(self.data.next_prompts.remote(self.cfg.trainer.prompts_per_step))
+
+    def collect(self, pending: Pending) -> Collected:
+        collected = self.collector.finish(pending)
+        if collected.first_rollout is not None and self.step % self.cfg.logger.image_every == 0:
+            self.monitor.log_step_images(self.step, collected.first_rollout, collected.first_judged)
+        return collected
+
+    def add_to_buffer(self, judged: list[JudgedSample], replay_at: int | None = None) -> dict[str, float]:
+        started = time.perf_counter()
+        groups: dict[str, list[JudgedSample]] = {}
+        for item in judged:
+            groups.setdefault(item.sample.prompt.prompt_id, []).append(item)
+        metrics = ray_get(self.data.add_groups.remote(list(groups.values()), self.step, replay_at))
+        metrics["time/pair_s"] = time.perf_counter() - started
+        return metrics
+
+    def due_replay(self, when: int) -> bool:
+        return ray_get(self.data.replay_due.remote(when))
+
+    def replay_discard_pool(self, when: int, check_guard: bool = False) -> dict[str, float]:
+        """check_guard: offline runs, whose steps judge nothing else (online steps check their own samples)."""
+        prompts = ray_get(self.data.replay_prompts.remote())
+        judged = self.collect(self.collector.launch(self.step, prompts)).judged
+        metrics = self.add_to_buffer(judged, replay_at=when)
+        guard = self.monitor.check_guard(self.step, judged) if check_guard else {}
+        return {**{f"replay/{k.split('/')[-1]}": v for k, v in metrics.items()}, **guard}
+
+    # ================================================================== learning
+    def learner_step(self) -> dict[str, float]:
+        from rayunify.actors.policy import TrainBatch
+        from rayunify.batching import make_batch, split
+
+        cfg = self.cfg
+        version = self.learner.versions()[0]
+        kind = "pair" if self.dpo else "sft"
+        items = ray_get(self.data.sample.remote(kind, cfg.learner.batch_size, version, self.max_staleness()))
+        if not items:  # no usable pair yet (e.g. every group all-accept or all-reject): skip, count, go on
+            self.skipped_batches += 1
+            return {"train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
+        if self.dpo:
+            self.fill_reference_logps(items)
+            self.hooks.on_reference_logps(items, self.step)
+        batches = [make_batch(shard, kind, cfg, TrainBatch) for shard in split(items, cfg.learner.num_ranks)]
+        started = time.perf_counter()
+        try:
+            metrics = self.learner.train_step(batches)
+        except Exception as err:  # the learner's error, e.g. a non-finite loss; weights were not touched
+            raise self.learner_failed(err) from err
+        lags = [version - (it.policy_version if kind == "pair" else it.sample.policy_version) for it in items]
+        out = {f"train/{k}": v for k, v in metrics.items()}
+        out.update({"time/train_s": time.perf_counter() - started, "train/batch": float(len(items))})
+        out.update({"train/staleness_max": float(max(lags)), "train/skipped_batches": float(self.skipped_batches)})
+        return out
+
+    def max_staleness(self) -> int | None:
+        """Sync: strictly on-policy (0). Async: the configured lag. Offline: a fixed data set, no bound."""
+        trainer = self.cfg.trainer
+        if trainer.mode == "offline":
+            return None
+        return 0 if trainer.sync == "sync" else trainer.max_staleness
+
+    def fill_reference_logps(self, pairs: list[Any]) -> None:
+        """Reference log-probs once per pair (stored in the buffer), or every time with reference=recompute."""
+        from rayunify.actors.policy import TrainBatch, reference_logps_fn
+        from rayunify.batching import make_batch
+        from rayunify.replay import pair_key
+
+        recompute = self.cfg.algorithm.reference == "recompute"
+        todo = [p for p in pairs if recompute or p.ref_chosen_logp is None]
+        if not todo:
+            return
+        chosen, rejected = self.learner.compute(reference_logps_fn, make_batch(todo, "pair", self.cfg, TrainBatch))
+        for pair, c, r in zip(todo, chosen, rejected, strict=True):
+            pair.ref_chosen_logp, pair.ref_rejected_logp = c, r
+        if not recompute:
+            ray_get(self.data.store_reference.remote([pair_key(p) for p in todo], chosen, rejected))
+
+    def learner_failed(self, err: Exception) -> LearnerFailure:
+        """End the run with a clear message; checkpoint now if the learner is still alive."""
+        where = "no new checkpoint (the learner is gone)"
+        try:
+            where = f"checkpoint written: {self.save_checkpoint()}"
+        except Exception:  # noqa: BLE001 - the learner may be dead; the last periodic checkpoint remains
+            latest = self.checkpoints.latest()
+            if latest is not None:
+                where = f"resume from {latest}"
+        cause = getattr(err, "cause", None) or err
+        return LearnerFailure(f"learner failed at step {self.step}: {cause}; {where}; rerun with --resume.")
+
+    def push_weights(self) -> dict[str, float]:
+        stats = self.sync.push()
+        return stats.metrics() if stats is not None else {}
+
+    # ================================================================== bookkeeping
+    def end_of_step(self, judged: list[JudgedSample], metrics: dict[str, float]) -> None:
+        cfg = self.cfg.trainer
+        metrics.update(self.monitor.check_guard(self.step, judged))
+        step_s = metrics.get("step_s", 0.0) or 1e-9
+        n_roll, n_judge = len(self.collector.rollout), len(self.collector.judges)
+        metrics["idle/rollout"] = 1.0 - metrics.pop("busy/rollout_s", 0.0) / (n_roll * step_s)
+        metrics["idle/judge"] = 1.0 - metrics.pop("busy/judge_s", 0.0) / (n_judge * step_s)
+        metrics["idle/learner"] = 1.0 - metrics.get("time/train_s", 0.0) / step_s
+        metrics.update(ray_get(self.data.metrics.remote()))
+        metrics["actors/restarts"] = float(self.collector.restarts)
+        self.step += 1
+        if self.step % cfg.eval_every == 0:
+            metrics.update(self.monitor.evaluate_all(f"step{self.step}", self.step))
+        self.logger.log(self.step, metrics)
+        self.progress.update(1)
+        self.progress.set_postfix(
+            loss=f"{metrics.get('train/loss', float('nan')):.3f}", non=f"{metrics.get('data/nonunified', float('nan')):.2f}"
+        )
+        if self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def finish(self) -> None:
+        self.push_weights()
+        self.logger.log(self.step, self.monitor.evaluate_all("final", self.step))
+        self.save_checkpoint()
+        export = self.collector.on_first_rollout("export", str(self.run_dir / "final_model"))
+        self.progress.write(
+            f"\nrun finished: {self.step} steps\n  run directory: {self.run_dir}\n  metrics: {self.logger.path}\n"
+            f"  images: {self.run_dir / 'images'}\n  exported model (HF layout): {export}\n"
+            f"  wandb files: {self.logger.wandb_dir or 'wandb off'}\n"
+            f"  plots: rayunify report {self.run_dir}"
+        )
+
+    def save_checkpoint(self) -> Path:
+        m = self.monitor
+        data = ray_get(self.data.state_dict.remote())
+        state = DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches)
+        return self.checkpoints.save(state, self.learner)
+
+    def restore(self) -> None:
+        """Learner, buffer, curriculum, guard and step from the latest checkpoint; then weights are re-pushed
+        to every actor before anything is generated."""
+        path = self.checkpoints.latest()
+        assert path is not None
+        state = self.checkpoints.load(path, self.learner)
+        ray_get(self.data.load_state_dict.remote(state.data))
+        self.monitor.guard.load_state_dict(state.guard)
+        self.monitor.probe, self.monitor.fixed_images = state.probe, state.fixed_images
+        self.skipped_batches, self.step = state.skipped_batches, state.step
+        self.progress.update(self.step)
+        self.push_weights()  # nothing to push when the learner never stepped
+        self.progress.write(f"resumed from {path} at step {self.step}")
+

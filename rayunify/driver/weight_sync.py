@@ -1,0 +1,122 @@
+"""The one weight-push path: from the learner's rank 0 to every receiver (rollout actors, live self-judges).
+
+Rank 0 packs its trainable tensors once; the receivers check versions and names before they copy anything
+(`rayunify.actors.collective.WeightReceiver`). Two transports:
+  object_store  the packed update is one ObjectRef; one RPC per receiver carries the same ref.
+  broadcast     the header by RPC, the bytes by a collective in a push group of their own (gloo on CPU,
+                NCCL on GPUs), which is re-formed before the next push whenever a member was replaced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rayunify.driver.runtime import ray_get
+from rayunify.weights import DEFAULT_BUCKET_MB
+
+TRANSPORTS = ("object_store", "broadcast")
+
+
+@dataclass(frozen=True)
+class PushStats:
+    """One push, as the driver logs it."""
+
+    version: int
+    num_tensors: int
+    num_bytes: int
+    pack_s: float  # rank 0: gather (ZeRO-3) and pack
+    apply_s: float  # the slowest receiver: receive and copy
+    wall_s: float  # in async mode also the wait for a rollout actor to finish its current generation
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "time/push_s": self.pack_s + self.apply_s,  # the push's own cost, apart from waiting
+            "time/push_wall_s": self.wall_s,
+            "push/bytes": float(self.num_bytes),
+            "push/tensors": float(self.num_tensors),
+            "push/version": float(self.version),
+        }
+
+
+class WeightSync:
+    """Pushes the learner's weights to `receivers()` (asked at every push: a restart replaces a member)."""
+
+    def __init__(
+        self,
+        learner: Any,  # rayunify.actors.learner.LearnerGroup
+        receivers: Callable[[], Sequence[Any]],
+        transport: str = "object_store",
+        backend: str = "gloo",
+        bucket_mb: float = DEFAULT_BUCKET_MB,
+        timeout_s: float = 300.0,
+    ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"weight transport {transport!r}: choose one of {TRANSPORTS}")
+        self.learner, self.receivers = learner, receivers
+        self.transport, self.backend = transport, backend
+        self.bucket_mb, self.timeout_s = bucket_mb, timeout_s
+        self.pushed_version = 0
+        self.last_update_ref: Any = None  # object store: what a restarted receiver catches up with
+        self.group_formed = False
+        self.generation = 0
+
+    def push(self) -> PushStats | None:
+        """Bring every receiver to the learner's version; None when they already hold it (skipped steps)."""
+        if self.learner.versions()[0] == self.pushed_version:
+            return None
+        started = time.perf_counter()
+        if self.transport == "broadcast":
+            update_ref, meta, applied = self._push_by_broadcast()
+        else:
+            update_ref, meta, applied = self._push_by_object_store()
+        versions = [version for version, _ in applied]
+        if any(v != meta["version"] for v in versions):
+            raise RuntimeError(f"receivers report versions {versions} after a push of version {meta['version']}")
+        self.last_update_ref = update_ref
+        self.pushed_version = meta["version"]
+        return PushStats(
+            version=meta["version"],
+            num_tensors=meta["num_tensors"],
+            num_bytes=meta["num_bytes"],
+            pack_s=meta["pack_s"],
+            apply_s=max(seconds for _, seconds in applied),
+            wall_s=time.perf_counter() - started,
+        )
+
+    def replaced(self, actor: Any, takes_push: bool) -> None:
+        """A member was restarted: bring it to the pushed weights (if it takes pushes) and re-form the push
+        group before the next broadcast, since the new actor is not in the old one."""
+        if takes_push and self.pushed_version > 0:
+            ray_get(actor.apply_weight_update.remote(self._catch_up_update()))
+        self.group_formed = False
+
+    def _catch_up_update(self) -> Any:
+        """The last pushed update (object store), or with the broadcast transport, which keeps no copy, the
+        learner's current weights (at most one step's staleness ahead of the others)."""
+        if self.last_update_ref is not None:
+            return self.last_update_ref
+        return self.learner.async_build_update(self.bucket_mb)[0]
+
+    def _push_by_object_store(self) -> tuple[Any, dict[str, Any], list[tuple[int, float]]]:
+        update_ref, meta_refs = self.learner.async_build_update(self.bucket_mb)
+        meta = ray_get(meta_refs)[0]
+        return update_ref, meta, ray_get([r.apply_weight_update.remote(update_ref) for r in self.receivers()])
+
+    def _push_by_broadcast(self) -> tuple[None, dict[str, Any], list[tuple[int, float]]]:
+        self._form_group()
+        header_ref, meta_refs = self.learner.async_prepare_broadcast(self.bucket_mb)
+        meta = ray_get(meta_refs)[0]
+        send = self.learner.send_broadcast(header_ref)
+        applied = ray_get([r.receive_weight_broadcast.remote(header_ref) for r in self.receivers()])
+        ray_get(send)
+        return None, meta, applied
+
+    def _form_group(self) -> None:
+        if self.group_formed:
+            return
+        self.learner.form_push_channel(self.receivers(), self.backend, self.generation, self.timeout_s)
+        self.generation += 1
+        self.group_formed = True
