@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
+    from rayunify.builtins import build_builtin_judge
     from rayunify.config import JanusModelConfig
     from rayunify.evaluation import evaluate, write_eval
-    from rayunify.judging import ShapesCheckerJudge
     from rayunify.models import build_model
     from rayunify.shapes.world import held_out_split, load_prompts_jsonl
     from rayunify.types import SamplingSettings
@@ -68,7 +68,7 @@ def _eval(args: argparse.Namespace) -> int:
     result = evaluate(
         model,
         prompts,
-        ShapesCheckerJudge(),
+        build_builtin_judge("shapes_checker", None),
         n_per_prompt=args.n_per_prompt,
         settings=SamplingSettings(guidance_scale=args.guidance_scale),
         seed=args.seed,

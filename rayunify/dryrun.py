@@ -38,9 +38,9 @@ def _model_summary(cfg: Config) -> str:
     path = cfg.model.path
     if path.startswith("builtin:"):
         return f"model: {path} (built and cached on first use)"
-    from rayunify.models.janus import check_checkpoint_dir
+    from rayunify.checkpoints import check_model_dir
 
-    directory = check_checkpoint_dir(path)
+    directory = check_model_dir(path, family="janus")
     config = JanusConfig.from_dict(json.loads((directory / "config.json").read_text()))
     with torch.device("meta"):
         model = JanusForConditionalGeneration(config)
@@ -54,7 +54,7 @@ def _model_summary(cfg: Config) -> str:
 
 
 def _judge_summary(cfg: Config) -> str:
-    from rayunify.judging import build_judge
+    from rayunify.judges.base import build_judge
 
     def no_model():
         raise RuntimeError("needs the model")  # a self-judge is the model itself: checked above
