@@ -2,7 +2,7 @@
 vLLM environment is present.
 
 The vLLM tests need a separate environment with vLLM (README, "External judges"): set RAYUNIFY_VLLM_PYTHON
-to its interpreter. They are `slow` (the server starts in ~30 s on 2 cores) and skipped without one.
+to its interpreter. They are `slow` (each starts a server) and skipped without one.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _prompts(n: int) -> list[Prompt]:
 # ---------------------------------------------------------------------------------------------- hf_vlm
 def save_tiny_llava(path: str | Path, seed: int = 0, image_size: int = 32, patch: int = 8) -> Path:
     """A random tiny LLaVA (CLIP vision + Llama text) with an in-process tokenizer, saved in the llava-hf hub
-    layout, which both transformers and vLLM load. Offline; ~2 MB. Also used to try the vLLM judge by hand."""
+    layout, which both transformers and vLLM load. Offline and small. Also used to try the vLLM judge by hand."""
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import (
