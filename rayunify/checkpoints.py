@@ -17,18 +17,18 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
-def check_model_dir(path: str | Path, *, role: str = "checkpoint", family: str | None = None) -> Path:
+def check_model_dir(path: str | Path, *, role: str | None = None, family: str | None = None) -> Path:
     """`path` as a Path, once it holds a config, complete weights, a tokenizer and an image processor.
 
-    `role` names the directory in errors ("checkpoint", "hf_vlm judge"); `family`, when given, is the
-    `model_type` its config.json must declare.
+    `role` names whose directory it is in errors (e.g. "hf_vlm judge"; None: the policy's checkpoint);
+    `family`, when given, is the `model_type` its config.json must declare.
     """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{role} directory {path} does not exist")
+        raise FileNotFoundError(f"{role + ': ' if role else ''}model directory {path} does not exist")
     missing = _missing_parts(path)
     if missing:
-        raise FileNotFoundError(f"incomplete {role} directory {path}: missing {'; '.join(missing)}")
+        raise FileNotFoundError(f"incomplete {role or 'checkpoint'} directory {path}: missing {'; '.join(missing)}")
     if family is not None:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
         if model_type != family:
