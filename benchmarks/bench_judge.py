@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from rayunify import judges
 from rayunify.config import JanusModelConfig
+from rayunify.judges import question
 from rayunify.models import build_model
 
 
@@ -30,7 +30,7 @@ def baseline_judge(um, images, prompts):
     out = um.model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=um.pad_id)
     answers = um.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     forced = um._teacher_forced_digit_logits(enc)
-    return [(judges.parse_verdict(a), judges.soft_score(*d)) for a, d in zip(answers, forced, strict=True)]
+    return [(question.parse_verdict(a), question.soft_score(*d)) for a, d in zip(answers, forced, strict=True)]
 
 
 def timed(fn, repeats: int) -> float:

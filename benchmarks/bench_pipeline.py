@@ -71,7 +71,7 @@ def run_sequential(args) -> dict:
     from rayunify.actors.workers import sampling_settings
     from rayunify.batching import chunk_seed, make_batch
     from rayunify.config import load_config
-    from rayunify.judging import build_judge
+    from rayunify.judges.base import build_judge
     from rayunify.models import build_model
     from rayunify.prompts import load_prompts
     from rayunify.replay import TrainingData

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from rayunify.actors.workers import sampling_settings
 from rayunify.config import load_config
-from rayunify.judging import ShapesCheckerJudge
 from rayunify.metrics import VerdictRecord, unification_metrics
 from rayunify.models import resolve_model_path
 from rayunify.models.janus import JanusUnifiedModel
 from rayunify.prompts import load_prompts
+from rayunify.shapes.judge import ShapesCheckerJudge
 
 
 def draw(model: JanusUnifiedModel, prompts, n: int, settings, seed: int):

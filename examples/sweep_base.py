@@ -66,9 +66,9 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, 
 
     from rayunify.config import JanusModelConfig
     from rayunify.evaluation import evaluate, write_eval
-    from rayunify.judging import ShapesCheckerJudge
     from rayunify.models import build_model
     from rayunify.shapes.base import EVAL_PROMPTS_FILE, train_base
+    from rayunify.shapes.judge import ShapesCheckerJudge
     from rayunify.shapes.world import load_prompts_jsonl
     from rayunify.types import SamplingSettings
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rayunify.judging import Judge
+    from rayunify.judges.base import Judge
     from rayunify.types import Prompt
 
 BUILTIN_PREFIX = "builtin:"
@@ -64,7 +64,7 @@ def _shapes_check_categories(categories: Sequence[str]) -> list[str]:
 
 
 def _shapes_checker(cfg: Any) -> Judge:
-    from rayunify.judging import ShapesCheckerJudge
+    from rayunify.shapes.judge import ShapesCheckerJudge
 
     return ShapesCheckerJudge()
 

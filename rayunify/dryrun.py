@@ -25,7 +25,7 @@ def dry_run(cfg: Config) -> int:
         lines.append(f"model: {model.description}")
         prompt_set = preflight.check_prompts(cfg)
         lines += prompt_set.describe()
-        lines += preflight.check_judges(cfg, prompt_set.train + prompt_set.eval)
+        lines += preflight.check_judges(cfg, prompt_set.train + prompt_set.eval, complete=False)
         lines.append(_resources(cfg))
         lines.append(_learner_summary(cfg))
         if model.config is not None:

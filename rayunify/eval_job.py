@@ -78,7 +78,7 @@ def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettin
         yield from _on_ray(cfg, chunks, settings)
         return
     from rayunify.evaluation import evaluate
-    from rayunify.judging import build_judge
+    from rayunify.judges.base import build_judge
     from rayunify.models import build_model
 
     model = build_model(cfg.model, seed=cfg.trainer.seed)

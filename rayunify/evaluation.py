@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rayunify.judging import Judge, SelfJudge
+from rayunify.judges.base import Judge
+from rayunify.judges.inprocess import SelfJudge
 from rayunify.metrics import VerdictRecord, by_category
 from rayunify.models.base import UnifiedModel
 from rayunify.types import Judgement, Prompt, SamplingSettings, Verdict

@@ -12,13 +12,10 @@ would kill every Ray process on the machine, other users' clusters included.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,21 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    return free_ports(1, host)[0]
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """`count` distinct free ports. The sockets are held open together: probing one port at a time can
-    hand out the same port twice (the kernel may reuse a just-closed ephemeral port)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
+from rayunify.procs import (
+    LOOPBACK,
+    ProcessExited,
+    free_port,  # noqa: F401  (the learner still imports it from here)
+    free_ports,
+    log_tail,
+    stop_process_group,
+    wait_for_http_ok,
+)
 
 
 def ray_executable() -> str:
@@ -60,7 +51,7 @@ def ray_env(auth_mode: str = "disabled", extra: Mapping[str, str] | None = None)
     """Environment for Ray CLI calls and everything they start.
 
     RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray use 127.0.0.1 instead of resolving it to the machine's
-    external address (NOTES §4). RAY_AUTH_MODE: Ray 2.60 turns token auth on for new clusters; a
+    external address. RAY_AUTH_MODE: Ray 2.60 turns token auth on for new clusters; a
     loopback-only cluster can run without it ("disabled"), a shared one should use "token".
     """
     env = dict(os.environ)
@@ -93,10 +84,7 @@ class HeadNode:
     owns_temp_dir: bool = True
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return Path(self.log_path).read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, chars)
 
 
 def start_local_head(
@@ -179,22 +167,13 @@ def _start_local_head_once(
 
 
 def _wait_for_dashboard(head: HeadNode, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if head.process.poll() is not None:
-            log = head.log_tail()
-            error = RayPortClash if _is_port_clash(log) else RuntimeError
-            raise error(f"`ray start --head` exited with {head.process.returncode}:\n{log}")
-        try:
-            with urllib.request.urlopen(f"{head.dashboard_url}/api/version", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(
-        f"Ray dashboard at {head.dashboard_url} not up after {timeout_s:.0f} s:\n{head.log_tail()}"
-    )
+    try:
+        probe = f"{head.dashboard_url}/api/version"
+        wait_for_http_ok(head.process, probe, timeout_s, name="`ray start --head`", log_path=head.log_path)
+    except ProcessExited as err:
+        if _is_port_clash(err.log):
+            raise RayPortClash(str(err)) from None
+        raise
 
 
 def _is_port_clash(log: str) -> bool:
@@ -203,16 +182,9 @@ def _is_port_clash(log: str) -> bool:
 
 def stop_head(head: HeadNode, timeout_s: float = 60.0) -> None:
     """Stop the head and every process it started; safe to call twice."""
-    process = head.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)  # `ray start --block` then stops its raylet, GCS, dashboard...
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout_s)
-    # Whatever survived in the head's own process group (it was started as a new session).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(timeout=10)
+    # TERM to `ray start --block` alone: it then stops its raylet, GCS, dashboard... in order; whatever
+    # survives in the head's own process group (it was started as a new session) is killed after.
+    stop_process_group(head.process, timeout_s, term_leader_only=True)
     if head.owns_temp_dir:
         shutil.rmtree(head.temp_dir, ignore_errors=True)
 

@@ -13,17 +13,14 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rayunify import builtins
+from rayunify.checkpoints import check_model_dir, has_weights
 from rayunify.config import Config
 from rayunify.prompts import PromptSet, load_prompt_set
 from rayunify.sizing import RoleRequest, placement_problems
 from rayunify.types import Prompt
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 class UserError(ValueError):
@@ -59,28 +56,11 @@ def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     if builtins.is_builtin(path):
         entry = builtins.builtin_model(path)
         return ModelCheck(f"{path}: {entry.description}", None)
-    directory = Path(path)
-    config = _read_model_config(directory)
-    weights = [f for f in WEIGHT_FILES if (directory / f).is_file()]
-    if need_weights and not weights:
-        raise UserError(f"model directory {directory} has no weights (one of {', '.join(WEIGHT_FILES)})")
+    directory = check_model_dir(path, family=cfg.model.type, complete=need_weights)
     from transformers import JanusConfig
 
-    note = "weights present" if weights else "no weights: enough for a dry run"
-    return ModelCheck(f"{directory} ({note})", JanusConfig.from_dict(config))
-
-
-def _read_model_config(directory: Path) -> dict[str, Any]:
-    if not directory.is_dir():
-        raise UserError(f"model directory {directory} does not exist (model.path)")
-    if not (directory / "config.json").is_file():
-        raise UserError(f"model directory {directory} has no config.json")
-    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
-        raise UserError(f"model directory {directory} has no tokenizer ({' / '.join(TOKENIZER_FILES)})")
-    config = json.loads((directory / "config.json").read_text())
-    if config.get("model_type") != "janus":
-        raise UserError(f"{directory}/config.json has model_type={config.get('model_type')!r}; model.type=janus needs 'janus'")
-    return config
+    note = "weights present" if has_weights(directory) else "no weights: enough for a dry run"
+    return ModelCheck(f"{directory} ({note})", JanusConfig.from_dict(json.loads((directory / "config.json").read_text())))
 
 
 def check_prompts(cfg: Config) -> PromptSet:
@@ -97,15 +77,16 @@ def judge_roles(cfg: Config) -> list[tuple[str, Any]]:
     return roles
 
 
-def check_judges(cfg: Config, prompts: Sequence[Prompt]) -> list[str]:
-    """Each judge (and the guard's reference) checked against the prompts it will score; one line each."""
-    return [f"{role}: {check_judge(role, judge_cfg, prompts)}" for role, judge_cfg in judge_roles(cfg)]
+def check_judges(cfg: Config, prompts: Sequence[Prompt], complete: bool = True) -> list[str]:
+    """Each judge (and the guard's reference) checked against the prompts it will score; one line each.
+    `complete=False` (dry runs): a referee's model directory needs no weights yet."""
+    return [f"{role}: {check_judge(role, judge_cfg, prompts, complete)}" for role, judge_cfg in judge_roles(cfg)]
 
 
-def check_judge(role: str, judge_cfg: Any, prompts: Sequence[Prompt]) -> str:
+def check_judge(role: str, judge_cfg: Any, prompts: Sequence[Prompt], complete: bool = True) -> str:
     kind = judge_cfg.type
     if kind == "noisy":
-        return f"noisy over {check_judge(role + '.base', judge_cfg.base, prompts)}"
+        return f"noisy over {check_judge(role + '.base', judge_cfg.base, prompts, complete)}"
     checker = builtins.JUDGE_PROMPT_CHECKS.get(kind)
     if checker is not None:
         problem = checker(prompts)
@@ -115,25 +96,22 @@ def check_judge(role: str, judge_cfg: Any, prompts: Sequence[Prompt]) -> str:
     if kind == "self":
         return "the model's own understanding"
     try:
-        return _check_external_judge(judge_cfg)
+        return _check_external_judge(judge_cfg, complete)
     except (OSError, ValueError, ImportError, AttributeError, TypeError) as err:
         raise UserError(f"{role}: {err}") from None
 
 
-def _check_external_judge(judge_cfg: Any) -> str:
-    from rayunify.judging import check_vlm_dir, load_callable
+def _check_external_judge(judge_cfg: Any, complete: bool) -> str:
+    from rayunify.judges.base import load_callable
+    from rayunify.judges.vllm import check_python
 
     if judge_cfg.type == "python":
         load_callable(judge_cfg.import_path)
         return f"python:{judge_cfg.import_path} (imports)"
     if judge_cfg.type == "hf_vlm":
-        return f"hf_vlm {check_vlm_dir(judge_cfg.path)}"
+        return f"hf_vlm {check_model_dir(judge_cfg.path, role='hf_vlm judge', complete=complete)}"
     if judge_cfg.type == "vllm":
-        if judge_cfg.url:
-            return f"vllm server at {judge_cfg.url}"
-        if not (os.path.isfile(judge_cfg.python) and os.access(judge_cfg.python, os.X_OK)):
-            raise FileNotFoundError(f"vllm judge: python={judge_cfg.python!r} is not an executable")
-        return f"vllm started with {judge_cfg.python}"
+        return f"vllm server at {judge_cfg.url}" if judge_cfg.url else f"vllm started with {check_python(judge_cfg.python)}"
     raise ValueError(f"judge.type={judge_cfg.type!r} has no check")
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from rayunify.guard import CoDegradationGuard
-from rayunify.judging import NoisyJudge, ShapesCheckerJudge
+from rayunify.judges.inprocess import NoisyJudge
 from rayunify.metrics import VerdictRecord
+from rayunify.shapes.judge import ShapesCheckerJudge
 from rayunify.shapes.render import render
 from rayunify.shapes.world import Spec, generate_prompts
 from rayunify.types import Verdict

@@ -9,11 +9,12 @@ import pytest
 import torch
 from transformers import JanusForConditionalGeneration, JanusProcessor
 
-from rayunify import judges
+from rayunify.checkpoints import check_model_dir
 from rayunify.config import JanusModelConfig, LoraConfig
+from rayunify.judges import question
 from rayunify.models import build_model
 from rayunify.models.factory import TINY, build_janus
-from rayunify.models.janus import JanusUnifiedModel, LoraSettings, check_checkpoint_dir
+from rayunify.models.janus import JanusUnifiedModel, LoraSettings
 from rayunify.types import SamplingSettings, Verdict
 
 PROMPTS = ["a red circle", "a blue square"]  # same token length: no padding, so HF's positions equal ours
@@ -143,14 +144,14 @@ def test_judge_parses_answers_and_soft_score_agrees_with_teacher_forcing():
     um = JanusUnifiedModel(model, processor)
     images = [np.full((32, 32, 3), c, np.uint8) for c in (0, 255)]
     prompts = ["a black image", "a white image"]
-    answers = [judges.answer_text(Verdict.REJECT), judges.answer_text(Verdict.ACCEPT)]
+    answers = [question.answer_text(Verdict.REJECT), question.answer_text(Verdict.ACCEPT)]
     assert teach_to_answer(um, images, prompts, [a + processor.tokenizer.eos_token for a in answers]) < 0.1
     got = um.judge(images, prompts)
     assert [j.verdict for j in got] == [Verdict.REJECT, Verdict.ACCEPT]
     assert got[0].score < 0.5 < got[1].score
     forced = um._teacher_forced_digit_logits(um.judge_inputs(images, prompts))
     for j, logits in zip(got, forced, strict=True):
-        assert j.score == pytest.approx(judges.soft_score(*logits), abs=1e-5)
+        assert j.score == pytest.approx(question.soft_score(*logits), abs=1e-5)
     singles = [um.judge([img], [p])[0] for img, p in zip(images, prompts, strict=True)]
     for batch, single in zip(got, singles, strict=True):
         assert batch.verdict == single.verdict and batch.score == pytest.approx(single.score, abs=1e-5)
@@ -223,10 +224,10 @@ def test_bad_inputs_give_clear_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="exceeds the model's context"):
         tiny.generate(["circle " * 1000])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        check_checkpoint_dir(tmp_path / "nowhere")
+        check_model_dir(tmp_path / "nowhere", family="janus")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "janus"}))
     with pytest.raises(FileNotFoundError, match="missing weights"):
-        check_checkpoint_dir(tmp_path)
+        check_model_dir(tmp_path, family="janus")
     with pytest.raises(ValueError, match="unknown built-in model"):
         build_model(JanusModelConfig(path="builtin:nope"))
     with pytest.raises(ValueError, match="geometry"):

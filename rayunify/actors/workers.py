@@ -83,7 +83,7 @@ class RolloutWorker(ModelHolder):
     def evaluate(self, prompts: list[Prompt], n: int, seed: int) -> tuple[dict, list]:
         """The current model's unification report against ShapesWorld's checker (or the guard reference)."""
         from rayunify.evaluation import evaluate
-        from rayunify.judging import build_judge
+        from rayunify.judges.base import build_judge
 
         reference = build_judge(self.cfg.guard.reference, lambda: self.unified)
         result = evaluate(self.unified, prompts, reference, n_per_prompt=n, settings=sampling_settings(self.cfg), seed=seed)
@@ -118,7 +118,7 @@ class JudgeWorker:
     live weights takes pushes through its model holder (`WeightReceiver`)."""
 
     def __init__(self, config: dict[str, Any], num_cpus: float = 1.0):
-        from rayunify.judging import build_judge
+        from rayunify.judges.base import build_judge
 
         _limit_threads(num_cpus)
         self.cfg = Config.model_validate(config)

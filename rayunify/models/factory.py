@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rayunify import judges
+from rayunify.judges import question
 from rayunify.models.tokenizer import IMAGE, JANUS_CHAT_TEMPLATE, train_tokenizer
 
 
@@ -74,10 +74,10 @@ JANUS_PRO_7B = replace(
 def default_corpus() -> list[str]:
     """Text the tiny tokenizer should know as whole words: the judge's question, answers and chat markup."""
     return [
-        judges.SYSTEM_PROMPT,
-        judges.JUDGE_QUESTION,
-        judges.answer_text(judges.Verdict.ACCEPT),
-        judges.answer_text(judges.Verdict.REJECT),
+        question.SYSTEM_PROMPT,
+        question.JUDGE_QUESTION,
+        question.answer_text(question.Verdict.ACCEPT),
+        question.answer_text(question.Verdict.REJECT),
         "a photo of a red circle to the left of a blue square",
     ] * 4
 

@@ -14,7 +14,6 @@ on what else is in its batch; generation and teacher forcing use the same positi
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rayunify import judges
+from rayunify.checkpoints import check_model_dir
+from rayunify.judges import question
 from rayunify.models.base import GenerationOutput, UnifiedModel
 from rayunify.models.kvcache import PreallocatedKV, StaticKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
@@ -40,33 +40,6 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
-
-
-def check_checkpoint_dir(path: str | Path) -> Path:
-    """Fail early, naming what is missing, instead of deep inside transformers."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"model directory {path} does not exist")
-    problems = []
-    if not (path / "config.json").is_file():
-        problems.append("config.json")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
-        problems.append("weights (one of " + ", ".join(WEIGHT_FILES) + ")")
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        problems.append("tokenizer (tokenizer.json / tokenizer_config.json)")
-    if not any((path / f).is_file() for f in IMAGE_PROCESSOR_FILES):
-        problems.append("image processor (preprocessor_config.json / processor_config.json)")
-    if problems:
-        raise FileNotFoundError(f"incomplete checkpoint directory {path}: missing {'; '.join(problems)}")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    if model_type != "janus":
-        raise ValueError(f"{path}/config.json has model_type={model_type!r}; the janus family needs 'janus'")
-    return path
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -102,7 +75,7 @@ class JanusUnifiedModel(UnifiedModel):
         self.eos_id = self.tokenizer.eos_token_id
         self.boi_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.boi_token)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        self.answer_prefix_ids, self.one_id, self.zero_id = judges.answer_token_ids(encode)
+        self.answer_prefix_ids, self.one_id, self.zero_id = question.answer_token_ids(encode)
 
     # ------------------------------------------------------------------ construction, saving
     @classmethod
@@ -116,7 +89,7 @@ class JanusUnifiedModel(UnifiedModel):
     ) -> JanusUnifiedModel:
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
-        path = check_checkpoint_dir(path)
+        path = check_model_dir(path, family="janus")
         model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         processor = JanusProcessor.from_pretrained(path)
         if "boi_token_id" not in (getattr(model.generation_config, "generation_kwargs", None) or {}):
@@ -376,10 +349,10 @@ class JanusUnifiedModel(UnifiedModel):
         texts = []
         for i, prompt in enumerate(prompts):
             chat = self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": judges.judge_question(prompt)}]}],
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.judge_question(prompt)}]}],
                 add_generation_prompt=True,
             )
-            text = chat if self.processor.use_default_system_prompt else judges.SYSTEM_PROMPT + chat
+            text = chat if self.processor.use_default_system_prompt else question.SYSTEM_PROMPT + chat
             texts.append(text + (answers[i] if answers is not None else ""))
         enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
@@ -395,7 +368,7 @@ class JanusUnifiedModel(UnifiedModel):
             for i, logits in zip(strayed, forced, strict=True):
                 digit_logits[i] = logits
         return [
-            Judgement(verdict=judges.parse_verdict(a), score=judges.soft_score(*d), answer=a, judge="self")
+            Judgement(verdict=question.parse_verdict(a), score=question.soft_score(*d), answer=a, judge="self")
             for a, d in zip(answers, digit_logits, strict=True)
         ]
 

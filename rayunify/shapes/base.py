@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rayunify import judges
+from rayunify.judges import question as judges
 from rayunify.models.factory import (
     JanusArch,
     build_processor,

@@ -1,4 +1,4 @@
-"""The judge's prompt logic: the paper's question, answer parsing and soft-score token lookup.
+"""The judge's question: the paper's question and system prompt, answer parsing and soft-score token lookup.
 
 Pure (no torch, ray or deepspeed): every judge, the model's own or an external one, builds its question
 and parses its answer here, so a verdict means the same thing whoever gives it.
@@ -38,8 +38,8 @@ def fixed_prefix_phrases() -> tuple[str, ...]:
     """Fixed texts that every judge sequence repeats word for word *before the image*: the system prompt.
     A tokenizer of our own may make each a single token (see `train_tokenizer`'s phrases). Causal attention
     means these tokens never see the image, so merging them costs the judge nothing; the question after
-    the image stays word by word: its tokens can attend to the image (merging them too gave a ShapesWorld
-    judge no better: 78.8% vs 80.1% on the model's own held-out images)."""
+    the image stays word by word: its tokens can attend to the image (merging them too made a ShapesWorld
+    judge no better)."""
     return (SYSTEM_PROMPT,)
 
 
