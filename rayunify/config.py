@@ -91,7 +91,8 @@ class ShapesCheckerJudgeConfig(Strict):
 
 
 class PythonJudgeConfig(Strict):
-    """User code: `import_path` names `module:callable`, called as fn(images, prompts) -> (verdicts, scores)."""
+    """User code: `import_path` names `module:callable`, called as fn(images, prompts) -> (verdicts, scores) with
+    the `Prompt` objects (text, category, spec)."""
 
     type: Literal["python"] = "python"
     import_path: str = Field(..., pattern=r"^[\w.]+:[\w.]+$")
@@ -103,7 +104,7 @@ class _AskedJudgeFields(Strict):
 
     question: str | None = Field(
         None,
-        description="Question template with {prompt}; None: the paper's question (rayunify.judges.JUDGE_QUESTION).",
+        description="Question template with {prompt}; None: the paper's question (rayunify.judges.question.JUDGE_QUESTION).",
     )
     answer_prefix: str = Field(
         "The score is",
@@ -114,7 +115,7 @@ class _AskedJudgeFields(Strict):
     verdict_pattern: str | None = Field(
         None,
         description="Regex over the answer with one group that captures yes_token or no_token; None: "
-        "rayunify.judges.parse_verdict ('The score is 1'). No match or both: INVALID.",
+        "rayunify.judges.question.parse_verdict ('The score is 1'). No match or both: INVALID.",
     )
     verdict_from: Literal["answer", "score"] = Field(
         "answer", description="answer: parse the greedy answer; score: accept when P(yes) >= 0.5 (no decoding)."

@@ -30,7 +30,6 @@ from typing import Any
 from rayunify.procs import (
     LOOPBACK,
     ProcessExited,
-    free_port,  # noqa: F401  (the learner still imports it from here)
     free_ports,
     log_tail,
     stop_process_group,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Read when ray is imported (NOTES §4): a local cluster binds 127.0.0.1 only.
+# Read when ray is imported: with it a local cluster binds 127.0.0.1 only, never the machine's external address.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

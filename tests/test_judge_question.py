@@ -68,3 +68,13 @@ def test_tokenizer_phrases_become_one_token_and_leave_the_text_unchanged(tmp_pat
     assert tokenizer.decode(ids) == text
     tokenizer.save_pretrained(tmp_path)  # the phrase survives the HF round trip
     assert AutoTokenizer.from_pretrained(tmp_path)(text, add_special_tokens=False)["input_ids"] == ids
+
+
+@pytest.mark.parametrize("answer", ["The score is 1 or 0", "the score is 1/0", "The score is 0 or 1.", "score is 1, 0"])
+def test_an_answer_offering_both_digits_is_invalid(answer):
+    assert question.parse_verdict(answer) == Verdict.INVALID
+
+
+def test_a_later_number_does_not_void_the_verdict():
+    assert question.parse_verdict("The score is 1. The image shows 10 cats.") == Verdict.ACCEPT
+    assert question.parse_verdict("The score is 0 (1 cat is missing)") == Verdict.REJECT

@@ -28,6 +28,7 @@ USER_JUDGE = """
 import numpy as np
 
 def score(images, prompts, threshold=0.5):
+    assert all(p.text and p.category for p in prompts)  # Prompt objects: text, category, spec
     means = [float(np.asarray(i).mean()) / 255 for i in images]
     verdicts = [True, 0, "The score is 1", "1", "maybe"][: len(images)]
     return verdicts, [m * 3 - 1 for m in means]

@@ -23,7 +23,7 @@ import ray
 import torch
 
 from rayunify.algos import check_finite
-from rayunify.launch import free_port
+from rayunify.procs import free_port
 from rayunify.weights import DEFAULT_BUCKET_MB, Bucket, WeightUpdate, pack_buckets, tensors_checksum
 
 # Which parameters train: a predicate on the parameter name, an explicit set of names, or None for all.

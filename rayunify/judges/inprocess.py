@@ -40,7 +40,9 @@ class SelfJudge:
 
 
 class PythonJudge:
-    """User code by import path. Verdicts may be bools, 0/1 or answer strings ("The score is 1")."""
+    """User code by import path, called as `fn(images, prompts, **kwargs) -> (verdicts, scores)` with the
+    `Prompt` objects (text, category and the benchmark's own spec, e.g. GenEval's metadata). Verdicts may
+    be bools, 0/1 or answer strings ("The score is 1")."""
 
     def __init__(self, import_path: str, kwargs: dict[str, Any] | None = None):
         self.fn = load_callable(import_path)
@@ -48,7 +50,7 @@ class PythonJudge:
         self.name = f"python:{import_path}"
 
     def judge(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Judgement]:
-        result = self.fn(list(images), [p.text for p in prompts], **self.kwargs)
+        result = self.fn(list(images), list(prompts), **self.kwargs)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(f"judge {self.name} must return (verdicts, scores), got {type(result).__name__}")
         verdicts, scores = result

@@ -27,6 +27,8 @@ JUDGE_QUESTION = (
 ANSWER_PREFIX = "The score is"
 
 _SCORE_RE = re.compile(r"score\s+is\s*[:=]?\s*\{?\s*([01])\b", re.IGNORECASE)
+# "score is 1 or 0", "score is 1/0": the other digit offered as an alternative right after the first.
+_ALTERNATIVE_RE = re.compile(r"score\s+is\s*[:=]?\s*\{?\s*([01])\s*(?:or|/|\||and|,)\s*([01])\b", re.IGNORECASE)
 
 
 def judge_question(prompt: str) -> str:
@@ -44,8 +46,10 @@ def fixed_prefix_phrases() -> tuple[str, ...]:
 
 
 def parse_verdict(answer: str) -> Verdict:
-    """ "The score is 1" → ACCEPT, "... 0" → REJECT; anything else (or both digits) → INVALID."""
+    """ "The score is 1" → ACCEPT, "... 0" → REJECT; anything else → INVALID, including an answer that names
+    both digits after "score is" ("The score is 1 or 0", "the score is 1/0"), which commits to neither."""
     found = {m.group(1) for m in _SCORE_RE.finditer(answer)}
+    found |= {m.group(2) for m in _ALTERNATIVE_RE.finditer(answer)}
     if found == {"1"}:
         return Verdict.ACCEPT
     if found == {"0"}:
