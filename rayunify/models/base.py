@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,33 +62,24 @@ class UnifiedModel(abc.ABC):
         """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients."""
 
     @abc.abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The torch module holding every weight: what the learner registers and trains, and what weight
+        pushes and checkpoints copy tensor by tensor, by its parameter names."""
+
+    @abc.abstractmethod
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]: ...
 
     @abc.abstractmethod
     def save_pretrained(self, path: str | Path) -> None: ...
 
-    def reference(self) -> contextlib.AbstractContextManager[None]:
-        """Context in which the model computes reference log-probs (LoRA: adapter disabled)."""
+    @abc.abstractmethod
+    def make_reference_copy(self) -> torch.nn.Module | None:
+        """A frozen copy of the trained part, for reference log-probs while everything in it trains (TRL's
+        ref_model); None where the family gets its reference without one (LoRA: the adapter disabled)."""
+
+    def reference(self, frozen: torch.nn.Module | None = None) -> contextlib.AbstractContextManager[None]:
+        """Context in which the model computes reference log-probs: with `frozen` (from `make_reference_copy`)
+        standing in for the trained part, else the family's own reference (LoRA: adapter disabled)."""
+        if frozen is not None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no reference copies")
         return contextlib.nullcontext()
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a weight push carries: only the trainable tensors (the LoRA adapter when LoRA is on)."""
-        return {name: p.detach() for name, p in self.trainable_named_parameters()}
-
-    @torch.no_grad()
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.trainable_named_parameters())
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
-        if missing or unexpected:
-            raise ValueError(
-                f"trainable state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        for name, tensor in state.items():
-            if params[name].shape != tensor.shape:
-                raise ValueError(f"shape mismatch for {name}: {tuple(tensor.shape)} vs {tuple(params[name].shape)}")
-        for name, tensor in state.items():
-            params[name].copy_(tensor)
-
-    def iter_trainable(self) -> Iterator[torch.nn.Parameter]:
-        return (p for _, p in self.trainable_named_parameters())

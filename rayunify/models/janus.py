@@ -14,8 +14,9 @@ on what else is in its batch; generation and teacher forcing use the same positi
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -130,8 +131,6 @@ class JanusUnifiedModel(UnifiedModel):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.peft_model is not None:
-            import copy
-
             merged = copy.deepcopy(self.peft_model).merge_and_unload()
             merged.save_pretrained(path)
             self.peft_model.save_pretrained(path / "adapter")
@@ -169,10 +168,30 @@ class JanusUnifiedModel(UnifiedModel):
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
-    def reference(self) -> contextlib.AbstractContextManager[None]:
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def make_reference_copy(self) -> torch.nn.Module | None:
+        if self.peft_model is not None:
+            return None  # the reference is the same weights with the adapter disabled
+        return copy.deepcopy(self.language_model).requires_grad_(False).eval()
+
+    def reference(self, frozen: torch.nn.Module | None = None) -> contextlib.AbstractContextManager[None]:
+        if frozen is not None:
+            return self._language_model_swapped_for(frozen)
         if self.peft_model is None:
             return contextlib.nullcontext()
         return self.peft_model.disable_adapter()
+
+    @contextlib.contextmanager
+    def _language_model_swapped_for(self, reference_lm: torch.nn.Module) -> Iterator[None]:
+        inner = self.model.model
+        live = inner.language_model
+        inner.language_model = reference_lm
+        try:
+            yield
+        finally:
+            inner.language_model = live
 
     # ------------------------------------------------------------------ prompts
     def generation_prompt_ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
