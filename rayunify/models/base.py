@@ -28,10 +28,23 @@ class GenerationOutput:
     images: np.ndarray | None = None  # (B*n, H, W, 3) uint8, only when decoding was asked for
 
 
+@dataclass
+class TeacherForcedJudge:
+    """One forward over the judge's question about each (image, prompt) followed by a given answer."""
+
+    logits: torch.Tensor  # (B, last, V) at the sequence's last positions, with gradients
+    vision_features: torch.Tensor  # (B, patches, width) the understanding image encoder's output, with gradients
+
+
 class UnifiedModel(abc.ABC):
     """One model, two branches: generation (text → image tokens) and understanding (image → verdict)."""
 
     num_image_tokens: int
+    end_of_answer: str  # the text that ends an answer of the understanding branch (its EOS token)
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
 
     @abc.abstractmethod
     def generate(
@@ -58,8 +71,11 @@ class UnifiedModel(abc.ABC):
         image_tokens: torch.Tensor,
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
+        drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients."""
+        """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients;
+        `drop_prompt` (B,) bool puts the unconditional prompt in those rows (training classifier-free
+        guidance's unconditional branch)."""
 
     @abc.abstractmethod
     def module(self) -> torch.nn.Module:
@@ -83,3 +99,32 @@ class UnifiedModel(abc.ABC):
         if frozen is not None:
             raise NotImplementedError(f"{type(self).__name__} keeps no reference copies")
         return contextlib.nullcontext()
+
+    # Needed only to train a base model from scratch (the ShapesWorld base): the understanding branch
+    # teacher-forced and its image encoder on its own. A family that is never trained so may leave them.
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def judge_inputs(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The model's inputs for the judge's question about each (image, prompt), followed by `answers`;
+        "input_ids" (B, L) among them."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
+        """`judge_inputs` through the model, logits kept at the `last` positions."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, patches, width): the understanding branch's image encoder alone on `images`, with gradients."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_features_shape(self) -> tuple[int, int]:
+        """(patches per image side, feature width) of `vision_features`."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        """The understanding branch's image encoder's parameters (pretrained alone before joint training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from rayunify import judges
-from rayunify.models.base import GenerationOutput, UnifiedModel
+from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel
 from rayunify.models.kvcache import PreallocatedKV, StaticKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
@@ -101,6 +101,7 @@ class JanusUnifiedModel(UnifiedModel):
         self.bos_id = self.tokenizer.bos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        self.end_of_answer = self.tokenizer.eos_token
         self.boi_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.boi_token)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         self.answer_prefix_ids, self.one_id, self.zero_id = judges.answer_token_ids(encode)
@@ -386,7 +387,9 @@ class JanusUnifiedModel(UnifiedModel):
         return torch.log_softmax(logits, -1).gather(-1, image_tokens[..., None]).squeeze(-1)
 
     # ------------------------------------------------------------------ judging
-    def judge_inputs(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None):
+    def judge_inputs(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
@@ -402,6 +405,15 @@ class JanusUnifiedModel(UnifiedModel):
             texts.append(text + (answers[i] if answers is not None else ""))
         enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
+
+    def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
+        seen: list[torch.Tensor] = []
+        hook = self._vision_model.register_forward_hook(lambda module, args, out: seen.append(out.last_hidden_state))
+        try:
+            logits = self.model(**inputs, logits_to_keep=last).logits
+        finally:
+            hook.remove()
+        return TeacherForcedJudge(logits=logits, vision_features=seen[-1])
 
     @torch.no_grad()
     def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8) -> list[Judgement]:
@@ -460,6 +472,25 @@ class JanusUnifiedModel(UnifiedModel):
         )
         logits = out.logits[:, -1].float()
         return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
+
+    # ------------------------------------------------------------------ the image encoder (base training)
+    @property
+    def _vision_model(self):
+        return self.model.model.vision_model
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self._vision_model(pixel_values=pixels.to(self.device)).last_hidden_state
+
+    def vision_features_shape(self) -> tuple[int, int]:
+        config = self._vision_model.config
+        return config.image_size // config.patch_size, config.hidden_size
+
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self._vision_model.parameters())
 
 
 class EagerDecoder:
