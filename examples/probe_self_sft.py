@@ -70,7 +70,7 @@ def self_verdicts(
 
 
 def accuracy(um: JanusUnifiedModel, prompts: list[Prompt]) -> str:
-    um.model.eval()
+    um.module().eval()
     return " ".join(f"g{g:g} {sample(um, prompts, 4, g, seed=123)[1].mean():.3f}" for g in (3.0, 1.0))
 
 
@@ -115,10 +115,10 @@ def main() -> None:
         accepted = own
     keep = np.nonzero(accepted)[0]
     print(f"{args.judge}-accepted training images: {len(keep)} of {len(accepted)}", flush=True)
-    params = [p for p in um.model.parameters() if p.requires_grad]
+    params = [p for p in um.module().parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     rng = np.random.default_rng(0)
-    um.model.train()
+    um.module().train()
     for _ in range(args.epochs):
         order = rng.permutation(keep)
         for start in range(0, len(order), 16):

@@ -32,7 +32,7 @@ ARCH_KEYS = ("hidden_size", "num_layers", "vision_hidden", "vision_layers")
 
 def variant_config(overrides: dict[str, Any]):
     """The default base config with `overrides` applied (see the module docstring for the keys)."""
-    from rayunify.shapes.base import SIZES, arch_for
+    from rayunify.shapes.recipe import SIZES, arch_for
 
     cfg = SIZES["base"]
     fields = {k: v for k, v in overrides.items() if "." not in k}
@@ -67,7 +67,8 @@ def run_variant(name: str, overrides: dict[str, Any], args: argparse.Namespace, 
     from rayunify.config import JanusModelConfig
     from rayunify.evaluation import evaluate, write_eval
     from rayunify.models import build_model
-    from rayunify.shapes.base import EVAL_PROMPTS_FILE, train_base
+    from rayunify.shapes.base_training import train_base
+    from rayunify.shapes.cache import EVAL_PROMPTS_FILE
     from rayunify.shapes.judge import ShapesCheckerJudge
     from rayunify.shapes.world import load_prompts_jsonl
     from rayunify.types import SamplingSettings
@@ -139,7 +140,7 @@ def _parse_variant(text: str) -> tuple[str, dict[str, Any]]:
 def _save_vq(args: argparse.Namespace, vq_file: str) -> None:
     import torch
 
-    from rayunify.shapes.base import SIZES
+    from rayunify.shapes.recipe import SIZES
     from rayunify.shapes.vq import train_vq
 
     vq = load_vq(args.vq_from) if args.vq_from else train_vq(SIZES["base"].vq, seed=args.seed, device=args.device)

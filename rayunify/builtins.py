@@ -44,7 +44,7 @@ def _tiny(seed: int) -> str:
 
 def _shapes_model(size: str) -> Callable[[int], str]:
     def directory(seed: int) -> str:
-        from rayunify.shapes.base import cached_base_dir
+        from rayunify.shapes.cache import cached_base_dir
 
         return str(cached_base_dir(size, seed=seed))
 

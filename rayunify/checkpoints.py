@@ -44,20 +44,19 @@ def has_weights(path: str | Path) -> bool:
 
 
 def _missing_parts(path: Path, complete: bool) -> list[str]:
-    """What a model directory lacks, one readable item per part."""
+    """What a model directory lacks, one readable item per part (weights and image processor only when
+    `complete`)."""
     missing = [] if (path / "config.json").is_file() else ["config.json"]
-    if not any((path / f).is_file() for f in TOKENIZER_FILES):
-        missing.append("tokenizer (" + " / ".join(TOKENIZER_FILES) + ")")
-    if not complete:
-        return missing
     weights = [f for f in WEIGHT_FILES if (path / f).is_file()]
-    if not weights:
+    if complete and not weights:
         missing.append("weights (one of " + ", ".join(WEIGHT_FILES) + ")")
-    for index in (f for f in weights if f.endswith(".index.json")):
+    for index in (f for f in weights if complete and f.endswith(".index.json")):
         shards = set(json.loads((path / index).read_text()).get("weight_map", {}).values())
         absent = sorted(s for s in shards if not (path / s).is_file())
         if absent:
             missing.append(f"{len(absent)} of the {len(shards)} weight shards in {index} (first: {absent[0]})")
-    if not any((path / f).is_file() for f in IMAGE_PROCESSOR_FILES):
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer (" + " / ".join(TOKENIZER_FILES) + ")")
+    if complete and not any((path / f).is_file() for f in IMAGE_PROCESSOR_FILES):
         missing.append("image processor (" + " / ".join(IMAGE_PROCESSOR_FILES) + ")")
     return missing

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         return _eval(args)
     if args.command == "shapes-base":
-        from rayunify.shapes.base import train_base
+        from rayunify.shapes.base_training import train_base
 
         train_base(args.out, size=args.size, seed=args.seed, device=args.device)
         return 0

@@ -2,7 +2,8 @@
 
 File formats (`prompts.format`, or `auto` from the suffix and the content):
 - txt: one prompt per line, category "default";
-- jsonl: objects with "prompt" (and optional "category", "spec");
+- jsonl: objects with "prompt" (and optional "category", "spec"); a source's own reader of the fields
+  (`make`, e.g. ShapesWorld's, which requires a valid spec and gives its own ids) may be passed in;
 - t2i_compbench: T2I-CompBench++'s category files, one prompt per line, the category from the file name
   (`color_val.txt` → color, `3d_spatial_train.txt` → 3d_spatial);
 - geneval: GenEval's `evaluation_metadata.jsonl` ({"tag", "include", "prompt", ...}; category = tag).
@@ -218,12 +219,20 @@ def prompt_files(path: str | Path) -> list[Path]:
     return [location]
 
 
-def read_prompt_file(path: str | Path, fmt: str = "auto") -> list[Prompt]:
-    """One prompt file in the given format (see the module docstring); `auto` picks it from the file."""
-    return read_prompt_file_with_report(path, fmt)[0]
+# A JSONL object's (text, category, spec) -> Prompt, category and spec None where absent; a ValueError says
+# what is wrong with them (the reader adds the file and line).
+PromptMaker = Callable[[str, Any, Any], Prompt]
 
 
-def read_prompt_file_with_report(path: str | Path, fmt: str = "auto") -> tuple[list[Prompt], FileReport]:
+def read_prompt_file(path: str | Path, fmt: str = "auto", make: PromptMaker | None = None) -> list[Prompt]:
+    """One prompt file in the given format (see the module docstring); `auto` picks it from the file.
+    `make` builds each JSONL prompt (default: `file_prompt`)."""
+    return read_prompt_file_with_report(path, fmt, make)[0]
+
+
+def read_prompt_file_with_report(
+    path: str | Path, fmt: str = "auto", make: PromptMaker | None = None
+) -> tuple[list[Prompt], FileReport]:
     """The prompts of one file, repeats within it dropped, and what reading it did."""
     path = Path(path)
     if not path.is_file():
@@ -233,7 +242,7 @@ def read_prompt_file_with_report(path: str | Path, fmt: str = "auto") -> tuple[l
     readers: dict[str, Callable[[Path, int, str], Prompt]] = {
         "txt": lambda p, n, line: make_prompt(line),
         "t2i_compbench": lambda p, n, line: make_prompt(line, t2i_compbench_category(p)),
-        "jsonl": _jsonl_prompt,
+        "jsonl": lambda p, n, line: _jsonl_prompt(p, n, line, make or file_prompt),
         "geneval": _geneval_prompt,
     }
     if kind not in readers:
@@ -278,8 +287,16 @@ def t2i_compbench_category(path: Path) -> str:
 
 
 def make_prompt(text: str, category: str = "default", spec: dict | None = None) -> Prompt:
+    """A prompt from a file or a dataset; its id is a hash of the text (built-in sources have their own)."""
     prompt_id = hashlib.sha1(text.encode()).hexdigest()[:12]
     return Prompt(prompt_id=prompt_id, text=text, category=category, spec=spec)
+
+
+def file_prompt(text: str, category: Any = None, spec: Any = None) -> Prompt:
+    """A JSONL prompt file's fields as a prompt; a spec is kept as given, for the judge that reads it."""
+    if spec is not None and not isinstance(spec, dict):
+        raise ValueError(f"bad spec: expected a JSON object, got {type(spec).__name__}")
+    return make_prompt(text, "default" if category is None else str(category), spec)
 
 
 def unique(prompts: list[Prompt]) -> list[Prompt]:
@@ -302,19 +319,14 @@ def _json_object(path: Path, number: int, line: str) -> dict[str, Any]:
     return data
 
 
-def _jsonl_prompt(path: Path, number: int, line: str) -> Prompt:
+def _jsonl_prompt(path: Path, number: int, line: str, make: PromptMaker) -> Prompt:
     data = _json_object(path, number, line)
     if not isinstance(data.get("prompt"), str) or not data["prompt"].strip():
         raise ValueError(f"{path}:{number}: expected an object with a non-empty string field 'prompt'")
-    spec = data.get("spec")
-    if spec is not None:
-        from rayunify.shapes.world import Spec
-
-        try:
-            Spec.from_dict(spec)
-        except ValueError as err:
-            raise ValueError(f"{path}:{number}: bad spec: {err}") from None
-    return make_prompt(data["prompt"].strip(), str(data.get("category", "default")), spec)
+    try:
+        return make(data["prompt"].strip(), data.get("category"), data.get("spec"))
+    except ValueError as err:
+        raise ValueError(f"{path}:{number}: {err}") from None
 
 
 def _geneval_prompt(path: Path, number: int, line: str) -> Prompt:

@@ -184,6 +184,29 @@ def test_lora_reference_is_base_and_training_changes_only_adapters():
     assert not torch.allclose(policy, reference)
 
 
+def test_full_fine_tuning_reference_is_a_frozen_copy_swapped_in():
+    um = JanusUnifiedModel(*build_janus(TINY, seed=2))
+    tokens = torch.zeros(2, TINY.num_image_tokens, dtype=torch.long)
+    frozen = um.make_reference_copy()
+    assert frozen is not None and not any(p.requires_grad for p in frozen.parameters())
+    with torch.no_grad():
+        before = um.image_logprobs(PROMPTS, tokens)
+    opt = torch.optim.AdamW([p for _, p in um.trainable_named_parameters()], lr=1e-2)
+    loss = -um.image_logprobs(PROMPTS, tokens).sum()
+    loss.backward()
+    opt.step()
+    live = um.language_model
+    with torch.no_grad():
+        with um.reference(frozen):
+            reference = um.image_logprobs(PROMPTS, tokens)
+        policy = um.image_logprobs(PROMPTS, tokens)
+    assert um.language_model is live, "the live language model must be back after the reference context"
+    torch.testing.assert_close(reference, before)
+    assert not torch.allclose(policy, reference)
+    lora = JanusUnifiedModel(*build_janus(TINY, seed=2), trainable="lora", lora=LoraSettings(rank=4, alpha=8))
+    assert lora.make_reference_copy() is None  # LoRA's reference is the adapter disabled
+
+
 def test_lora_save_load_round_trip_reproduces_outputs(tmp_path):
     model, processor = build_janus(TINY, seed=3)
     um = JanusUnifiedModel(model, processor, trainable="lora", lora=LoraSettings(rank=4, alpha=8))

@@ -163,3 +163,18 @@ def test_shapes_prompts_of_chosen_categories_and_only_for_shapes(tmp_path):
     path.write_text("a red square\n")
     with pytest.raises(ConfigError, match="prompts.categories applies to source=shapes only"):
         load_config(None, ["prompts.source=file", f"prompts.path={path}", "prompts.categories=[colour]"])
+
+
+def test_one_jsonl_reader_with_each_sources_own_ids(tmp_path):
+    """ShapesWorld's saved prompt files go through the same JSONL reader as any prompt file: read as a plain
+    file they keep the file scheme's ids; read as ShapesWorld prompts they come back exactly as generated."""
+    from rayunify.shapes.world import generate_prompts, load_prompts_jsonl, save_prompts_jsonl
+
+    generated, _ = generate_prompts(12, 0, seed=0)
+    path = tmp_path / "shapes.jsonl"
+    save_prompts_jsonl(path, generated)
+    assert load_prompts_jsonl(path) == generated
+    plain = read_prompt_file(path)
+    assert [(p.text, p.category, p.spec) for p in plain] == [(p.text, p.category, p.spec) for p in generated]
+    assert not any(p.prompt_id.startswith("shapes-") for p in plain)
+    assert all(p.prompt_id.startswith("shapes-") for p in generated)

@@ -17,18 +17,24 @@ from safetensors.torch import load_file
 
 from rayunify.cli import main as cli_main
 from rayunify.metrics import METRIC_KEYS
-from rayunify.shapes import base
-from rayunify.shapes.base import (
-    SIZES,
-    ShapesData,
-    cached_base_dir,
-    one_attribute_away,
-    split_prompts,
-    train_base,
-)
+from rayunify.shapes import base_training, cache
+from rayunify.shapes import data as shapes_data
+from rayunify.shapes.base_training import train_base
+from rayunify.shapes.cache import cached_base_dir
 from rayunify.shapes.checker import check_batch
+from rayunify.shapes.data import ShapesData, one_attribute_away
+from rayunify.shapes.objectives import JudgeLoss, PatchProbe
+from rayunify.shapes.recipe import SIZES, split_prompts
 from rayunify.shapes.render import render
-from rayunify.shapes.world import CATEGORIES, ObjectSpec, Spec, all_specs, generate_prompts, meaning_key
+from rayunify.shapes.world import (
+    CATEGORIES,
+    OPPOSITE_RELATION,
+    ObjectSpec,
+    Spec,
+    all_specs,
+    generate_prompts,
+    meaning_key,
+)
 from rayunify.types import Verdict
 
 REQUIRED_METRICS = ("gen_accuracy", "nonunified", "judge_accuracy", "judge_fpr", "judge_fnr", "weak_generation", "invalid_rate")
@@ -91,7 +97,7 @@ def test_cached_base_dir_reuses_the_trained_model(test_model: Path, monkeypatch)
     def must_not_train(*args, **kwargs):
         raise AssertionError("a cached model was trained again")
 
-    monkeypatch.setattr(base, "train_base", must_not_train)
+    monkeypatch.setattr(base_training, "train_base", must_not_train)
     assert cached_base_dir("test", seed=0) == test_model
 
 
@@ -104,10 +110,10 @@ def test_concurrent_callers_train_once_and_share_the_result(tmp_path: Path, monk
         calls.append(seed)
         time.sleep(0.3)  # long enough for the other callers to reach the lock
         Path(out).mkdir(parents=True)
-        (Path(out) / base.INFO_FILE).write_text("{}")
+        (Path(out) / cache.INFO_FILE).write_text("{}")
         return Path(out)
 
-    monkeypatch.setattr(base, "train_base", fake_train)
+    monkeypatch.setattr(base_training, "train_base", fake_train)
     results: list[Path] = []
     threads = [threading.Thread(target=lambda: results.append(cached_base_dir("test", seed=7))) for _ in range(3)]
     for t in threads:
@@ -115,7 +121,7 @@ def test_concurrent_callers_train_once_and_share_the_result(tmp_path: Path, monk
     for t in threads:
         t.join()
     assert calls == [7]
-    assert len(set(results)) == 1 and (results[0] / base.INFO_FILE).is_file()
+    assert len(set(results)) == 1 and (results[0] / cache.INFO_FILE).is_file()
     assert not list(tmp_path.glob("*.tmp*"))
 
 
@@ -270,11 +276,11 @@ def test_opposite_relation_negatives_show_the_two_objects_in_each_others_places(
     only_position = tuple(float(c == "position") for c in CATEGORIES)
     cfg = dataclasses.replace(SIZES["test"], mix=mix, category_weights=only_position)
     rendered = []
-    monkeypatch.setattr(base, "render", lambda spec, rng: rendered.append(spec) or render(spec, rng))
+    monkeypatch.setattr(shapes_data, "render", lambda spec, rng: rendered.append(spec) or render(spec, rng))
     data = ShapesData(vq, prompts, cfg, np.random.default_rng(0))
     images, texts, verdicts = data.understanding_batch(8)
     assert len(rendered) == 16 and {s.relation for s in rendered} <= {"left of", "right of", "above", "below"}
-    drawn = {(s.objects, base.OPPOSITE_RELATION[s.relation]) for s in rendered}
+    drawn = {(s.objects, OPPOSITE_RELATION[s.relation]) for s in rendered}
     assert all((data.specs[t].objects, data.specs[t].relation) in drawn for t in texts)
     assert all(v == Verdict.REJECT for v in verdicts)  # labelled by the checker, as every source is
 
@@ -288,7 +294,7 @@ def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
     drawn: list[Spec] = []
-    monkeypatch.setattr(base, "render", lambda spec, rng: drawn.append(spec) or render(spec, rng))
+    monkeypatch.setattr(shapes_data, "render", lambda spec, rng: drawn.append(spec) or render(spec, rng))
 
     def drawn_specs(noise: float) -> tuple[list[str], list[Spec]]:
         drawn.clear()
@@ -346,27 +352,25 @@ def test_prompt_split_holds_out_the_experiments_eval_prompts():
 
 def test_patch_probe_labels_each_patch_with_the_object_over_it(test_model: Path):
     """The vision tower's own objective: each patch's target is the colour and shape of the object whose
-    box covers it, background elsewhere; the loss reads the features of the tower's last forward."""
+    box covers it, background elsewhere; the joint step's loss reads the features of the judge's forward."""
     from rayunify.models.janus import JanusUnifiedModel
     from rayunify.shapes.render import render_with_objects
-    from rayunify.shapes.world import ObjectSpec
 
     um = JanusUnifiedModel.from_pretrained(test_model)
-    probe = base.PatchProbe(um)
-    try:
-        image, (drawn,) = render_with_objects(Spec((ObjectSpec("square", "red"),)), np.random.default_rng(0))
-        colour, shape = probe.targets([image])
-        cell = image.shape[0] // probe.grid
-        x0, y0, w, h = drawn.box
-        inside = np.zeros((probe.grid, probe.grid), bool)
-        inside[y0 // cell : (y0 + h - 1) // cell + 1, x0 // cell : (x0 + w - 1) // cell + 1] = True
-        inside = torch.from_numpy(inside.ravel())
-        assert (colour[0][inside] == probe.colours["red"]).all() and (colour[0][~inside] == 0).all()
-        assert (shape[0][inside] == probe.shapes["square"]).all() and (shape[0][~inside] == 0).all()
-        loss = probe.loss_on([image, np.zeros_like(image)])
-        assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
-        with pytest.raises(RuntimeError, match="last forward"):
-            probe.loss_of_last_forward([image])
-    finally:
-        probe.close()
-    assert not um.model.model.vision_model._forward_hooks, "close() must remove the hook"
+    probe = PatchProbe(um)
+    image, (drawn,) = render_with_objects(Spec((ObjectSpec("square", "red"),)), np.random.default_rng(0))
+    colour, shape = probe.targets([image])
+    cell = image.shape[0] // probe.grid
+    x0, y0, w, h = drawn.box
+    inside = np.zeros((probe.grid, probe.grid), bool)
+    inside[y0 // cell : (y0 + h - 1) // cell + 1, x0 // cell : (x0 + w - 1) // cell + 1] = True
+    inside = torch.from_numpy(inside.ravel())
+    assert (colour[0][inside] == probe.colours["red"]).all() and (colour[0][~inside] == 0).all()
+    assert (shape[0][inside] == probe.shapes["square"]).all() and (shape[0][~inside] == 0).all()
+    loss = probe.loss_on([image, np.zeros_like(image)])
+    assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
+    judged = JudgeLoss(um)([image, np.zeros_like(image)], ["a red square"] * 2, [Verdict.ACCEPT, Verdict.REJECT])
+    torch.testing.assert_close(probe.loss(judged.vision_features, [image, np.zeros_like(image)]), loss)
+    with pytest.raises(RuntimeError, match="features of 2 images for 1"):
+        probe.loss(judged.vision_features, [image])
+    assert not um.model.model.vision_model._forward_hooks, "the judge's forward must leave no hook behind"

@@ -204,7 +204,7 @@ GOOD_LINE = json.dumps(
 @pytest.mark.parametrize(
     ("bad_line", "reason"),
     [
-        ('{"prompt": "a red circle", ', "bad JSON"),
+        ('{"prompt": "a red circle", ', "not valid JSON"),
         (json.dumps({"prompt": "a circle", "category": "single_object"}), "missing key 'spec'"),
         (GOOD_LINE.replace('"circle"', '"hexagon"'), "unknown shape 'hexagon'"),
         (GOOD_LINE.replace('"red"', '"beige"'), "unknown colour 'beige'"),
@@ -217,13 +217,13 @@ def test_malformed_jsonl_names_file_line_and_reason(tmp_path: Path, bad_line: st
     with pytest.raises(ValueError) as error:
         load_prompts_jsonl(path)
     message = str(error.value)
-    assert str(path) in message and "line 3" in message and reason in message
+    assert f"{path}:3:" in message and reason in message
 
 
 def test_empty_jsonl_is_an_error(tmp_path: Path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")
-    with pytest.raises(ValueError, match="empty file"):
+    with pytest.raises(ValueError, match="holds no prompt"):
         load_prompts_jsonl(path)
 
 

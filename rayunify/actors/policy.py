@@ -1,16 +1,14 @@
 """What the learner trains and what every model-holding actor receives: the unified model as one module.
 
-`PolicyModule` registers the Janus model as its only submodule, so parameter names are identical in the
-learner (inside DeepSpeed), the rollout actors and the live self-judges: a weight push is a name-for-name
-copy. Its forward is the teacher-forced image log-prob pass. The loss functions below are module-level
+`PolicyModule` registers the unified model's torch module as its only submodule, so parameter names are
+identical in the learner (inside DeepSpeed), the rollout actors and the live self-judges: a weight push is
+a name-for-name copy. It reaches the model only through the `UnifiedModel` interface. Its forward is the teacher-forced image log-prob pass. The loss functions below are module-level
 (picklable) and are what the generic `LearnerWorker` calls with its engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,32 +22,19 @@ from rayunify.types import Geometry
 class PolicyModule(torch.nn.Module):
     def __init__(self, unified: UnifiedModel, keep_reference_copy: bool = False):
         super().__init__()
-        self.janus = unified.model  # type: ignore[attr-defined]
+        # Registered as "janus" (the first family's name): weight pushes and checkpoints copy by these names.
+        self.add_module("janus", unified.module())
         object.__setattr__(self, "unified", unified)  # a plain attribute: not a second registration
-        object.__setattr__(self, "_reference_lm", None)
-        uses_lora = getattr(unified, "peft_model", None) is not None
-        if keep_reference_copy and not uses_lora:
-            # Full language-model training keeps a frozen copy for reference log-probs (TRL's ref_model).
-            # With LoRA the reference is the same weights with the adapter disabled: no copy.
-            ref = copy.deepcopy(unified.language_model).requires_grad_(False).eval()  # type: ignore[attr-defined]
-            object.__setattr__(self, "_reference_lm", ref)
+        # Full fine-tuning keeps a frozen copy for reference log-probs (TRL's ref_model), unregistered so it
+        # is neither trained nor pushed; LoRA's reference is the adapter disabled, no copy.
+        reference_copy = unified.make_reference_copy() if keep_reference_copy else None
+        object.__setattr__(self, "_reference_copy", reference_copy)
 
     def forward(self, prompts: list[str], image_tokens: torch.Tensor, geometry: Geometry, guidance_scale: float):
         return self.unified.image_logprobs(prompts, image_tokens, geometry=geometry, guidance_scale=guidance_scale)
 
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[None]:
-        if self._reference_lm is None:
-            with self.unified.reference():
-                yield
-            return
-        janus_model = self.janus.model
-        live = janus_model.language_model
-        janus_model.language_model = self._reference_lm
-        try:
-            yield
-        finally:
-            janus_model.language_model = live
+    def reference(self) -> contextlib.AbstractContextManager[None]:
+        return self.unified.reference(self._reference_copy)
 
 
 @dataclass

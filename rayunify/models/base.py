@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +28,23 @@ class GenerationOutput:
     images: np.ndarray | None = None  # (B*n, H, W, 3) uint8, only when decoding was asked for
 
 
+@dataclass
+class TeacherForcedJudge:
+    """One forward over the judge's question about each (image, prompt) followed by a given answer."""
+
+    logits: torch.Tensor  # (B, last, V) at the sequence's last positions, with gradients
+    vision_features: torch.Tensor  # (B, patches, width) the understanding image encoder's output, with gradients
+
+
 class UnifiedModel(abc.ABC):
     """One model, two branches: generation (text → image tokens) and understanding (image → verdict)."""
 
     num_image_tokens: int
+    end_of_answer: str  # the text that ends an answer of the understanding branch (its EOS token)
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device: ...
 
     @abc.abstractmethod
     def generate(
@@ -58,8 +71,16 @@ class UnifiedModel(abc.ABC):
         image_tokens: torch.Tensor,
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
+        drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients."""
+        """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients;
+        `drop_prompt` (B,) bool puts the unconditional prompt in those rows (training classifier-free
+        guidance's unconditional branch)."""
+
+    @abc.abstractmethod
+    def module(self) -> torch.nn.Module:
+        """The torch module holding every weight: what the learner registers and trains, and what weight
+        pushes and checkpoints copy tensor by tensor, by its parameter names."""
 
     @abc.abstractmethod
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]: ...
@@ -67,28 +88,43 @@ class UnifiedModel(abc.ABC):
     @abc.abstractmethod
     def save_pretrained(self, path: str | Path) -> None: ...
 
-    def reference(self) -> contextlib.AbstractContextManager[None]:
-        """Context in which the model computes reference log-probs (LoRA: adapter disabled)."""
+    @abc.abstractmethod
+    def make_reference_copy(self) -> torch.nn.Module | None:
+        """A frozen copy of the trained part, for reference log-probs while everything in it trains (TRL's
+        ref_model); None where the family gets its reference without one (LoRA: the adapter disabled)."""
+
+    def reference(self, frozen: torch.nn.Module | None = None) -> contextlib.AbstractContextManager[None]:
+        """Context in which the model computes reference log-probs: with `frozen` (from `make_reference_copy`)
+        standing in for the trained part, else the family's own reference (LoRA: adapter disabled)."""
+        if frozen is not None:
+            raise NotImplementedError(f"{type(self).__name__} keeps no reference copies")
         return contextlib.nullcontext()
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """What a weight push carries: only the trainable tensors (the LoRA adapter when LoRA is on)."""
-        return {name: p.detach() for name, p in self.trainable_named_parameters()}
+    # Needed only to train a base model from scratch (the ShapesWorld base): the understanding branch
+    # teacher-forced and its image encoder on its own. A family that is never trained so may leave them.
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, without special tokens."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
 
-    @torch.no_grad()
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.trainable_named_parameters())
-        missing = sorted(set(params) - set(state))
-        unexpected = sorted(set(state) - set(params))
-        if missing or unexpected:
-            raise ValueError(
-                f"trainable state does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        for name, tensor in state.items():
-            if params[name].shape != tensor.shape:
-                raise ValueError(f"shape mismatch for {name}: {tuple(tensor.shape)} vs {tuple(params[name].shape)}")
-        for name, tensor in state.items():
-            params[name].copy_(tensor)
+    def judge_inputs(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The model's inputs for the judge's question about each (image, prompt), followed by `answers`;
+        "input_ids" (B, L) among them."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
 
-    def iter_trainable(self) -> Iterator[torch.nn.Parameter]:
-        return (p for _, p in self.trainable_named_parameters())
+    def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
+        """`judge_inputs` through the model, logits kept at the `last` positions."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(B, patches, width): the understanding branch's image encoder alone on `images`, with gradients."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_features_shape(self) -> tuple[int, int]:
+        """(patches per image side, feature width) of `vision_features`."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        """The understanding branch's image encoder's parameters (pretrained alone before joint training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support base training")

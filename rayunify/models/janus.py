@@ -14,7 +14,8 @@ on what else is in its batch; generation and teacher forcing use the same positi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from rayunify.checkpoints import check_model_dir
 from rayunify.judges import question
-from rayunify.models.base import GenerationOutput, UnifiedModel
+from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel
 from rayunify.models.kvcache import PreallocatedKV, StaticKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
@@ -73,6 +74,7 @@ class JanusUnifiedModel(UnifiedModel):
         self.bos_id = self.tokenizer.bos_token_id
         self.pad_id = self.tokenizer.pad_token_id
         self.eos_id = self.tokenizer.eos_token_id
+        self.end_of_answer = self.tokenizer.eos_token
         self.boi_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.boi_token)
         encode = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         self.answer_prefix_ids, self.one_id, self.zero_id = question.answer_token_ids(encode)
@@ -103,8 +105,6 @@ class JanusUnifiedModel(UnifiedModel):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         if self.peft_model is not None:
-            import copy
-
             merged = copy.deepcopy(self.peft_model).merge_and_unload()
             merged.save_pretrained(path)
             self.peft_model.save_pretrained(path / "adapter")
@@ -142,10 +142,30 @@ class JanusUnifiedModel(UnifiedModel):
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
-    def reference(self) -> contextlib.AbstractContextManager[None]:
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def make_reference_copy(self) -> torch.nn.Module | None:
+        if self.peft_model is not None:
+            return None  # the reference is the same weights with the adapter disabled
+        return copy.deepcopy(self.language_model).requires_grad_(False).eval()
+
+    def reference(self, frozen: torch.nn.Module | None = None) -> contextlib.AbstractContextManager[None]:
+        if frozen is not None:
+            return self._language_model_swapped_for(frozen)
         if self.peft_model is None:
             return contextlib.nullcontext()
         return self.peft_model.disable_adapter()
+
+    @contextlib.contextmanager
+    def _language_model_swapped_for(self, reference_lm: torch.nn.Module) -> Iterator[None]:
+        inner = self.model.model
+        live = inner.language_model
+        inner.language_model = reference_lm
+        try:
+            yield
+        finally:
+            inner.language_model = live
 
     # ------------------------------------------------------------------ prompts
     def generation_prompt_ids(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,7 +360,9 @@ class JanusUnifiedModel(UnifiedModel):
         return torch.log_softmax(logits, -1).gather(-1, image_tokens[..., None]).squeeze(-1)
 
     # ------------------------------------------------------------------ judging
-    def judge_inputs(self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None):
+    def judge_inputs(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
         if len(images) != len(prompts):
             raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
@@ -356,6 +378,15 @@ class JanusUnifiedModel(UnifiedModel):
             texts.append(text + (answers[i] if answers is not None else ""))
         enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
+
+    def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
+        seen: list[torch.Tensor] = []
+        hook = self._vision_model.register_forward_hook(lambda module, args, out: seen.append(out.last_hidden_state))
+        try:
+            logits = self.model(**inputs, logits_to_keep=last).logits
+        finally:
+            hook.remove()
+        return TeacherForcedJudge(logits=logits, vision_features=seen[-1])
 
     @torch.no_grad()
     def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8) -> list[Judgement]:
@@ -414,6 +445,25 @@ class JanusUnifiedModel(UnifiedModel):
         )
         logits = out.logits[:, -1].float()
         return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
+
+    # ------------------------------------------------------------------ the image encoder (base training)
+    @property
+    def _vision_model(self):
+        return self.model.model.vision_model
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self._vision_model(pixel_values=pixels.to(self.device)).last_hidden_state
+
+    def vision_features_shape(self) -> tuple[int, int]:
+        config = self._vision_model.config
+        return config.image_size // config.patch_size, config.hidden_size
+
+    def vision_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self._vision_model.parameters())
 
 
 class EagerDecoder:

@@ -3,6 +3,9 @@
 Prompts (`world`), a renderer (`render`), an exact checker (`checker`) and a Janus VQ tokenizer trained on
 rendered images (`vq`). The tokenizer's names load on first use, so importing this package pulls in neither
 torch nor transformers (importing transformers' Janus takes seconds).
+
+The base model trained from scratch on this world: its recipe (`recipe`), training data (`data`),
+objectives (`objectives`), training loop (`base_training`) and cached copies (`cache`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from rayunify.shapes.world import (
     all_specs,
     generate_prompts,
     load_prompts_jsonl,
-    make_prompt,
     make_prompt_text,
     meaning_key,
     save_prompts_jsonl,
+    spec_prompt,
 )
 
 _LAZY_VQ_NAMES = ("VQTrainConfig", "decode_tokens", "encode_tokens", "random_training_images", "train_vq")
@@ -52,7 +55,6 @@ __all__ = [
     "draw",
     "generate_prompts",
     "load_prompts_jsonl",
-    "make_prompt",
     "make_prompt_text",
     "match",
     "meaning_key",
@@ -61,6 +63,7 @@ __all__ = [
     "render_with_objects",
     "rendered_cases",
     "save_prompts_jsonl",
+    "spec_prompt",
     *_LAZY_VQ_NAMES,
 ]
 

@@ -8,10 +8,8 @@ straight-through gradient, codebook loss + 0.25 x commitment loss) and encode wi
 that emits our tokens decodes them exactly as in training. Pixels live in [-1, 1], i.e. Janus-Pro's image
 processor settings (image_mean = image_std = 0.5; transformers' class default is CLIP's, so set them).
 
-Three choices make a small tokenizer learn fast enough for CPUs. Measured on the tiny recipe (~20 s of
-training), share of round trips the checker accepts: L1+L2 loss (object pixels x5), transformers' init, one
-residual block a level: 30%; with PyTorch's conv init: 33%; with no encoder blocks (more steps in the same
-time): 48%; with the BCE loss on top: 73%. The full recipe reaches 99%.
+Three choices make a small tokenizer learn fast enough for CPUs (each raised the share of round trips the
+checker accepts, measured on the tiny recipe):
 - Pixel loss: binary cross-entropy on LOGIT_SCALE x output. Every channel of every ShapesWorld pixel is 0 or
   255, so the decoder may overshoot: the clamp makes confident pixels exact and edges crisp, where an L1/L2
   loss blurs every edge it is unsure of into a rounded blob (small circles and squares become one shape).
@@ -52,7 +50,7 @@ class VQTrainConfig:
     latent_channels: int = 64
     embed_dim: int = 8  # code vector size (8 learnt faster than 16 or 32)
     num_embeddings: int = 512  # codebook size = image-token vocabulary
-    steps: int = 2400  # ~3.5 min on one shared core
+    steps: int = 2400
     batch_size: int = 16  # more small steps beat fewer big ones here
     learning_rate: float = 2e-3
     commitment_beta: float = 0.25
@@ -60,8 +58,8 @@ class VQTrainConfig:
 
     @classmethod
     def tiny(cls) -> VQTrainConfig:
-        """For tests: same geometry, a lighter network and a short run (~40 s on a busy shared core; round
-        trips pass the checker ~68% of the time, against 99% for the full recipe)."""
+        """For tests: same geometry, a lighter network and a short run; its round trips pass the checker
+        far less often than the full recipe's."""
         return cls(latent_channels=32, num_embeddings=256, steps=700, batch_size=8)
 
     def __post_init__(self) -> None:
@@ -159,8 +157,8 @@ def train_vq(
 
     The same seed gives the same weights on the same device and torch build. Training runs on `num_threads`
     torch threads (restored afterwards): one by default, which makes the result independent of the core
-    count and, on a shared machine, is several times faster than two threads that keep waiting for each
-    other (measured 0.1 vs 0.5 s a step under load). The caller's global torch RNG is left untouched."""
+    count and, on a shared machine, is faster than two threads that keep waiting for each other. The
+    caller's global torch RNG is left untouched."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:

@@ -37,7 +37,8 @@ BACKGROUND: tuple[int, int, int] = (0, 0, 0)  # fixed black canvas
 IMAGE_SIZE = 32
 MAX_OBJECTS = 4  # what fits in 32x32 with objects of 8-13 px and gaps between them
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-_OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# The relation that holds when a related pair swaps places.
+OPPOSITE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 # Ordered from easiest to hardest. Count 1 is the single_object category ("a circle"), so counting uses 2-4.
 CATEGORIES: tuple[str, ...] = (
     "single_object",
@@ -175,7 +176,7 @@ def meaning_key(spec: Spec) -> tuple[Any, ...]:
     objects = spec.objects
     relation = spec.relation
     if relation in ("right of", "below"):
-        objects, relation = objects[::-1], _OPPOSITE[relation]
+        objects, relation = objects[::-1], OPPOSITE_RELATION[relation]
     if relation is None:
         objects = tuple(sorted(objects, key=lambda o: (o.shape, o.colour or "")))
     return (objects, relation)
@@ -203,13 +204,15 @@ def all_specs(category: str) -> list[Spec]:
     raise ValueError(f"unknown category {category!r} (known: {', '.join(CATEGORIES)})")
 
 
-def make_prompt(spec: Spec, category: str) -> Prompt:
-    """A Prompt whose id is a hash of its text, so the same prompt has the same id in every split and seed."""
+def spec_prompt(spec: Spec, category: str) -> Prompt:
+    """The ShapesWorld prompt of `spec`: its English text, and an id of its own scheme (`shapes_prompt_id`)."""
     text = make_prompt_text(spec)
-    return Prompt(prompt_id=_prompt_id(text), text=text, category=category, spec=spec.to_dict())
+    return Prompt(prompt_id=shapes_prompt_id(text), text=text, category=category, spec=spec.to_dict())
 
 
-def _prompt_id(text: str) -> str:
+def shapes_prompt_id(text: str) -> str:
+    """"shapes-" + a hash of the text: the same prompt has the same id in every split and seed, and a
+    ShapesWorld prompt's id never equals that of a prompt read from a plain prompt file."""
     return "shapes-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -303,7 +306,7 @@ def _draw_round_robin(pools: dict[str, list[Spec]], n: int, side: str) -> list[P
     while len(prompts) < n:
         for category in CATEGORIES:
             if rank < len(pools[category]) and len(prompts) < n:
-                prompts.append(make_prompt(pools[category][rank], category))
+                prompts.append(spec_prompt(pools[category][rank], category))
         rank += 1
     return prompts
 
@@ -318,40 +321,19 @@ def save_prompts_jsonl(path: str | Path, prompts: Iterable[Prompt]) -> None:
 
 
 def load_prompts_jsonl(path: str | Path) -> list[Prompt]:
-    """Reads `save_prompts_jsonl` output. The text may paraphrase the spec: the spec alone is the truth.
+    """Reads `save_prompts_jsonl` output with the project's one JSONL prompt reader; each line must be a
+    checkable ShapesWorld prompt (`prompt_from_record`). The text may paraphrase the spec: the spec alone
+    is the truth. Every problem is a ValueError naming the file and the line."""
+    from rayunify.prompts import read_prompt_file  # the core's reader (pydantic config): imported on use
 
-    Every problem (bad JSON, missing or unknown key, unknown shape/colour/category, empty file) is a
-    ValueError naming the file and the line.
-    """
-    prompts = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                prompts.append(_prompt_from_line(line))
-            except ValueError as e:
-                raise ValueError(f"{path}, line {line_no}: {e}") from e
-    if not prompts:
-        raise ValueError(f"{path}: empty file, no prompts in it")
-    return prompts
+    return read_prompt_file(path, "jsonl", make=prompt_from_record)
 
 
-def _prompt_from_line(line: str) -> Prompt:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"bad JSON ({e.msg} at column {e.colno})") from e
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    _reject_unknown_keys(record, {"prompt", "category", "spec"}, "line")
-    for key in ("prompt", "category", "spec"):
-        if key not in record:
+def prompt_from_record(text: str, category: Any, spec: Any) -> Prompt:
+    """A ShapesWorld prompt from a prompt file's fields: category and spec required, the spec valid."""
+    for key, value in (("category", category), ("spec", spec)):
+        if value is None:
             raise ValueError(f"missing key {key!r}")
-    text, category = record["prompt"], record["category"]
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("'prompt' must be a non-empty string")
     if category not in CATEGORIES:
         raise ValueError(f"unknown category {category!r} (known: {', '.join(CATEGORIES)})")
-    spec = Spec.from_dict(record["spec"])
-    return Prompt(prompt_id=_prompt_id(text), text=text, category=category, spec=spec.to_dict())
+    return Prompt(prompt_id=shapes_prompt_id(text), text=text, category=category, spec=Spec.from_dict(spec).to_dict())
