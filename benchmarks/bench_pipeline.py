@@ -35,7 +35,7 @@ def overrides(args, run_name: str, out: str, *extra: str) -> list[str]:
     return [
         f"model.path={args.model}", *judge, "prompts.n_train=64", "prompts.n_eval=4",
         f"sampling.samples_per_prompt={args.n}", "sampling.guidance_scale=3.0",
-        "rollout.num_cpus=1", "judging.num_cpus=1", f"learner.batch_size={args.batch}", "learner.lr=1e-4",
+        "rollout.num_cpus=1", "judge_actors.num_cpus=1", f"learner.batch_size={args.batch}", "learner.lr=1e-4",
         f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}", "trainer.eval_every=100000",
         "trainer.eval_prompts=4", "trainer.eval_samples_per_prompt=1", "trainer.checkpoint_every=100000",
         f"trainer.output_dir={out}", f"trainer.run_name={run_name}", "logger.type=jsonl",
@@ -74,7 +74,7 @@ def run_sequential(args) -> dict:
     from rayunify.judges.base import build_judge
     from rayunify.models import build_model
     from rayunify.prompts import load_prompts
-    from rayunify.replay import TrainingData
+    from rayunify.training_data import TrainingData
     from rayunify.types import JudgedSample, Sample
 
     cfg = load_config(None, overrides(args, "sequential", tempfile.mkdtemp()))

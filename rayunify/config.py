@@ -486,7 +486,7 @@ class Config(Strict):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     rollout: Resources = Field(default_factory=Resources)
-    judging: Resources = Field(default_factory=Resources)
+    judge_actors: Resources = Field(default_factory=Resources)  # where judging runs; `judge` is what judges
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
@@ -503,10 +503,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw = _read_with_inherit(Path(path)) if path else {}
     for item in overrides or []:
         _apply_override(raw, item)
+    _refuse_renamed_keys(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_explain(err, source=str(path or "<defaults>"))) from None
+
+
+# Keys that were renamed: a config written with the old name gets told the new one, never silently ignored.
+RENAMED_KEYS = {"judging": "judge_actors"}
+
+
+def _refuse_renamed_keys(raw: dict[str, Any]) -> None:
+    for old, new in RENAMED_KEYS.items():
+        if old in raw:
+            raise ConfigError(f"config key {old!r} was renamed to {new!r} (the judge actors' resources): rename it")
 
 
 def _read_with_inherit(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

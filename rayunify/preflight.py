@@ -118,7 +118,7 @@ def _check_external_judge(judge_cfg: Any, complete: bool) -> str:
 def role_requests(cfg: Config) -> list[RoleRequest]:
     return [
         RoleRequest("rollout", cfg.rollout.num_actors, cfg.rollout.num_cpus, cfg.rollout.num_gpus),
-        RoleRequest("judge", cfg.judging.num_actors, cfg.judging.num_cpus, cfg.judging.num_gpus),
+        RoleRequest("judge", cfg.judge_actors.num_actors, cfg.judge_actors.num_cpus, cfg.judge_actors.num_gpus),
         RoleRequest("learner", cfg.learner.num_ranks, cfg.learner.num_cpus, cfg.learner.num_gpus),
     ]
 

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rayunify.config import CurriculumConfig
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.monitor import FixedImages, ProbeSet
 from rayunify.guard import CoDegradationGuard
 from rayunify.metrics import VerdictRecord
-from rayunify.replay import TrainingData
+from rayunify.training_data import TrainingData
 from rayunify.types import JudgedSample, Judgement, Prompt, Sample, Verdict
 
 A, R = Verdict.ACCEPT, Verdict.REJECT
@@ -32,7 +33,7 @@ class FakeLearner:
 
 def driver_state(step: int) -> DriverState:
     prompts = [Prompt(f"p{i}", f"a red circle {i}", category="shape") for i in range(3)]
-    data = TrainingData(prompts, curriculum="adaptive", seed=1)
+    data = TrainingData(prompts, CurriculumConfig(type="adaptive"), seed=1)
     group = [
         JudgedSample(Sample(f"s{k}", prompts[0], np.arange(4, dtype=np.int64) + k, 0), Judgement(v, s))
         for k, (v, s) in enumerate([(A, 0.9), (R, 0.2)])
@@ -68,7 +69,7 @@ def test_driver_state_round_trips_through_weights_only_load(tmp_path):
     assert loaded.fixed_images.references == [int(A), int(R)]
     # The training data resumes exactly: same next prompts, same buffer.
     prompts = [Prompt(f"p{i}", f"a red circle {i}", category="shape") for i in range(3)]
-    a, b = TrainingData(prompts, curriculum="adaptive"), TrainingData(prompts, curriculum="adaptive")
+    a, b = TrainingData(prompts, CurriculumConfig(type="adaptive")), TrainingData(prompts, CurriculumConfig(type="adaptive"))
     a.load_state_dict(state.data)
     b.load_state_dict(loaded.data)
     assert a.next_prompts(5) == b.next_prompts(5) and a.metrics() == b.metrics()

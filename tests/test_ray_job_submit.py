@@ -90,7 +90,7 @@ judge: {type: noisy, base: {type: shapes_checker}, random_fraction: 1.0}
 prompts: {n_train: 8, n_eval: 2}
 sampling: {samples_per_prompt: 2, guidance_scale: 2.0}
 rollout: {num_cpus: 0.5}
-judging: {num_cpus: 0.5}
+judge_actors: {num_cpus: 0.5}
 learner: {batch_size: 2}
 trainer: {steps: 2, prompts_per_step: 2, eval_prompts: 2, output_dir: runs, run_name: job}
 logger: {type: jsonl}

@@ -37,7 +37,7 @@ def tiny_config(tmp_path: Path, run_name: str, *overrides: str):
         "sampling.samples_per_prompt=4",
         "sampling.guidance_scale=2.0",
         "rollout.num_cpus=0.5",
-        "judging.num_cpus=0.5",
+        "judge_actors.num_cpus=0.5",
         "learner.batch_size=4",
         "learner.lr=1e-3",
         f"trainer.steps={STEPS}",

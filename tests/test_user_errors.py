@@ -66,3 +66,12 @@ def test_placement_that_can_never_fit_is_named():
     assert too_many == ["the run asks for 10 GPU (learner 8 x 1 + rollout 2 x 1) but the cluster has 8"]
     too_big = placement_problems([RoleRequest("learner", 1, 2, 8)], nodes)
     assert too_big == ["no node can hold one learner actor (2 CPU, 8 GPU); nodes have 16 CPU / 4 GPU, 16 CPU / 4 GPU"]
+
+
+def test_a_renamed_key_names_its_new_name(tmp_path):
+    (tmp_path / "old.yaml").write_text("judging: {num_actors: 2}\n")
+    with pytest.raises(ConfigError, match="'judging' was renamed to 'judge_actors'"):
+        load_config(tmp_path / "old.yaml")
+    with pytest.raises(ConfigError, match="'judging' was renamed to 'judge_actors'"):
+        load_config(None, ["judging.num_actors=2"])
+    assert load_config(None, ["judge_actors.num_actors=2"]).judge_actors.num_actors == 2

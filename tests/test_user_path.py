@@ -33,7 +33,7 @@ def user_config(tmp_path: Path, name: str, *overrides: str):
         "model.path=builtin:tiny", "judge.type=noisy", "judge.base.type=self", "judge.random_fraction=1.0",
         "guard.reference.type=python", "guard.reference.import_path=fixture_judges:brighter_than_half",
         "prompts.source=file", f"prompts.path={DATASET}/*_train.txt", f"prompts.eval_path={GENEVAL}",
-        "sampling.guidance_scale=2.0", "sampling.samples_per_prompt=4", "rollout.num_cpus=0.5", "judging.num_cpus=0.5",
+        "sampling.guidance_scale=2.0", "sampling.samples_per_prompt=4", "rollout.num_cpus=0.5", "judge_actors.num_cpus=0.5",
         "learner.batch_size=4", "learner.lr=1e-3", "trainer.eval_prompts=6", "trainer.eval_every=100",
         "logger.type=jsonl", "logger.image_every=100", f"trainer.output_dir={tmp_path}", f"trainer.run_name={name}",
         *overrides,

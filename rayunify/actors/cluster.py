@@ -21,7 +21,7 @@ def init_ray(cfg: Config) -> bool:
         return False
     needed = (
         cfg.rollout.num_actors * cfg.rollout.num_cpus
-        + cfg.judging.num_actors * cfg.judging.num_cpus
+        + cfg.judge_actors.num_actors * cfg.judge_actors.num_cpus
         + cfg.learner.num_ranks * cfg.learner.num_cpus
     )
     # Logical CPUs: actors limit their own threads, so asking for more than the cores is fine locally.

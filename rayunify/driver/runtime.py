@@ -51,23 +51,19 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     from rayunify.actors.workers import JudgeWorker, RolloutWorker
     from rayunify.preflight import check_cluster
     from rayunify.prompts import curriculum_levels
-    from rayunify.replay import TrainingData
+    from rayunify.training_data import TrainingData
 
     if init_ray(cfg):
         stack.callback(ray.shutdown)
     check_cluster(cfg, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     as_dict, cur = cfg.model_dump(mode="json"), cfg.curriculum
-    levels = curriculum_levels(train_prompts, cur.levels)
     data = (
         ray.remote(TrainingData)
         .options(num_cpus=0)
-        .remote(
-            train_prompts, cur.type, cur.replay_at, cur.priority_alpha, cur.admit_threshold, cur.smoothing, levels,
-            seed=cfg.trainer.seed,
-        )
-    )  # fmt: skip
+        .remote(train_prompts, cur, curriculum_levels(train_prompts, cur.levels), seed=cfg.trainer.seed)
+    )
     groups = []
-    for cls, role, name in ((RolloutWorker, cfg.rollout, "rollout"), (JudgeWorker, cfg.judging, "judge")):
+    for cls, role, name in ((RolloutWorker, cfg.rollout, "rollout"), (JudgeWorker, cfg.judge_actors, "judge")):
         group = ActorGroup(
             cls, role.num_actors, num_cpus=role.num_cpus, num_gpus=role.num_gpus,
             kwargs={"config": as_dict, "num_cpus": role.num_cpus}, name=name,

@@ -203,7 +203,7 @@ class Trainer:
         """Reference log-probs once per pair (stored in the buffer), or every time with reference=recompute."""
         from rayunify.actors.policy import TrainBatch, reference_logps_fn
         from rayunify.batching import make_batch
-        from rayunify.replay import pair_key
+        from rayunify.training_data import pair_key
 
         recompute = self.cfg.algorithm.reference == "recompute"
         todo = [p for p in pairs if recompute or p.ref_chosen_logp is None]

@@ -15,35 +15,34 @@ from typing import Any
 import numpy as np
 
 from rayunify.buffer import ReplayBuffer
+from rayunify.config import CurriculumConfig
 from rayunify.curriculum import AdmissionSchedule, DifficultyTracker, DiscardPool
 from rayunify.pairing import build_group_outcome
 from rayunify.types import JudgedSample, PreferencePair, Prompt
 
 
 class TrainingData:
+    """`levels`: the adaptive curriculum's categories, easiest first (`rayunify.prompts.curriculum_levels`);
+    None: the prompts' categories in the order they first appear."""
+
     def __init__(
         self,
         prompts: Sequence[Prompt],
-        curriculum: str = "none",
-        replay_at: Sequence[int] = (),
-        priority_alpha: float = 1.0,
-        admit_threshold: float = 0.5,
-        smoothing: float = 0.3,
-        category_order: Sequence[str] | None = None,
-        capacity: int = 10_000,
+        curriculum: CurriculumConfig | None = None,
+        levels: Sequence[str] | None = None,
         seed: int = 0,
+        capacity: int = 10_000,
     ) -> None:
         if not prompts:
             raise ValueError("training needs at least one prompt")
-        if curriculum not in ("none", "replay", "adaptive"):
-            raise ValueError(f"curriculum.type={curriculum!r}: choose none, replay or adaptive")
+        cur = curriculum or CurriculumConfig()
         self.prompts = list(prompts)
         self.by_id = {p.prompt_id: p for p in self.prompts}
-        adaptive = curriculum == "adaptive"
-        self.buffer = ReplayBuffer(capacity=capacity, alpha=priority_alpha if adaptive else 0.0)
-        self.tracker = DifficultyTracker(decay=1.0 - smoothing if adaptive else 1.0)
-        self.pool = DiscardPool(replay_at=replay_at if curriculum != "none" else ())
-        self.schedule = self._admission(adaptive, category_order, admit_threshold)
+        adaptive = cur.type == "adaptive"
+        self.buffer = ReplayBuffer(capacity=capacity, alpha=cur.priority_alpha if adaptive else 0.0)
+        self.tracker = DifficultyTracker(decay=1.0 - cur.smoothing if adaptive else 1.0)
+        self.pool = DiscardPool(replay_at=cur.replay_at if cur.type != "none" else ())
+        self.schedule = self._admission(adaptive, levels, cur.admit_threshold)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(self.prompts)).tolist()
         self.cursor = 0
@@ -53,8 +52,7 @@ class TrainingData:
     def _admission(self, adaptive: bool, order: Sequence[str] | None, threshold: float) -> AdmissionSchedule | None:
         if not adaptive:
             return None
-        categories = list(order or [])
-        categories += sorted({p.category for p in self.prompts} - set(categories))
+        categories = list(order or dict.fromkeys(p.category for p in self.prompts))
         return AdmissionSchedule.from_categories(self.prompts, categories, pass_threshold=threshold)
 
     # ------------------------------------------------------------------ prompts
