@@ -1,0 +1,48 @@
+"""The one typed config tree: YAML files in configs/, plus dotted command-line overrides.
+
+Pure (pydantic + yaml only). Every swappable part is a variant chosen by `type`; unknown keys are errors
+that name the key and the keys allowed there. A file may start from another with `inherit: other.yaml`
+(path relative to the file), so experiment configs only state what they change.
+
+  base.py        strict sections and `type`-tagged variants
+  judges.py      judge sections (self, built-in, python, hf_vlm, vllm, noisy)
+  algorithms.py  DPO, SFT, GRPO
+  tree.py        the whole run (`Config`) and its other sections
+  loading.py     load_config (inherit, overrides, renamed keys, errors that explain) and dump_config
+"""
+
+from rayunify.config.algorithms import AlgorithmConfig, DPOConfig, GRPOConfig, RewardTermConfig, SFTConfig
+from rayunify.config.base import Strict, variants
+from rayunify.config.judges import (
+    HFVLMJudgeConfig,
+    JudgeConfig,
+    NoisyJudgeConfig,
+    PythonJudgeConfig,
+    SelfJudgeConfig,
+    ShapesCheckerJudgeConfig,
+    VLLMJudgeConfig,
+)
+from rayunify.config.loading import RENAMED_KEYS, ConfigError, dump_config, load_config
+from rayunify.config.tree import (
+    Config,
+    CurriculumConfig,
+    GuardConfig,
+    JanusModelConfig,
+    LearnerConfig,
+    LoggerConfig,
+    LoraConfig,
+    ModelConfig,
+    PromptsConfig,
+    RayConfig,
+    Resources,
+    SamplingConfig,
+    TrainerConfig,
+)
+
+__all__ = [
+    "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DPOConfig", "GRPOConfig",
+    "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "LearnerConfig", "LoggerConfig",
+    "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig", "RayConfig",
+    "Resources", "RewardTermConfig", "SFTConfig", "SamplingConfig", "SelfJudgeConfig", "ShapesCheckerJudgeConfig",
+    "Strict", "TrainerConfig", "VLLMJudgeConfig", "dump_config", "load_config", "variants",
+]  # fmt: skip

@@ -1,0 +1,265 @@
+"""The whole run's config: model, judge, algorithm, curriculum, prompts, sampling, resources, guard, logger,
+trainer and Ray sections."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
+from rayunify.config.base import Strict, variants
+from rayunify.config.judges import (
+    HFVLMJudgeConfig,
+    JudgeConfig,
+    PythonJudgeConfig,
+    SelfJudgeConfig,
+    ShapesCheckerJudgeConfig,
+    VLLMJudgeConfig,
+)
+from rayunify.types import SamplingSettings
+
+
+# ---------------------------------------------------------------------------------------------- model
+class LoraConfig(Strict):
+    rank: int = Field(16, gt=0, description="LoRA rank r.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling alpha (effective scale alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers of the language model that get adapters.",
+    )
+
+
+class JanusModelConfig(Strict):
+    type: Literal["janus"] = "janus"
+    path: str = Field(
+        "builtin:shapes-base",
+        description="A local HF directory (e.g. a Janus-Pro-1B download), or builtin:tiny (random tiny Janus), "
+        "builtin:shapes-base / builtin:shapes-test (the ShapesWorld base, trained and cached on first use).",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
+    trainable: Literal["language_model", "lora"] = Field(
+        "language_model", description="language_model: the paper's default; lora: peft adapters on it."
+    )
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+if TYPE_CHECKING:
+    ModelConfig = JanusModelConfig
+else:
+    ModelConfig = variants(JanusModelConfig)
+
+
+# ---------------------------------------------------------------------------------------------- curriculum
+class CurriculumConfig(Strict):
+    type: Literal["none", "replay", "adaptive"] = Field(
+        "none",
+        description="none; replay: the paper's discard-pool replay at `replay_at`; adaptive: replay plus "
+        "difficulty-ranked sampling and an admission schedule for harder prompts.",
+    )
+    replay_at: list[int] = Field(default_factory=list, description="Epochs (offline) or steps (online) to replay.")
+    priority_alpha: float = Field(1.0, ge=0, description="Pair sampling priority ∝ (difficulty + eps)^alpha.")
+    admit_threshold: float = Field(0.5, gt=0, lt=1, description="Pass rate that admits the next level.")
+    smoothing: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest pass-rate observation.")
+    levels: list[str] | None = Field(
+        None,
+        description="adaptive: the prompt categories in admission order, easiest first (every training category must "
+        "be listed). None: the categories in the order they first appear in the training prompts.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the rest
+class PromptsConfig(Strict):
+    source: Literal["shapes", "file", "hf_dataset"] = Field(
+        "shapes", description="shapes: ShapesWorld's generator; file: prompt files; hf_dataset: a `datasets` dataset."
+    )
+    path: str | None = Field(
+        None, description="source=file: a prompt file, a directory of them or a glob (e.g. dataset/*_train.txt)."
+    )
+    eval_path: str | None = Field(
+        None, description="Like path, for evaluation; None: a seeded, category-stratified held-out split of the "
+        "training prompts (removed from training)."
+    )
+    format: Literal["auto", "jsonl", "txt", "t2i_compbench", "geneval"] = Field(
+        "auto",
+        description="txt: a prompt per line; jsonl: {'prompt', 'category'?}; t2i_compbench: a prompt per line, "
+        "category from the file name (color_val.txt → color); geneval: evaluation_metadata.jsonl (category = tag); "
+        "auto: by suffix and content. Applies to `path` only.",
+    )
+    eval_format: Literal["auto", "jsonl", "txt", "t2i_compbench", "geneval"] = Field(
+        "auto", description="Like format, for eval_path."
+    )
+    allow_overlap: bool = Field(
+        False, description="Accept eval prompts that are also training prompts (refused by default: the figures "
+        "would measure memorisation)."
+    )
+    dataset: str | None = Field(None, description="source=hf_dataset: a `datasets` name or a local dataset path.")
+    split: str = Field("train", description="source=hf_dataset: the training split.")
+    eval_split: str | None = Field(None, description="source=hf_dataset: the eval split; None: as eval_path.")
+    column: str = Field("prompt", description="source=hf_dataset: the column that holds the prompt text.")
+    category_column: str | None = Field(None, description="source=hf_dataset: a column holding the category.")
+    n_train: int = Field(256, gt=0, description="At most this many training prompts (a seeded subset of larger sources).")
+    n_eval: int = Field(64, gt=0)
+    seed: int = 0
+    categories: list[str] | None = Field(
+        None,
+        description="source=shapes: only these ShapesWorld categories (e.g. [single_object, colour]); n_train and "
+        "n_eval are then upper bounds. None: all.",
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: list[str] | None) -> list[str] | None:
+        from rayunify.builtins import prompt_source
+
+        return None if value is None else prompt_source("shapes").check_categories(value)
+
+    @model_validator(mode="after")
+    def _source_needs_its_location(self) -> PromptsConfig:
+        if self.source == "file" and not self.path:
+            raise ValueError("prompts.path is required when prompts.source=file")
+        if self.source == "hf_dataset" and not self.dataset:
+            raise ValueError("prompts.dataset is required when prompts.source=hf_dataset")
+        if self.categories is not None and self.source != "shapes":
+            raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
+        return self
+
+
+class SamplingConfig(Strict):
+    samples_per_prompt: int = Field(4, ge=2, description="N images per prompt (the paper uses 10).")
+    guidance_scale: float = Field(5.0, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int | None = Field(None, gt=0)
+    geometry: Literal["conditional", "cfg"] = Field(
+        "conditional", description="Which distribution log-probs are taken under, for policy and reference alike."
+    )
+
+    def settings(self) -> SamplingSettings:
+        """What every sample records about how it was drawn."""
+        return SamplingSettings(self.guidance_scale, self.temperature, self.top_k, self.geometry)
+
+
+class Resources(Strict):
+    num_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+
+
+class LearnerConfig(Strict):
+    num_ranks: int = Field(1, ge=1)
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks.")
+    bf16: bool = False
+    weight_transport: Literal["object_store", "broadcast"] = Field(
+        "object_store",
+        description="How pushes travel: one object in Ray's object store read by every receiver, or a "
+        "broadcast in a process group of learner rank 0 and the receivers (gloo on CPU, nccl on GPU).",
+    )
+
+
+class GuardConfig(Strict):
+    """The co-degradation guard: a reference judge re-scores a share of fresh samples every `every` steps."""
+
+    enabled: bool = True
+    reference: variants(  # type: ignore[valid-type]
+        ShapesCheckerJudgeConfig, SelfJudgeConfig, PythonJudgeConfig, HFVLMJudgeConfig, VLLMJudgeConfig
+    ) = Field(
+        default_factory=ShapesCheckerJudgeConfig
+    )
+    every: int = Field(1, gt=0)
+    fraction: float = Field(0.25, gt=0, le=1)
+    min_agreement: float = Field(0.6, ge=0, le=1, description="Alarm below this judge-reference agreement.")
+    window: int = Field(
+        3, gt=0, description="Checks pooled for the agreement alarm; the trend compares the latest `window` "
+        "checks with the `window` before them."
+    )
+    stop_on_alarm: bool = False
+    probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
+
+
+class LoggerConfig(Strict):
+    type: Literal["wandb", "jsonl"] = "wandb"
+    project: str = "rayunify"
+    run_name: str | None = None
+    image_every: int = Field(5, gt=0, description="Steps between image grids with verdicts.")
+
+
+class TrainerConfig(Strict):
+    mode: Literal["online", "offline"] = "online"
+    sync: Literal["sync", "async"] = "sync"
+    max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
+    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs × dataset size).")
+    prompts_per_step: int = Field(8, gt=0, description="Online: prompts generated (× samples_per_prompt) per step.")
+    epochs: int = Field(1, gt=0, description="Offline: passes over the built dataset.")
+    push_every: int = Field(1, gt=0)
+    eval_every: int = Field(10, gt=0)
+    eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
+    eval_samples_per_prompt: int = Field(2, gt=0)
+    eval_fixed_images: bool = Field(
+        True, description="Re-judge the start evaluation's images at every evaluation (fixed/*): whether the judge "
+        "itself changed, apart from the images it judges."
+    )
+    checkpoint_every: int = Field(10, gt=0)
+    keep_checkpoints: int = Field(2, gt=0)
+    resume: bool = False
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str = "run"
+
+    @model_validator(mode="after")
+    def _async_needs_staleness(self) -> TrainerConfig:
+        if self.sync == "async" and self.max_staleness < 1:
+            raise ValueError("trainer.sync=async needs trainer.max_staleness >= 1 (0 is the sync mode)")
+        return self
+
+    @model_validator(mode="after")
+    def _pushes_keep_samples_fresh(self) -> TrainerConfig:
+        # Samples older than the staleness bound are evicted unused: pushing less often than the bound allows
+        # would silently skip batches.
+        if self.mode == "online" and self.sync == "sync" and self.push_every > 1:
+            raise ValueError(
+                f"trainer.push_every={self.push_every} with trainer.sync=sync: sync is strictly on-policy, so every "
+                "sample drawn between pushes would be stale and dropped; use push_every=1, or sync=async with "
+                "max_staleness >= push_every"
+            )
+        if self.mode == "online" and self.sync == "async" and self.push_every > self.max_staleness:
+            raise ValueError(
+                f"trainer.push_every={self.push_every} exceeds trainer.max_staleness={self.max_staleness}: samples "
+                "drawn between pushes would be dropped as stale; raise max_staleness or lower push_every"
+            )
+        return self
+
+
+class RayConfig(Strict):
+    address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
+    num_cpus: int | None = None
+
+
+class Config(Strict):
+    """The whole run. `rayunify train --config FILE key=value …` builds it; the run directory keeps it."""
+
+    model: ModelConfig = Field(default_factory=JanusModelConfig)
+    judge: JudgeConfig = Field(default_factory=SelfJudgeConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=DPOConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rollout: Resources = Field(default_factory=Resources)
+    judge_actors: Resources = Field(default_factory=Resources)  # where judging runs; `judge` is what judges
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
