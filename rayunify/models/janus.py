@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from rayunify.checkpoints import check_model_dir
 from rayunify.judges import question
 from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel
-from rayunify.models.kvcache import PreallocatedKV, StaticKV
+from rayunify.models.decoding import EagerDecoder, GraphDecoder, token_positions
+from rayunify.models.kvcache import PreallocatedKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
 Trainable = Literal["language_model", "lora"]
@@ -41,11 +42,6 @@ class LoraSettings:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Padding-aware positions: 0 at each row's first real token (left padding keeps position 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 class JanusUnifiedModel(UnifiedModel):
@@ -245,7 +241,7 @@ class JanusUnifiedModel(UnifiedModel):
         embeds = self.model.get_input_embeddings()(ids)
         cache = DynamicCache(config=self.model.config.text_config)
         out = self.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=_positions(mask), cache=cache, use_cache=True
+            inputs_embeds=embeds, attention_mask=mask, position_ids=token_positions(mask), cache=cache, use_cache=True
         )
         hidden = out.last_hidden_state[:, -1]
         if n > 1:
@@ -353,7 +349,7 @@ class JanusUnifiedModel(UnifiedModel):
         image_embeds = self.model.prepare_embeddings_for_image_generation(image_tokens_in[:, :-1])
         embeds = torch.cat([prompt_embeds, image_embeds.to(prompt_embeds.dtype)], dim=1)
         full_mask = F.pad(mask, (0, image_tokens.shape[1] - 1), value=1)
-        out = self.language_model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=_positions(full_mask))
+        out = self.language_model(inputs_embeds=embeds, attention_mask=full_mask, position_ids=token_positions(full_mask))
         # The hidden state at <begin_of_image> predicts image token 0, and so on.
         hidden = out.last_hidden_state[:, ids.shape[1] - 1 :]
         logits = self._guided_logits(hidden, guidance_scale if use_cfg else 1.0)
@@ -408,13 +404,13 @@ class JanusUnifiedModel(UnifiedModel):
 
         mask = enc["attention_mask"]
         cache = DynamicCache(config=self.model.config.text_config)
-        out = self.model(**enc, position_ids=_positions(mask), cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(**enc, position_ids=token_positions(mask), cache=cache, use_cache=True, logits_to_keep=1)
         rows = mask.shape[0]
         prefix = self.answer_prefix_ids
         generated: list[list[int]] = [[] for _ in range(rows)]
         digit_logits: list[tuple[float, float] | None] = [None] * rows
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        positions = _positions(mask)[:, -1:]
+        positions = token_positions(mask)[:, -1:]
         for step in range(max_new_tokens):
             logits = out.logits[:, -1].float()
             if step == len(prefix):
@@ -441,7 +437,7 @@ class JanusUnifiedModel(UnifiedModel):
         ids = torch.cat([enc["input_ids"], prefix], dim=1)
         mask = F.pad(enc["attention_mask"], (0, prefix.shape[1]), value=1)
         out = self.model(
-            input_ids=ids, pixel_values=enc["pixel_values"], attention_mask=mask, position_ids=_positions(mask), logits_to_keep=1
+            input_ids=ids, pixel_values=enc["pixel_values"], attention_mask=mask, position_ids=token_positions(mask), logits_to_keep=1
         )
         logits = out.logits[:, -1].float()
         return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
@@ -464,79 +460,3 @@ class JanusUnifiedModel(UnifiedModel):
 
     def vision_parameters(self) -> list[torch.nn.Parameter]:
         return list(self._vision_model.parameters())
-
-
-class EagerDecoder:
-    """Decodes step by step: the growing KV view is read directly (no masking of unwritten slots)."""
-
-    def __init__(self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float):
-        self.um, self.hidden, self.cache, self.mask = um, hidden, cache, mask
-        self.scale = guidance_scale
-        self.positions = _positions(mask)[:, -1:]
-
-    def logits(self) -> torch.Tensor:
-        return self.um._guided_logits(self.hidden, self.scale)
-
-    def advance(self, embeds: torch.Tensor) -> None:
-        self.mask = F.pad(self.mask, (0, 1), value=1)
-        self.positions = self.positions + 1
-        if not self.um._lean_decode:
-            out = self.um.language_model(
-                inputs_embeds=embeds, attention_mask=self.mask, position_ids=self.positions, cache=self.cache,
-                use_cache=True,
-            )  # fmt: skip
-            self.hidden = out.last_hidden_state[:, -1]
-            return
-        attend = self.mask.bool()[:, None, None, :]  # (rows, 1, q=1, keys): a new token sees every real key
-        self.hidden = self.um._decode_layers(embeds, attend, self.positions, self.cache)
-
-
-class GraphDecoder:
-    """The decode step captured once as a CUDA graph and replayed for every image token.
-
-    At batch sizes where a step is a few hundred small kernels, launch overhead, not the GPU, sets the pace;
-    a graph replays them with one launch. Shapes are fixed: the KV buffers hold prompt + all image tokens,
-    writes go to a position held in a tensor, and a mask hides the slots not written yet.
-    """
-
-    def __init__(self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float, capture: bool = True):
-        self.um, self.scale, self.capture = um, guidance_scale, capture
-        self.cache = StaticKV(cache)
-        self.slot = cache.length  # host-side copy of the write position: no device sync per step
-        total = self.cache.keys[0].shape[-2]
-        self.attend = F.pad(mask, (0, total - mask.shape[1]), value=0).bool()[:, None, None, :].contiguous()
-        self.positions = _positions(mask)[:, -1:].clone()
-        self.embeds = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
-        self.logits_out = um._guided_logits(hidden, guidance_scale).contiguous()
-        self.graph = None
-
-    def logits(self) -> torch.Tensor:
-        return self.logits_out
-
-    def _body(self) -> None:
-        hidden = self.um._decode_layers(self.embeds, self.attend, self.positions, self.cache)
-        self.logits_out.copy_(self.um._guided_logits(hidden, self.scale))
-
-    def advance(self, embeds: torch.Tensor) -> None:
-        # Inputs change in place, outside the graph: the new token's embedding, its mask slot and position.
-        self.embeds.copy_(embeds)
-        self.attend[..., self.slot] = True
-        self.positions += 1
-        if not self.capture:
-            self._body()
-        else:
-            if self.graph is None:
-                self._capture()
-            self.graph.replay()
-        self.cache.position += 1
-        self.slot += 1
-
-    def _capture(self) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._body()  # warm-up (allocator, cuBLAS handles); rewritten identically by the first replay
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._body()
