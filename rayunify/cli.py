@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
     base.add_argument("--out", required=True)
+    base.add_argument(
+        "--verify", action="store_true", help="train into --out and compare with the shipped base of the same recipe"
+    )
     base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the cached built-in bases train on cpu")
@@ -51,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         from rayunify.shapes.base_training import train_base
 
         train_base(args.out, size=args.size, seed=args.seed, device=args.device)
-        return 0
+        if not args.verify:
+            return 0
+        from rayunify.shapes.cache import compare_with_shipped
+
+        report = compare_with_shipped(args.out, args.size, args.seed)
+        print(json.dumps(report, indent=2))
+        return 0 if report["identical_weights"] else 1
     if args.command == "report":
         from rayunify.report import write_report
 

@@ -15,7 +15,15 @@ from typing import Any
 from rayunify import preflight
 from rayunify.actors.learner_setup import deepspeed_config
 from rayunify.config import Config
-from rayunify.sizing import ModelShape, RunShape, describe, learner_memory, placement_problems, rollout_memory
+from rayunify.sizing import (
+    ModelShape,
+    RunShape,
+    describe,
+    learner_memory,
+    placement_problems,
+    rollout_memory,
+    total,
+)
 
 
 def dry_run(cfg: Config) -> int:
@@ -69,14 +77,19 @@ def _model_sizes(cfg: Config, config: Any) -> list[str]:
     shape = model_shape(cfg, config)
     run = run_shape(cfg, shape)
     trainable = "LoRA adapters" if cfg.model.trainable == "lora" else "the language model"
-    return [
+    learner, rollout = learner_memory(shape, run), rollout_memory(shape, run)
+    lines = [
         f"model size: {shape.total_params / 1e9:.2f} B parameters, language model "
         f"{shape.language_model_params / 1e9:.2f} B, {shape.trainable_params / 1e6:.1f} M trainable ({trainable}), "
         f"{shape.num_image_tokens} image tokens",
-        f"memory per learner GPU (estimate): {describe(learner_memory(shape, run))}",
-        f"memory per rollout GPU (estimate, {run.rollout_rows} rows a generate call): "
-        f"{describe(rollout_memory(shape, run))}",
+        f"memory per learner GPU (estimate): {describe(learner)}",
+        f"memory per rollout GPU (estimate, {run.rollout_rows} rows a generate call): {describe(rollout)}",
     ]
+    fractions = (cfg.learner.num_gpus, cfg.rollout.num_gpus, cfg.judge_actors.num_gpus)
+    if all(0 < f < 1 for f in fractions) and sum(fractions) <= 1:  # Ray packs the three roles onto one GPU
+        judge = rollout["weights"] if preflight.judge_holds_model(cfg) else 0.0
+        lines.append(f"one GPU shared by a learner rank, a rollout and a judge actor: {total(learner) + total(rollout) + judge:.1f} GiB")
+    return lines
 
 
 def model_shape(cfg: Config, config: Any) -> ModelShape:

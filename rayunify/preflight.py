@@ -149,3 +149,9 @@ def check_cluster(cfg: Config, nodes: list[dict[str, float]]) -> None:
     problems = placement_problems(role_requests(cfg), nodes)
     if problems:
         raise UserError("; ".join(problems))
+
+
+def judge_holds_model(cfg: Config) -> bool:
+    """Whether the judge actors hold a copy of the policy model (its own judge, possibly wrapped)."""
+    base = getattr(cfg.judge, "base", cfg.judge)
+    return base.type == "self"
