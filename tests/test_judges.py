@@ -6,22 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+from judge_samples import random_images, text_prompts
 
 from rayunify.config import load_config
 from rayunify.judges.base import build_judge, load_callable
 from rayunify.judges.inprocess import NoisyJudge, PythonJudge
 from rayunify.types import Judgement, Prompt, Verdict
-
-
-def _images(n: int, seed: int = 0, size: int = 32) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(rng.random((size, size, 3)) * 255).astype(np.uint8) for _ in range(n)]
-
-
-def _prompts(n: int) -> list[Prompt]:
-    texts = ["a red circle", "two blue squares left of a green triangle", "a cat", "a big yellow star", "x"]
-    return [Prompt(str(i), texts[i % len(texts)] + f" {i}") for i in range(n)]
-
 
 # ---------------------------------------------------------------------------------------------- python judge
 USER_JUDGE = """
@@ -52,16 +42,16 @@ def user_module(tmp_path, monkeypatch):
 def test_python_judge_reads_any_verdict_form_and_clips_scores(user_module):
     judge = build_judge(load_config(None, ["judge.type=python", f"judge.import_path={user_module}:score"]).judge)
     assert isinstance(judge, PythonJudge) and judge.name == f"python:{user_module}:score"
-    out = judge.judge(_images(5), _prompts(5))
+    out = judge.judge(random_images(5), text_prompts(5))
     assert [j.verdict for j in out] == [Verdict.ACCEPT, Verdict.REJECT, Verdict.ACCEPT, Verdict.ACCEPT, Verdict.INVALID]
     assert all(0.0 <= j.score <= 1.0 for j in out)
 
 
 def test_python_judge_errors_name_the_problem(user_module):
     with pytest.raises(TypeError, match="must return \\(verdicts, scores\\)"):
-        PythonJudge(f"{user_module}:wrong_type").judge(_images(2), _prompts(2))
+        PythonJudge(f"{user_module}:wrong_type").judge(random_images(2), text_prompts(2))
     with pytest.raises(ValueError, match="returned 1 verdicts and 1 scores for 2 images"):
-        PythonJudge(f"{user_module}:wrong_length").judge(_images(2), _prompts(2))
+        PythonJudge(f"{user_module}:wrong_length").judge(random_images(2), text_prompts(2))
     with pytest.raises(ImportError, match="cannot import module 'no_such_mod'"):
         load_callable("no_such_mod:fn")
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
@@ -84,7 +74,7 @@ class _Fixed:
 
 
 def test_noisy_judge_flip_random_always_accept():
-    images, prompts = _images(40), _prompts(40)
+    images, prompts = random_images(40), text_prompts(40)
     base = _Fixed().judge(images, prompts)
     flipped = NoisyJudge(_Fixed(), flip_fraction=1.0).judge(images, prompts)
     assert all(f.verdict != b.verdict and f.score == 1 - b.score for f, b in zip(flipped, base, strict=True))
@@ -96,7 +86,7 @@ def test_noisy_judge_flip_random_always_accept():
 
 
 def test_noisy_judge_is_deterministic_per_sample_not_per_call_order():
-    images, prompts = _images(30), _prompts(30)
+    images, prompts = random_images(30), text_prompts(30)
     judge = NoisyJudge(_Fixed(), flip_fraction=0.3, random_fraction=0.3, seed=7)
     whole = judge.judge(images, prompts)
     backwards = judge.judge(images[::-1], prompts[::-1])[::-1]

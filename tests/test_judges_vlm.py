@@ -13,8 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
+from judge_samples import random_images, text_prompts
 
 from rayunify.checkpoints import check_model_dir
 from rayunify.config import ConfigError, load_config
@@ -22,19 +22,11 @@ from rayunify.judges import question
 from rayunify.judges.base import build_judge
 from rayunify.judges.hf_vlm import PROCESS_VLMS, HFVLMJudge
 from rayunify.judges.vllm import PROCESS_SERVERS, VLLMJudge
-from rayunify.types import Prompt, Verdict
+from rayunify.types import Verdict
 
 VLLM_PYTHON = os.environ.get("RAYUNIFY_VLLM_PYTHON", "")
 
 
-def _images(n: int, seed: int = 0, size: int = 32) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [(rng.random((size, size, 3)) * 255).astype(np.uint8) for _ in range(n)]
-
-
-def _prompts(n: int) -> list[Prompt]:
-    texts = ["a red circle", "two blue squares left of a green triangle", "a cat", "a big yellow star", "x"]
-    return [Prompt(str(i), texts[i % len(texts)] + f" {i}") for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------- hf_vlm
@@ -126,7 +118,7 @@ def test_hf_vlm_directory_errors_name_what_is_missing(tiny_llava, tmp_path):
 
 def test_hf_vlm_judge_counts_invalid_answers_and_batches_like_single(tiny_llava):
     judge = hf_vlm_judge(tiny_llava, "judge.batch_size=3")
-    images, prompts = _images(5), _prompts(5)
+    images, prompts = random_images(5), text_prompts(5)
     batch = judge.judge(images, prompts)
     assert len(batch) == 5 and all(0.0 <= j.score <= 1.0 for j in batch)
     # A random model does not answer "The score is 1/0": every such answer is INVALID, none is guessed.
@@ -157,7 +149,7 @@ def _force_answer(judge: HFVLMJudge, token_id: int):
 
 def test_hf_vlm_judge_reads_forced_verdicts_and_soft_scores(tiny_llava):
     judge = hf_vlm_judge(tiny_llava)
-    images, prompts = _images(3), _prompts(3)
+    images, prompts = random_images(3), text_prompts(3)
     _, processor = judge.loaded()
     _, yes_ids, no_ids = judge.answer_ids(processor)
     for ids, verdict, score in ((yes_ids, Verdict.ACCEPT, 1.0), (no_ids, Verdict.REJECT, 0.0)):
@@ -172,12 +164,12 @@ def test_hf_vlm_judge_reads_forced_verdicts_and_soft_scores(tiny_llava):
 
 
 def test_hf_vlm_judge_score_mode_and_custom_question(tiny_llava):
-    by_score = hf_vlm_judge(tiny_llava, "judge.verdict_from=score").judge(_images(4), _prompts(4))
+    by_score = hf_vlm_judge(tiny_llava, "judge.verdict_from=score").judge(random_images(4), text_prompts(4))
     assert all(j.verdict == Verdict(int(j.score >= 0.5)) for j in by_score)
     yes_no = hf_vlm_judge(
         tiny_llava, "judge.question=Is this {prompt}? Answer yes or no.", "judge.answer_prefix=",
         "judge.yes_token=yes", "judge.no_token=no", r"judge.verdict_pattern=(?i)\b(yes|no)\b",
-    ).judge(_images(2), _prompts(2))  # fmt: skip
+    ).judge(random_images(2), text_prompts(2))  # fmt: skip
     assert all(0.0 <= j.score <= 1.0 and j.verdict == Verdict.INVALID for j in yes_no)
     with pytest.raises(ConfigError, match="must contain \\{prompt\\}"):
         load_config(None, ["judge.type=hf_vlm", "judge.path=x", "judge.question=no placeholder"])
@@ -198,7 +190,7 @@ def test_hf_vlm_judge_runs_a_saved_tiny_janus(tmp_path):
     model.save_pretrained(tmp_path / "janus")
     processor.save_pretrained(tmp_path / "janus")
     judge = hf_vlm_judge(tmp_path / "janus", "judge.batch_size=2")
-    out = judge.judge(_images(3), _prompts(3))
+    out = judge.judge(random_images(3), text_prompts(3))
     assert len(out) == 3 and all(0.0 <= j.score <= 1.0 and j.answer.startswith("The score is") for j in out)
 
 
@@ -210,14 +202,14 @@ def test_vllm_judge_config_errors_and_request():
         build_judge(load_config(None, ["judge.type=vllm", "judge.model=m", "judge.python=/no/python"]).judge)
     judge = build_judge(load_config(None, ["judge.type=vllm", "judge.model=m", "judge.url=http://127.0.0.1:9/v1"]).judge)
     assert isinstance(judge, VLLMJudge)
-    body = judge.request_body(_images(1)[0], "a red circle")
+    body = judge.request_body(random_images(1)[0], "a red circle")
     user, assistant = body["messages"]
     assert user["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert user["content"][1]["text"] == question.judge_question("a red circle")
     assert assistant == {"role": "assistant", "content": "The score is"}
     assert body["continue_final_message"] and not body["add_generation_prompt"] and body["temperature"] == 0.0
     with pytest.raises(ConnectionError, match="cannot reach the vLLM server"):
-        judge.judge(_images(1), _prompts(1))  # nothing listens on port 9
+        judge.judge(random_images(1), text_prompts(1))  # nothing listens on port 9
 
 
 @pytest.mark.slow
@@ -233,7 +225,7 @@ def test_vllm_judge_serves_a_tiny_vlm_and_agrees_with_hf_vlm(tmp_path):
         "judge.server_env={VLLM_CPU_KVCACHE_SPACE: '1', HF_HUB_OFFLINE: '1'}", "judge.start_timeout_s=600",
     ]).judge  # fmt: skip
     judge = build_judge(cfg)
-    images, prompts = _images(6), _prompts(6)
+    images, prompts = random_images(6), text_prompts(6)
     try:
         served = judge.judge(images, prompts)
         pid = judge.server.process.pid
