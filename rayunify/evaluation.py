@@ -93,7 +93,7 @@ def save_grid(items: Sequence[JudgedImage], path: str | Path, columns: int = 8, 
     draw = ImageDraw.Draw(canvas)
     for index, item in enumerate(items):
         x, y = (index % columns) * side, (index // columns) * (side + caption)
-        tile = Image.fromarray(item.image).resize((side, side), Image.NEAREST if side >= item.image.shape[0] else Image.BILINEAR)
+        tile = Image.fromarray(item.image).resize((side, side), Image.Resampling.NEAREST if side >= item.image.shape[0] else Image.Resampling.BILINEAR)
         canvas.paste(tile, (x, y))
         text = textwrap.shorten(item.prompt.text, width=side // 6, placeholder="…")
         draw.text((x + 2, y + side + 1), text, fill="black")

@@ -64,7 +64,7 @@ class GraphDecoder:
         self.positions = token_positions(mask)[:, -1:].clone()
         self.embeds = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
         self.logits_out = um._guided_logits(hidden, guidance_scale).contiguous()
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
 
     def logits(self) -> torch.Tensor:
         return self.logits_out
@@ -82,17 +82,18 @@ class GraphDecoder:
             self._body()
         else:
             if self.graph is None:
-                self._capture()
+                self.graph = self._capture()
             self.graph.replay()
         self.cache.position += 1
         self.slot += 1
 
-    def _capture(self) -> None:
+    def _capture(self) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self._body()  # warm-up (allocator, cuBLAS handles); rewritten identically by the first replay
         torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
             self._body()
+        return graph

@@ -18,7 +18,7 @@ import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class JanusUnifiedModel(UnifiedModel):
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.trainable = trainable
-        self.peft_model = None
+        self.peft_model: Any = None  # the peft wrapper when LoRA is on
         self.model = model
         self._freeze_all_but_language_model()
         if trainable == "lora":
