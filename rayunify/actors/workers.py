@@ -163,16 +163,21 @@ class JudgeWorker:
 
     def _reward_judges(self) -> list[tuple[Any, float]] | None:
         """GRPO's weighted reward judges; a term that repeats the training judge reuses its judgements
-        (None in the judge slot). None: not GRPO, or the training judge alone is the reward."""
-        from rayunify.judges.base import build_judge
-
+        (None in the judge slot), one that repeats the guard's reference shares its model. None: not GRPO,
+        or the training judge alone is the reward."""
         algorithm = self.cfg.algorithm
         if algorithm.type != "grpo" or algorithm.rewards is None:
             return None
-        return [
-            (None if term.judge == self.cfg.judge else build_judge(term.judge, self._model), term.weight)
-            for term in algorithm.rewards
-        ]
+        return [(self._reward_judge(term.judge), term.weight) for term in algorithm.rewards]
+
+    def _reward_judge(self, judge_cfg: Any) -> Any:
+        from rayunify.judges.base import build_judge
+
+        if judge_cfg == self.cfg.judge:
+            return None
+        if self.reference is not None and judge_cfg == self.cfg.guard.reference:
+            return self.reference
+        return build_judge(judge_cfg, self._model)
 
     def apply_weight_update(self, update: WeightUpdate) -> tuple[int, float]:
         return self._holder_or_raise().apply_weight_update(update)
