@@ -18,6 +18,7 @@ from rayunify.actors.workers import behaviour_logprobs
 from rayunify.config import load_config
 from rayunify.models.factory import TINY, build_janus
 from rayunify.models.janus import JanusUnifiedModel
+from rayunify.preflight import UserError, check_algorithm
 from rayunify.rewards import judgement_reward, weighted_rewards
 from rayunify.train import Trainer
 from rayunify.training_data import TrainingData
@@ -69,6 +70,11 @@ def test_generation_logprobs_are_the_scored_distribution_only_for_cfg_at_tempera
     np.testing.assert_allclose(out.logprobs.numpy(), scored, atol=1e-4)
     conditional = behaviour_logprobs(policy, ["a red circle"] * 2, out.image_tokens, SamplingSettings(guidance_scale=2.0))
     assert np.abs(out.logprobs.numpy() - conditional).max() > 1e-3
+
+
+def test_grpo_needs_the_online_loop(tmp_path):
+    with pytest.raises(UserError, match="trainer.mode=online"):
+        check_algorithm(load_config(None, ["algorithm.type=grpo", "trainer.mode=offline"]))
 
 
 def judgement(verdict: Verdict, score: float) -> Judgement:
@@ -179,6 +185,9 @@ def test_async_grpo_bounds_staleness(local_cluster, tmp_path):
     assert trained and all(r["train/updates"] >= 2 for r in trained)
     # A step is ppo_epochs × mini-batches versions: lag at most max_staleness steps' worth of updates.
     assert max(r["train/staleness_max"] for r in trained) <= 2 * 2 * 2
+    # The ratio is against the policy that drew each image: 1 where it is the learner's, not where it lags.
+    for r in trained:
+        assert (r["train/first_ratio_deviation"] < 1e-4) == (r["train/staleness_max"] == 0), r
 
 
 def test_all_equal_rewards_are_skipped_and_counted(local_cluster, tmp_path):
