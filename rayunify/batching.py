@@ -50,3 +50,20 @@ def make_batch(items: list[Any], kind: str, cfg: Config, batch_cls: Any) -> Any:
         ref_rejected=None if None in ref_r else torch.tensor(ref_r),
         **common,
     )
+
+
+def make_grpo_batch(items: list[Any], advantages: list[float], ref_logps: list[Any] | None, cfg: Config, batch_cls: Any) -> Any:
+    """GRPO: the judged samples' tokens with their behaviour log-probs and advantages (and the reference's
+    per-token log-probs when beta > 0)."""
+    import numpy as np
+    import torch
+
+    return batch_cls(
+        prompts=[it.sample.prompt.text for it in items],
+        chosen=torch.as_tensor(np.stack([it.sample.image_tokens for it in items])),
+        old_logp=torch.as_tensor(np.stack([it.sample.behaviour_logprobs for it in items])),
+        ref_logp=None if ref_logps is None else torch.as_tensor(np.asarray(ref_logps, dtype=np.float32)),
+        advantages=torch.tensor(advantages, dtype=torch.float32),
+        geometry=cfg.sampling.geometry,
+        guidance_scale=cfg.sampling.guidance_scale,
+    )

@@ -152,7 +152,7 @@ class ReplayBuffer:
             "eps": self.eps,
             "default_difficulty": self.default_difficulty,
             "pair": [_pair_to_dict(pair) for pair in self._pairs],
-            "sft": [_judged_to_dict(judged) for judged in self._sft],
+            "sft": [judged_to_dict(judged) for judged in self._sft],
             "difficulty": dict(self._difficulty),
             "counters": dict(self.counters),
         }
@@ -163,7 +163,7 @@ class ReplayBuffer:
         self.eps = float(state["eps"])
         self.default_difficulty = float(state["default_difficulty"])
         self._pairs = deque(_pair_from_dict(data) for data in state["pair"])
-        self._sft = deque(_judged_from_dict(data) for data in state["sft"])
+        self._sft = deque(judged_from_dict(data) for data in state["sft"])
         self._difficulty = {prompt_id: float(score) for prompt_id, score in state["difficulty"].items()}
         self.counters = {name: int(count) for name, count in state["counters"].items()}
 
@@ -212,6 +212,7 @@ def _sample_to_dict(sample: Sample) -> dict[str, Any]:
         "image_tokens_dtype": str(sample.image_tokens.dtype),
         "policy_version": int(sample.policy_version),
         "sampling": dataclasses.asdict(sample.sampling),
+        "behaviour_logprobs": None if sample.behaviour_logprobs is None else sample.behaviour_logprobs.tolist(),
     }
 
 
@@ -222,6 +223,7 @@ def _sample_from_dict(data: Mapping[str, Any]) -> Sample:
         image_tokens=np.asarray(data["image_tokens"], dtype=data["image_tokens_dtype"]),
         policy_version=int(data["policy_version"]),
         sampling=SamplingSettings(**data["sampling"]),
+        behaviour_logprobs=_optional_array(data.get("behaviour_logprobs")),
     )
 
 
@@ -237,21 +239,25 @@ def _judgement_from_dict(data: Mapping[str, Any]) -> Judgement:
     return Judgement(**{**data, "verdict": Verdict(data["verdict"])})
 
 
-def _judged_to_dict(judged: JudgedSample) -> dict[str, Any]:
+def judged_to_dict(judged: JudgedSample) -> dict[str, Any]:
     reference = None if judged.reference is None else _judgement_to_dict(judged.reference)
     return {
         "sample": _sample_to_dict(judged.sample),
         "judgement": _judgement_to_dict(judged.judgement),
         "reference": reference,
+        "reward": judged.reward,
+        "invalid_rewards": judged.invalid_rewards,
     }
 
 
-def _judged_from_dict(data: Mapping[str, Any]) -> JudgedSample:
+def judged_from_dict(data: Mapping[str, Any]) -> JudgedSample:
     reference = None if data["reference"] is None else _judgement_from_dict(data["reference"])
     return JudgedSample(
         sample=_sample_from_dict(data["sample"]),
         judgement=_judgement_from_dict(data["judgement"]),
         reference=reference,
+        reward=data.get("reward"),
+        invalid_rewards=int(data.get("invalid_rewards", 0)),
     )
 
 
@@ -284,3 +290,7 @@ def _pair_from_dict(data: Mapping[str, Any]) -> PreferencePair:
 def _optional_float(value: float | None) -> float | None:
     # numpy scalars are not plain containers: torch.load(weights_only=True) would refuse them.
     return None if value is None else float(value)
+
+
+def _optional_array(values: Any) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rayunify import preflight
-from rayunify.actors.learner_setup import deepspeed_config
+from rayunify.actors.learner_setup import deepspeed_config, keeps_reference
 from rayunify.config import Config
 from rayunify.sizing import (
     ModelShape,
@@ -29,6 +29,7 @@ from rayunify.sizing import (
 def dry_run(cfg: Config) -> int:
     lines = [f"config OK: {cfg.trainer.mode} {cfg.algorithm.type}, {cfg.trainer.sync}, judge={cfg.judge.type}"]
     try:
+        preflight.check_algorithm(cfg)
         model = preflight.check_model(cfg, need_weights=False)
         lines.append(f"model: {model.description}")
         prompt_set = preflight.check_prompts(cfg)
@@ -129,6 +130,7 @@ def _lora_params(language_model: Any, cfg: Config) -> int:
 def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
     ds = deepspeed_config(cfg)
     dpo = cfg.algorithm.type == "dpo"
+    reference = keeps_reference(cfg)
     prompts_per_actor = -(-cfg.trainer.prompts_per_step // cfg.rollout.num_actors)
     return RunShape(
         dtype=cfg.model.dtype,
@@ -138,6 +140,6 @@ def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
         micro_batch=ds["train_micro_batch_size_per_gpu"],
         sequences_per_item=2 if dpo else 1,
         guided_logprobs=cfg.sampling.geometry == "cfg",
-        keeps_reference_copy=dpo and cfg.model.trainable != "lora",
+        keeps_reference_copy=reference and cfg.model.trainable != "lora",
         rollout_rows=prompts_per_actor * cfg.sampling.samples_per_prompt * 2,
     )

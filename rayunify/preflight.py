@@ -74,6 +74,8 @@ def judge_roles(cfg: Config) -> list[tuple[str, Any]]:
     roles = [("judge", cfg.judge)]
     if cfg.guard.enabled:
         roles.append(("guard.reference", cfg.guard.reference))
+    for index, term in enumerate(getattr(cfg.algorithm, "rewards", None) or []):
+        roles.append((f"algorithm.rewards[{index}]", term.judge))
     return roles
 
 
@@ -133,10 +135,15 @@ def local_nodes(cfg: Config) -> list[dict[str, float]]:
     return [{"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}]
 
 
+def check_algorithm(cfg: Config) -> None:
+    """GRPO learns from groups drawn by the current policy: it needs the online loop."""
+    if cfg.algorithm.type == "grpo" and cfg.trainer.mode != "online":
+        raise UserError("algorithm.type=grpo trains on freshly drawn groups: set trainer.mode=online")
+
+
 def check_run(cfg: Config) -> PromptSet:
     """Everything a training run reads, checked before any actor starts; returns its prompt set."""
-    if cfg.algorithm.type not in ("dpo", "sft"):
-        raise UserError(f"algorithm.type={cfg.algorithm.type} is not wired into the trainer yet (dpo, sft)")
+    check_algorithm(cfg)
     check_model(cfg, need_weights=True)
     prompt_set = check_prompts(cfg)
     check_judges(cfg, prompt_set.train + prompt_set.eval)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rayunify.buffer import ReplayBuffer
+from rayunify.buffer import ReplayBuffer, judged_from_dict, judged_to_dict
 from rayunify.config import CurriculumConfig
 from rayunify.curriculum import AdmissionSchedule, DifficultyTracker, DiscardPool
 from rayunify.pairing import build_group_outcome
@@ -23,7 +23,8 @@ from rayunify.types import JudgedSample, PreferencePair, Prompt
 
 class TrainingData:
     """`levels`: the adaptive curriculum's categories, easiest first (`rayunify.prompts.curriculum_levels`);
-    None: the prompts' categories in the order they first appear."""
+    None: the prompts' categories in the order they first appear. `keep_groups` (GRPO): judged groups are
+    also kept whole, with their rewards, until `take_groups` hands them to the learner."""
 
     def __init__(
         self,
@@ -32,6 +33,7 @@ class TrainingData:
         levels: Sequence[str] | None = None,
         seed: int = 0,
         capacity: int = 10_000,
+        keep_groups: bool = False,
     ) -> None:
         if not prompts:
             raise ValueError("training needs at least one prompt")
@@ -48,6 +50,10 @@ class TrainingData:
         self.cursor = 0
         self.reference: dict[str, tuple[float, float]] = {}  # pair key → stored reference log-probs
         self.counters = {"prompts_consumed": 0, "groups": 0, "pairs": 0, "sft": 0, "replayed_prompts": 0}
+        self.keep_groups = keep_groups
+        self.groups: list[list[JudgedSample]] = []  # GRPO: judged groups not yet trained on, oldest first
+        if keep_groups:
+            self.counters.update(skipped_groups=0, stale_groups=0, invalid_rewards=0)
 
     def _admission(self, adaptive: bool, order: Sequence[str] | None, threshold: float) -> AdmissionSchedule | None:
         if not adaptive:
@@ -99,8 +105,12 @@ class TrainingData:
             recovered = []
         pairs = [o.pair for o in outcomes if o.pair is not None]
         accepted = [s for o in outcomes for s in o.accepted]
-        self.buffer.add_pairs(pairs)
-        self.buffer.add_sft(accepted)
+        if self.keep_groups:
+            self.groups.extend(list(g) for g in groups if g)
+            self.counters["invalid_rewards"] += sum(item.invalid_rewards for g in groups for item in g)
+        else:
+            self.buffer.add_pairs(pairs)
+            self.buffer.add_sft(accepted)
         self.buffer.update_difficulty(self.tracker.scores())
         opened = False
         if self.schedule is not None:
@@ -133,6 +143,27 @@ class TrainingData:
                     pair.ref_chosen_logp, pair.ref_rejected_logp = stored
         return items
 
+    def take_groups(
+        self, max_groups: int, current_version: int, max_lag: int | None
+    ) -> tuple[list[list[JudgedSample]], dict[str, int]]:
+        """GRPO: up to `max_groups` of the freshest kept groups, removed from the store (each group trains
+        in one step only: its ratios are against the policy that drew it). Groups older than `max_lag`
+        versions are dropped (`stale_groups`); groups whose rewards are all equal carry no signal and are
+        dropped too (`skipped_groups`). Groups left over beyond `max_groups` wait for the next step.
+        Returns the groups and the running counts of skipped, stale and INVALID-rewarded ones."""
+        fresh: list[list[JudgedSample]] = []
+        for group in self.groups:
+            lag = current_version - min(item.sample.policy_version for item in group)
+            if max_lag is not None and lag > max_lag:
+                self.counters["stale_groups"] += 1
+            elif len({item.reward for item in group}) == 1:
+                self.counters["skipped_groups"] += 1
+            else:
+                fresh.append(group)
+        taken, self.groups = fresh[-max_groups:], fresh[:-max_groups]
+        counts = {k: self.counters[k] for k in ("skipped_groups", "stale_groups", "invalid_rewards")}
+        return taken, counts
+
     def store_reference(self, keys: Sequence[str], chosen: Sequence[float], rejected: Sequence[float]) -> None:
         """Reference log-probs are computed once per pair (by the learner) and kept for its later draws."""
         for key, c, r in zip(keys, chosen, rejected, strict=True):
@@ -162,6 +193,7 @@ class TrainingData:
             "cursor": self.cursor,
             "reference": dict(self.reference),
             "counters": dict(self.counters),
+            "groups": [[judged_to_dict(item) for item in group] for group in self.groups],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -175,6 +207,7 @@ class TrainingData:
         self.cursor = int(state["cursor"])
         self.reference = {k: tuple(v) for k, v in state["reference"].items()}  # type: ignore[misc]
         self.counters = dict(state["counters"])
+        self.groups = [[judged_from_dict(item) for item in group] for group in state.get("groups", [])]
 
 
 def pair_key(pair: PreferencePair) -> str:

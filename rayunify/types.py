@@ -46,6 +46,9 @@ class Sample:
     image_tokens: np.ndarray  # (num_image_tokens,) int64
     policy_version: int
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # GRPO: per-token log-probs (num_image_tokens,) float32 of these tokens under the policy that drew them,
+    # in the distribution the learner scores (geometry, guidance): the denominator of the PPO ratio.
+    behaviour_logprobs: np.ndarray | None = None
 
 
 class Verdict(enum.IntEnum):
@@ -73,6 +76,8 @@ class JudgedSample:
     sample: Sample
     judgement: Judgement
     reference: Judgement | None = None  # the co-degradation guard's reference judge, when it looked
+    reward: float | None = None  # GRPO: the (weighted) judges' reward; INVALID answers count 0
+    invalid_rewards: int = 0  # GRPO: how many reward judges answered INVALID on this sample
 
 
 @dataclass

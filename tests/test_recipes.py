@@ -7,11 +7,13 @@ model too) and the shipped sample prompt files, and leaves every other setting a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rayunify.config import load_config
 from rayunify.train import main
@@ -39,18 +41,31 @@ def prompt_file(tmp_path_factory) -> Path:
     return path
 
 
-def overrides(model: Path, prompts: Path) -> list[str]:
+def overrides(model: Path, prompts: Path, recipe: Path | None = None) -> list[str]:
     return [
         f"model.path={model}",
         f"prompts.path={prompts}",
         f"prompts.eval_path={SAMPLE_PROMPTS}",
         f"guard.reference.path={model}",
+        *reward_overrides(recipe, model),
     ]
 
 
-def test_there_are_five_janus_pro_recipes():
+def reward_overrides(recipe: Path | None, model: Path) -> list[str]:
+    """GRPO's reward judges as shipped, with the tiny Janus standing in for every hf_vlm referee."""
+    rewards = (yaml.safe_load(recipe.read_text()).get("algorithm") or {}).get("rewards") if recipe else None
+    if not rewards:
+        return []
+    for term in rewards:
+        if term["judge"]["type"] == "hf_vlm":
+            term["judge"]["path"] = str(model)
+    return [f"algorithm.rewards={json.dumps(rewards)}"]
+
+
+def test_there_are_six_janus_pro_recipes():
     assert {p.stem for p in RECIPES} == {
         "janus_pro_1b_sft", "janus_pro_7b_sft", "janus_pro_1b_dpo", "janus_pro_7b_dpo", "janus_pro_7b_online_dpo_lora",
+        "janus_pro_7b_grpo_lora",
     }  # fmt: skip
 
 
@@ -67,11 +82,14 @@ def test_the_paper_recipe_states_the_paper_settings():
     online = load_config(ROOT / "examples" / "janus_pro_7b_online_dpo_lora.yaml")
     assert online.trainer.mode == "online" and online.trainer.sync == "async" and online.model.trainable == "lora"
     assert online.learner.num_gpus >= 1 and online.rollout.num_gpus >= 1
+    grpo = load_config(ROOT / "examples" / "janus_pro_7b_grpo_lora.yaml")
+    assert grpo.algorithm.type == "grpo" and grpo.trainer.mode == "online" and grpo.model.trainable == "lora"
+    assert [t.judge.type for t in grpo.algorithm.rewards or []] == ["self", "hf_vlm"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_dry_run_on_a_tiny_janus(recipe, tiny_janus, prompt_file, capsys):
-    assert main(["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file)]) == 0
+    assert main(["--config", str(recipe), "--dry-run", *overrides(tiny_janus, prompt_file, recipe)]) == 0
     out = capsys.readouterr().out
     assert "dry run OK: every part checks out" in out
     assert f"model: {tiny_janus} (weights present)" in out

@@ -27,12 +27,20 @@ def make_policy(config: dict[str, Any], keep_reference_copy: bool):
 
 
 def learner_loss(cfg: Config):
-    from rayunify.actors.policy import dpo_loss_fn, sft_loss_fn
+    from rayunify.actors.policy import dpo_loss_fn, grpo_loss_fn, sft_loss_fn
 
     a = cfg.algorithm
     if a.type == "sft":
         return sft_loss_fn
+    if a.type == "grpo":
+        return partial(grpo_loss_fn, clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta)
     return partial(dpo_loss_fn, beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing, nll_weight=a.nll_weight)
+
+
+def keeps_reference(cfg: Config) -> bool:
+    """DPO always scores against a reference; GRPO only when its KL term weighs something (beta > 0)."""
+    a = cfg.algorithm
+    return a.type == "dpo" or (a.type == "grpo" and a.beta > 0)
 
 
 def deepspeed_config(cfg: Config) -> dict[str, Any]:
@@ -48,13 +56,13 @@ def deepspeed_config(cfg: Config) -> dict[str, Any]:
 
 
 def build_learner(cfg: Config) -> LearnerGroup:
-    """The configured learner ranks, set up and ready to train (DPO keeps a frozen reference copy)."""
+    """The configured learner ranks, set up and ready to train (with a frozen reference copy when the
+    algorithm needs a reference and full fine-tuning cannot get one by switching LoRA off)."""
     from rayunify.actors.learner_group import LearnerGroup
 
-    dpo = cfg.algorithm.type == "dpo"
     return LearnerGroup(
         cfg.learner.num_ranks,
-        partial(make_policy, cfg.model_dump(mode="json"), keep_reference_copy=dpo),
+        partial(make_policy, cfg.model_dump(mode="json"), keep_reference_copy=keeps_reference(cfg)),
         learner_loss(cfg),
         deepspeed_config(cfg),
         optimizer_kwargs={"lr": cfg.learner.lr, "weight_decay": cfg.learner.weight_decay},

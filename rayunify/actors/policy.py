@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rayunify.algos import dpo_objective, sft_objective
+from rayunify.algos.grpo import grpo_loss
 from rayunify.models.base import UnifiedModel
 from rayunify.types import Geometry
 
@@ -39,7 +40,8 @@ class PolicyModule(torch.nn.Module):
 
 @dataclass
 class TrainBatch:
-    """One rank's share of a step: prompts and image tokens (chosen / rejected for DPO, accepted for SFT)."""
+    """One rank's share of a step: prompts and image tokens (chosen / rejected for DPO, accepted for SFT,
+    the groups' images for GRPO)."""
 
     prompts: list[str]
     chosen: torch.Tensor  # (B, T)
@@ -48,6 +50,9 @@ class TrainBatch:
     ref_rejected: torch.Tensor | None = None
     geometry: Geometry = "conditional"
     guidance_scale: float = 5.0
+    old_logp: torch.Tensor | None = None  # (B, T) GRPO: behaviour log-probs recorded at generation
+    ref_logp: torch.Tensor | None = None  # (B, T) GRPO with beta > 0: the reference's per-token log-probs
+    advantages: torch.Tensor | None = None  # (B,) GRPO: group-relative advantages
 
 
 def _sequence_logps(engine: Any, prompts: list[str], tokens: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
@@ -76,6 +81,30 @@ def dpo_loss_fn(
 
 def sft_loss_fn(engine: Any, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
     return sft_objective(_sequence_logps(engine, batch.prompts, batch.chosen, batch), batch.chosen.shape[1])
+
+
+def grpo_loss_fn(
+    engine: Any, batch: TrainBatch, *, clip_eps: float, clip_eps_high: float | None, beta: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped per-token ratio against the behaviour log-probs (+ beta · k3 to the reference), mean over
+    the batch's images."""
+    assert batch.old_logp is not None and batch.advantages is not None
+    logp = engine(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale)
+    ref = None if batch.ref_logp is None else batch.ref_logp.to(logp)
+    per_sequence, metrics = grpo_loss(
+        logp, batch.old_logp.to(logp), ref, batch.advantages.to(logp),
+        clip_eps=clip_eps, clip_eps_high=clip_eps_high, beta=beta,
+    )  # fmt: skip
+    return per_sequence.mean(), metrics
+
+
+@torch.no_grad()
+def reference_token_logps_fn(engine: Any, batch: TrainBatch) -> list[list[float]]:
+    """GRPO's per-token reference log-probs (B, T) of the batch's images, in the batch's geometry."""
+    module: PolicyModule = engine.module if hasattr(engine, "module") else engine
+    with module.reference():
+        logps = module(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale)
+    return logps.float().cpu().tolist()
 
 
 @torch.no_grad()

@@ -68,6 +68,7 @@ class RolloutWorker(ModelHolder):
         images = self.unified.decode_images(out.image_tokens)
         tokens = out.image_tokens.cpu().numpy()
         settings = sampling_settings(self.cfg)
+        behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens) if self.cfg.algorithm.type == "grpo" else None
         samples = [
             Sample(
                 sample_id=f"{seed}-{chunk}-{i}",
@@ -75,10 +76,26 @@ class RolloutWorker(ModelHolder):
                 image_tokens=tokens[i],
                 policy_version=self.version,
                 sampling=settings,
+                behaviour_logprobs=None if behaviour is None else behaviour[i],
             )
             for i in range(len(tokens))
         ]
         return Rollout(chunk, samples, images, generated - start, time.perf_counter() - generated)
+
+    @torch.no_grad()
+    def behaviour_logprobs(self, prompts: list[Prompt], n: int, tokens: torch.Tensor) -> np.ndarray:
+        """GRPO's behaviour log-probs (rows, T) float32: the learner's own teacher-forced pass (same
+        geometry and guidance), with the weights that drew the tokens, one prompt's group at a time.
+
+        Not generation's sampling log-probs: those are the guided distribution at temperature 1, which
+        differs from what the learner scores unless geometry=cfg, temperature=1 and no top_k; a ratio
+        against them would not start at 1."""
+        texts = [p.text for p in prompts for _ in range(n)]
+        rows = [
+            behaviour_logprobs(self.policy, texts[i : i + n], tokens[i : i + n], self.cfg.sampling)
+            for i in range(0, len(texts), n)
+        ]
+        return np.concatenate(rows)
 
     def evaluate(self, prompts: list[Prompt], n: int, seed: int) -> tuple[dict, list]:
         """The current model's unification report against ShapesWorld's checker (or the guard reference)."""
@@ -113,6 +130,18 @@ class RolloutWorker(ModelHolder):
         return path
 
 
+@torch.no_grad()
+def behaviour_logprobs(policy: Any, texts: list[str], tokens: torch.Tensor, sampling: Any) -> np.ndarray:
+    """Per-token log-probs (rows, T) float32 of `tokens` under `policy`, as the GRPO learner scores them."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        logps = policy(texts, tokens, sampling.geometry, sampling.guidance_scale)
+    finally:
+        policy.train(was_training)
+    return logps.float().cpu().numpy()
+
+
 class JudgeWorker:
     """The training judge (and the guard's reference judge, on a share of samples). A self-judge with
     live weights takes pushes through its model holder (`WeightReceiver`)."""
@@ -125,11 +154,30 @@ class JudgeWorker:
         self.holder: ModelHolder | None = None
         self.judge = build_judge(self.cfg.judge, self._model)
         self.reference = build_judge(self.cfg.guard.reference, self._model) if self.cfg.guard.enabled else None
+        self.reward_judges = self._reward_judges()
 
     def _model(self):
         if self.holder is None:
             self.holder = ModelHolder(self.cfg.model_dump(mode="json"))
         return self.holder.unified
+
+    def _reward_judges(self) -> list[tuple[Any, float]] | None:
+        """GRPO's weighted reward judges; a term that repeats the training judge reuses its judgements
+        (None in the judge slot), one that repeats the guard's reference shares its model. None: not GRPO,
+        or the training judge alone is the reward."""
+        algorithm = self.cfg.algorithm
+        if algorithm.type != "grpo" or algorithm.rewards is None:
+            return None
+        return [(self._reward_judge(term.judge), term.weight) for term in algorithm.rewards]
+
+    def _reward_judge(self, judge_cfg: Any) -> Any:
+        from rayunify.judges.base import build_judge
+
+        if judge_cfg == self.cfg.judge:
+            return None
+        if self.reference is not None and judge_cfg == self.cfg.guard.reference:
+            return self.reference
+        return build_judge(judge_cfg, self._model)
 
     def apply_weight_update(self, update: WeightUpdate) -> tuple[int, float]:
         return self._holder_or_raise().apply_weight_update(update)
@@ -166,4 +214,18 @@ class JudgeWorker:
             JudgedSample(sample, verdict, reference)
             for sample, verdict, reference in zip(rollout.samples, verdicts, references, strict=True)
         ]
+        if self.cfg.algorithm.type == "grpo":
+            self._add_rewards(judged, rollout.images)
         return judged, time.perf_counter() - start
+
+    def _add_rewards(self, judged: list[JudgedSample], images: np.ndarray) -> None:
+        """GRPO: every sample's reward, from the training judge's judgement or the weighted reward judges."""
+        from rayunify.rewards import weighted_rewards
+
+        own = [item.judgement for item in judged]
+        terms = self.reward_judges or [(None, 1.0)]
+        prompts = [item.sample.prompt for item in judged]
+        per_judge = [own if judge is None else judge.judge(list(images), prompts) for judge, _ in terms]
+        rewards, invalid = weighted_rewards(per_judge, [w for _, w in terms], self.cfg.algorithm.reward)
+        for item, reward, bad in zip(judged, rewards, invalid, strict=True):
+            item.reward, item.invalid_rewards = reward, bad

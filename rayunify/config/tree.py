@@ -159,7 +159,10 @@ class LearnerConfig(Strict):
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    batch_size: int = Field(8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks.")
+    batch_size: int = Field(
+        8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks; GRPO: the most prompts' "
+        "groups (× samples_per_prompt images) one step trains on, in ppo_epochs passes of mini_batch_size images."
+    )  # fmt: skip
     bf16: bool = False
     weight_transport: Literal["object_store", "broadcast"] = Field(
         "object_store",

@@ -60,7 +60,10 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     data = (
         ray.remote(TrainingData)
         .options(num_cpus=0)
-        .remote(train_prompts, cur, curriculum_levels(train_prompts, cur.levels), seed=cfg.trainer.seed)
+        .remote(
+            train_prompts, cur, curriculum_levels(train_prompts, cur.levels), seed=cfg.trainer.seed,
+            keep_groups=cfg.algorithm.type == "grpo",
+        )  # fmt: skip
     )
     groups = []
     for cls, role, name in ((RolloutWorker, cfg.rollout, "rollout"), (JudgeWorker, cfg.judge_actors, "judge")):
@@ -74,8 +77,18 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     stack.callback(learner.kill)
     for group in groups:
         group.wait_ready()
-    base = getattr(cfg.judge, "base", cfg.judge)  # a wrapper judge (e.g. noisy) names the judge it wraps
-    return Actors(data, groups[0], groups[1], learner, live_judges=base.type == "self" and base.weights == "live")
+    return Actors(data, groups[0], groups[1], learner, live_judges=any(map(is_live_self_judge, judge_configs(cfg))))
+
+
+def judge_configs(cfg: Config) -> list[Any]:
+    """The judges the judge actors run for training: `judge:` and GRPO's reward judges."""
+    rewards = getattr(cfg.algorithm, "rewards", None) or []
+    return [cfg.judge, *(term.judge for term in rewards)]
+
+
+def is_live_self_judge(judge: Any) -> bool:
+    base = getattr(judge, "base", judge)  # a wrapper judge (e.g. noisy) names the judge it wraps
+    return base.type == "self" and base.weights == "live"
 
 
 def make_progress(total: int):

@@ -15,6 +15,7 @@ from typing import Any
 from rayunify.config import Config, dump_config
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
+from rayunify.driver.grpo import GRPOLearning
 from rayunify.driver.monitor import Monitor, reference_fraction
 from rayunify.driver.runtime import make_progress, ray_get, start_actors
 from rayunify.driver.weight_sync import WeightSync
@@ -75,6 +76,7 @@ class Trainer:
                                    partial(reference_fraction, cfg))  # fmt: skip
         self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
+        self.grpo = GRPOLearning(cfg, self.data, self.learner) if cfg.algorithm.type == "grpo" else None
 
     # ================================================================== the algorithm
     def run(self) -> None:
@@ -170,6 +172,8 @@ class Trainer:
         from rayunify.actors.policy import TrainBatch
         from rayunify.batching import make_batch, split
 
+        if self.grpo is not None:
+            return self.grpo_learner_step()
         cfg = self.cfg
         version = self.learner.versions()[0]
         kind = "pair" if self.dpo else "sft"
@@ -191,6 +195,25 @@ class Trainer:
         out.update({"time/train_s": time.perf_counter() - started, "train/batch": float(len(items))})
         out.update({"train/staleness_max": float(max(lags)), "train/skipped_batches": float(self.skipped_batches)})
         return out
+
+    def grpo_learner_step(self) -> dict[str, float]:
+        """GRPO on the freshest judged groups with a signal; none (all rewards equal, or stale): skip, count."""
+        assert self.grpo is not None
+        version = self.learner.versions()[0]
+        groups, counts = self.grpo.take(version, self.max_staleness())
+        if not groups:
+            self.skipped_batches += 1
+            return {**counts, "train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
+        started = time.perf_counter()
+        try:
+            metrics = self.grpo.train(groups, self.step)
+        except Exception as err:  # the learner's error, e.g. a non-finite loss
+            raise self.learner_failed(err) from err
+        lags = [version - item.sample.policy_version for group in groups for item in group]
+        metrics.update(counts)
+        metrics.update({"time/train_s": time.perf_counter() - started, "train/staleness_max": float(max(lags))})
+        metrics["train/skipped_batches"] = float(self.skipped_batches)
+        return metrics
 
     def max_staleness(self) -> int | None:
         """Sync: strictly on-policy (0). Async: the configured lag. Offline: a fixed data set, no bound."""
