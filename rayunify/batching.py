@@ -30,6 +30,12 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
     return [s if s else items[:1] for s in shards]
 
 
+def unsplit(per_shard: list[list[Any]], count: int) -> list[Any]:
+    """Per-item results of `split(items, parts)`'s shards back in items' order, without the repeats that
+    stood in for empty shards (those are the trailing shards, so they fall past `count`)."""
+    return [x for shard in per_shard for x in shard][:count]
+
+
 def make_batch(items: list[Any], kind: str, cfg: Config, batch_cls: Any) -> Any:
     """SFT: accepted samples' tokens. DPO ("pair"): chosen and rejected tokens, with the reference log-probs
     when every pair has them."""

@@ -202,14 +202,18 @@ class Trainer:
     def fill_reference_logps(self, pairs: list[Any]) -> None:
         """Reference log-probs once per pair (stored in the buffer), or every time with reference=recompute."""
         from rayunify.actors.policy import TrainBatch, reference_logps_fn
-        from rayunify.batching import make_batch
+        from rayunify.batching import make_batch, split, unsplit
         from rayunify.training_data import pair_key
 
         recompute = self.cfg.algorithm.reference == "recompute"
         todo = [p for p in pairs if recompute or p.ref_chosen_logp is None]
         if not todo:
             return
-        chosen, rejected = self.learner.compute(reference_logps_fn, make_batch(todo, "pair", self.cfg, TrainBatch))
+        # Every rank its shard: under ZeRO-3 the forward is a collective (and the work is shared).
+        shards = [make_batch(shard, "pair", self.cfg, TrainBatch) for shard in split(todo, self.learner.num_ranks)]
+        per_rank = self.learner.compute(reference_logps_fn, shards)
+        chosen = unsplit([c for c, _ in per_rank], len(todo))
+        rejected = unsplit([r for _, r in per_rank], len(todo))
         for pair, c, r in zip(todo, chosen, rejected, strict=True):
             pair.ref_chosen_logp, pair.ref_rejected_logp = c, r
         if not recompute:
