@@ -92,7 +92,6 @@ def run(tmp_path: Path, name: str, *overrides: str) -> tuple[list[float], list[l
     trainer = Trainer(tiny_config(tmp_path, name, *overrides), hooks=hooks)
     within(RUN_TIMEOUT_S, trainer.run)
 
-
     rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     return [r["train/loss"] for r in rows if "train/loss" in r], hooks.refs
 
