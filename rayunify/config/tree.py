@@ -166,6 +166,13 @@ class LearnerConfig(Strict):
         description="How pushes travel: one object in Ray's object store read by every receiver, or a "
         "broadcast in a process group of learner rank 0 and the receivers (gloo on CPU, nccl on GPU).",
     )
+    push_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Broadcast pushes: the most seconds a collective of the push group, or the driver's wait for "
+        "its members, may take. A receiver that dies mid-push is noticed within it, restarted, and the push "
+        "retried once.",
+    )
 
 
 class GuardConfig(Strict):

@@ -70,9 +70,11 @@ class Trainer:
             raise
         self.data, self.learner = actors.data, actors.learner
         backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
-        self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend)
+        self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
+                               timeout_s=cfg.learner.push_timeout_s)  # fmt: skip
         self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
                                    partial(reference_fraction, cfg))  # fmt: skip
+        self.sync.restart_dead = self.collector.restart_dead_actors  # a receiver lost mid-push: restart, retry
         self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
 
