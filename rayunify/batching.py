@@ -17,6 +17,11 @@ def chunk_seed(seed: int, step: int, chunk: int) -> int:
     return zlib.crc32(f"{seed}/{step}/{chunk}".encode())
 
 
+def prompt_seeds(seed: int, count: int) -> list[int]:
+    """One seed per prompt of a rollout call: a prompt draws the same images however the call is cut up."""
+    return [zlib.crc32(f"{seed}/prompt/{i}".encode()) for i in range(count)]
+
+
 def chunks(items: list[Any], parts: int) -> list[list[Any]]:
     """At most `parts` consecutive chunks of equal size (the last may be shorter; none is empty)."""
     size = max(1, math.ceil(len(items) / parts))
