@@ -17,6 +17,11 @@ def chunk_seed(seed: int, step: int, chunk: int) -> int:
     return zlib.crc32(f"{seed}/{step}/{chunk}".encode())
 
 
+def prompt_seeds(seed: int, count: int) -> list[int]:
+    """One seed per prompt of a rollout call: a prompt draws the same images however the call is cut up."""
+    return [zlib.crc32(f"{seed}/prompt/{i}".encode()) for i in range(count)]
+
+
 def chunks(items: list[Any], parts: int) -> list[list[Any]]:
     """At most `parts` consecutive chunks of equal size (the last may be shorter; none is empty)."""
     size = max(1, math.ceil(len(items) / parts))
@@ -28,6 +33,12 @@ def split(items: list[Any], parts: int) -> list[list[Any]]:
     size = math.ceil(len(items) / parts)
     shards = [items[i * size : (i + 1) * size] for i in range(parts)]
     return [s if s else items[:1] for s in shards]
+
+
+def unsplit(per_shard: list[list[Any]], count: int) -> list[Any]:
+    """Per-item results of `split(items, parts)`'s shards back in items' order, without the repeats that
+    stood in for empty shards (those are the trailing shards, so they fall past `count`)."""
+    return [x for shard in per_shard for x in shard][:count]
 
 
 def make_batch(items: list[Any], kind: str, cfg: Config, batch_cls: Any) -> Any:

@@ -73,8 +73,15 @@ class MLPReceiver(ModuleReceiver):
         return tensors_checksum(self.model.named_parameters())
 
 
-def start_receivers(n: int) -> list:
-    receivers = [ray.remote(MLPReceiver).options(num_cpus=0.25).remote() for _ in range(n)]
+class DiesInBroadcast(MLPReceiver):
+    """A receiver whose process exits as the bytes of a broadcast start to flow (the others are inside it)."""
+
+    def receive_weight_broadcast(self, header):
+        os._exit(1)
+
+
+def start_receivers(n: int, cls: type = MLPReceiver) -> list:
+    receivers = [ray.remote(cls).options(num_cpus=0.25).remote() for _ in range(n)]
     ray.get([r.get_version.remote() for r in receivers])  # started, so a push's time is the push alone
     return receivers
 
@@ -269,6 +276,41 @@ def test_broadcast_push_over_gloo_matches_the_learner_refuses_stale_and_reforms_
         assert stats is not None and sync.generation == 2
         assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
         assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+    finally:
+        for r in receivers:
+            ray.kill(r)
+
+
+def test_a_receiver_dying_mid_broadcast_is_noticed_within_the_push_timeout_and_the_push_retried(zero2_pair):
+    """learner.push_timeout_s: the group's collective and the driver's wait are bounded by it; the dead
+    receiver is restarted (the driver's restart seam), the group re-formed, and the push retried once."""
+    receivers = start_receivers(1) + start_receivers(1, DiesInBroadcast)
+    restarted = []
+
+    def restart_dead():
+        receivers[1] = start_receivers(1)[0]
+        restarted.append(receivers[1])
+        sync.replaced(receivers[1], takes_push=True)
+
+    timeout_s = 5.0
+    sync = WeightSync(zero2_pair, lambda: receivers, "broadcast", bucket_mb=0.001, timeout_s=timeout_s,
+                      restart_dead=restart_dead)  # fmt: skip
+    try:
+        zero2_pair.train_step([make_batch(11), make_batch(12)])
+        start = time.perf_counter()
+        stats = sync.push()
+        elapsed = time.perf_counter() - start
+        print(f"push with a receiver lost mid-broadcast: {elapsed:.1f} s (timeout {timeout_s} s)")
+        assert stats is not None and len(restarted) == 1
+        assert elapsed < 6 * timeout_s  # the group's 300 s default would be far beyond
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+        assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+
+        zero2_pair.train_step([make_batch(13), make_batch(14)])
+        stats = sync.push()  # the next push forms a group of every receiver again
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
     finally:
         for r in receivers:
             ray.kill(r)

@@ -119,10 +119,13 @@ class LearnerGroup:
         """Rank 0 broadcasts the bytes `async_prepare_broadcast` packed; every receiver must take part."""
         return self.group.actors[0].send_broadcast.remote(header_ref)
 
-    def compute(self, fn: Callable[[Any, Any], Any], batch: Any) -> Any:
-        """`fn(engine, batch)` without gradients on rank 0 (e.g. reference log-probs for new DPO pairs);
-        the ranks hold the same weights, so one answers for all."""
-        return ray.get(self.group.actors[0].compute.remote(fn, batch))
+    def compute(self, fn: Callable[[Any, Any], Any], batches: Sequence[Any]) -> list[Any]:
+        """`fn(engine, batches[i])` without gradients on rank i, every rank at once (e.g. reference log-probs
+        for new DPO pairs, each rank its shard); one result per rank. Every rank must take part: under ZeRO-3
+        a forward all-gathers each layer's shards, so one rank alone would wait for the others forever."""
+        if len(batches) != self.num_ranks:
+            raise ValueError(f"compute takes one batch per rank: {len(batches)} for {self.num_ranks} ranks")
+        return ray.get([a.compute.remote(fn, b) for a, b in zip(self.group.actors, batches, strict=True)])
 
     def param_checksums(self) -> list[str]:
         return self.group.run("param_checksum")

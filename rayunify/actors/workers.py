@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
+from rayunify.batching import prompt_seeds
 from rayunify.config import Config
+from rayunify.models.base import GenerationOutput
 from rayunify.types import JudgedSample, Judgement, Prompt, Sample, SamplingSettings
 from rayunify.weights import WeightUpdate
 
@@ -63,9 +65,9 @@ class ModelHolder(ModuleReceiver):
 class RolloutWorker(ModelHolder):
     def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int) -> Rollout:
         start = time.perf_counter()
-        out = self.unified.generate([p.text for p in prompts], n=n, settings=sampling_settings(self.cfg), seed=seed)
+        out = self._generate_in_calls([p.text for p in prompts], n, seed)
         generated = time.perf_counter()
-        images = self.unified.decode_images(out.image_tokens)
+        images = np.concatenate([self.unified.decode_images(t) for t in out.image_tokens.split(self._rows_per_call(n))])
         tokens = out.image_tokens.cpu().numpy()
         settings = sampling_settings(self.cfg)
         behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens) if self.cfg.algorithm.type == "grpo" else None
@@ -96,6 +98,27 @@ class RolloutWorker(ModelHolder):
             for i in range(0, len(texts), n)
         ]
         return np.concatenate(rows)
+
+    def _rows_per_call(self, n: int) -> int:
+        """Samples per generate call under rollout.max_rows (whole prompts; CFG twins count); all if None."""
+        max_rows = self.cfg.rollout.max_rows
+        if max_rows is None:
+            return 2**62
+        return max(1, max_rows // self.cfg.sampling.rows_per_prompt(n)) * n
+
+    def _generate_in_calls(self, texts: list[str], n: int, seed: int) -> GenerationOutput:
+        """rollout.max_rows None: one call seeded by `seed`. Otherwise calls of whole prompts, each prompt
+        seeded on its own (`prompt_seeds`), so its images are the same whatever max_rows is."""
+        settings = sampling_settings(self.cfg)
+        if self.cfg.rollout.max_rows is None:
+            return self.unified.generate(texts, n=n, settings=settings, seed=seed)
+        per_call = self._rows_per_call(n) // n
+        seeds = prompt_seeds(seed, len(texts))
+        outs = [
+            self.unified.generate(texts[i : i + per_call], n=n, settings=settings, seed=seeds[i : i + per_call])
+            for i in range(0, len(texts), per_call)
+        ]
+        return GenerationOutput(torch.cat([o.image_tokens for o in outs]), torch.cat([o.logprobs for o in outs]))
 
     def evaluate(self, prompts: list[Prompt], n: int, seed: int) -> tuple[dict, list]:
         """The current model's unification report against ShapesWorld's checker (or the guard reference)."""
@@ -202,12 +225,12 @@ class JudgeWorker:
         """Judge a chunk; the guard's reference also scores a seeded `reference_fraction` of it."""
         start = time.perf_counter()
         prompts = [s.prompt for s in rollout.samples]
-        verdicts = self.judge.judge(list(rollout.images), prompts)
+        verdicts = self._judge_in_calls(self.judge, list(rollout.images), prompts)
         references: list[Any] = [None] * len(prompts)
         if self.reference is not None and reference_fraction > 0:
             chosen = np.flatnonzero(np.random.default_rng(seed).random(len(prompts)) < reference_fraction)
             if len(chosen):
-                ref = self.reference.judge([rollout.images[i] for i in chosen], [prompts[i] for i in chosen])
+                ref = self._judge_in_calls(self.reference, [rollout.images[i] for i in chosen], [prompts[i] for i in chosen])
                 for i, j in zip(chosen, ref, strict=True):
                     references[i] = j
         judged = [
@@ -225,7 +248,12 @@ class JudgeWorker:
         own = [item.judgement for item in judged]
         terms = self.reward_judges or [(None, 1.0)]
         prompts = [item.sample.prompt for item in judged]
-        per_judge = [own if judge is None else judge.judge(list(images), prompts) for judge, _ in terms]
+        per_judge = [own if judge is None else self._judge_in_calls(judge, list(images), prompts) for judge, _ in terms]
         rewards, invalid = weighted_rewards(per_judge, [w for _, w in terms], self.cfg.algorithm.reward)
         for item, reward, bad in zip(judged, rewards, invalid, strict=True):
             item.reward, item.invalid_rewards = reward, bad
+
+    def _judge_in_calls(self, judge: Any, images: list[np.ndarray], prompts: list[Prompt]) -> list[Judgement]:
+        """judge_actors.batch_size images per call (None: all at once); verdicts in the images' order."""
+        size = self.cfg.judge_actors.batch_size or max(1, len(images))
+        return [v for i in range(0, len(images), size) for v in judge.judge(images[i : i + size], prompts[i : i + size])]

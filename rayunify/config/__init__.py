@@ -28,6 +28,7 @@ from rayunify.config.tree import (
     CurriculumConfig,
     GuardConfig,
     JanusModelConfig,
+    JudgeResources,
     LearnerConfig,
     LoggerConfig,
     LoraConfig,
@@ -35,14 +36,16 @@ from rayunify.config.tree import (
     PromptsConfig,
     RayConfig,
     Resources,
+    RolloutResources,
     SamplingConfig,
     TrainerConfig,
 )
 
 __all__ = [
     "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DPOConfig", "GRPOConfig",
-    "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "LearnerConfig", "LoggerConfig",
-    "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig", "RayConfig",
-    "Resources", "RewardTermConfig", "SFTConfig", "SamplingConfig", "SelfJudgeConfig", "ShapesCheckerJudgeConfig",
+    "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
+    "LoggerConfig", "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig",
+    "RayConfig", "Resources", "RewardTermConfig", "RolloutResources", "SFTConfig", "SamplingConfig",
+    "SelfJudgeConfig", "ShapesCheckerJudgeConfig",
     "Strict", "TrainerConfig", "VLLMJudgeConfig", "dump_config", "load_config", "variants",
 ]  # fmt: skip

@@ -144,11 +144,32 @@ class SamplingConfig(Strict):
         """What every sample records about how it was drawn."""
         return SamplingSettings(self.guidance_scale, self.temperature, self.top_k, self.geometry)
 
+    def rows_per_prompt(self, n: int | None = None) -> int:
+        """Rows one prompt takes in a generate call: its n samples, doubled by CFG's unconditional twins."""
+        return (n or self.samples_per_prompt) * (2 if self.guidance_scale > 1 else 1)
+
 
 class Resources(Strict):
     num_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
+
+
+class RolloutResources(Resources):
+    max_rows: int | None = Field(
+        None,
+        gt=0,
+        description="Rows per generate call, CFG twins included (a prompt takes samples_per_prompt rows, twice with "
+        "guidance_scale > 1): an actor's prompts go through in calls of whole prompts, so KV-cache memory is "
+        "bounded by this, not by prompts per step. A prompt draws the same images whatever it is. None: all of "
+        "an actor's prompts in one call.",
+    )
+
+
+class JudgeResources(Resources):
+    batch_size: int | None = Field(
+        None, gt=0, description="Images per judge call (bounds the judge's memory). None: a chunk's images at once."
+    )
 
 
 class LearnerConfig(Strict):
@@ -168,6 +189,13 @@ class LearnerConfig(Strict):
         "object_store",
         description="How pushes travel: one object in Ray's object store read by every receiver, or a "
         "broadcast in a process group of learner rank 0 and the receivers (gloo on CPU, nccl on GPU).",
+    )
+    push_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Broadcast pushes: the most seconds a collective of the push group, or the driver's wait for "
+        "its members, may take. A receiver that dies mid-push is noticed within it, restarted, and the push "
+        "retried once.",
     )
 
 
@@ -258,11 +286,22 @@ class Config(Strict):
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    rollout: Resources = Field(default_factory=Resources)
-    judge_actors: Resources = Field(default_factory=Resources)  # where judging runs; `judge` is what judges
+    rollout: RolloutResources = Field(default_factory=RolloutResources)
+    judge_actors: JudgeResources = Field(default_factory=JudgeResources)  # where judging runs; `judge` what judges
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _max_rows_fits_a_prompt(self) -> Config:
+        rows = self.sampling.rows_per_prompt()
+        if self.rollout.max_rows is not None and self.rollout.max_rows < rows:
+            raise ValueError(
+                f"rollout.max_rows={self.rollout.max_rows} is less than one prompt's rows ({rows}: "
+                f"samples_per_prompt={self.sampling.samples_per_prompt}"
+                f"{', x2 for the CFG twins' if rows > self.sampling.samples_per_prompt else ''}); raise it to at least {rows}"
+            )
+        return self
 

@@ -71,9 +71,11 @@ class Trainer:
             raise
         self.data, self.learner = actors.data, actors.learner
         backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
-        self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend)
+        self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
+                               timeout_s=cfg.learner.push_timeout_s)  # fmt: skip
         self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
                                    partial(reference_fraction, cfg))  # fmt: skip
+        self.sync.restart_dead = self.collector.restart_dead_actors  # a receiver lost mid-push: restart, retry
         self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
         self.grpo = GRPOLearning(cfg, self.data, self.learner) if cfg.algorithm.type == "grpo" else None
@@ -225,14 +227,18 @@ class Trainer:
     def fill_reference_logps(self, pairs: list[Any]) -> None:
         """Reference log-probs once per pair (stored in the buffer), or every time with reference=recompute."""
         from rayunify.actors.policy import TrainBatch, reference_logps_fn
-        from rayunify.batching import make_batch
+        from rayunify.batching import make_batch, split, unsplit
         from rayunify.training_data import pair_key
 
         recompute = self.cfg.algorithm.reference == "recompute"
         todo = [p for p in pairs if recompute or p.ref_chosen_logp is None]
         if not todo:
             return
-        chosen, rejected = self.learner.compute(reference_logps_fn, make_batch(todo, "pair", self.cfg, TrainBatch))
+        # Every rank its shard: under ZeRO-3 the forward is a collective (and the work is shared).
+        shards = [make_batch(shard, "pair", self.cfg, TrainBatch) for shard in split(todo, self.learner.num_ranks)]
+        per_rank = self.learner.compute(reference_logps_fn, shards)
+        chosen = unsplit([c for c, _ in per_rank], len(todo))
+        rejected = unsplit([r for _, r in per_rank], len(todo))
         for pair, c, r in zip(todo, chosen, rejected, strict=True):
             pair.ref_chosen_logp, pair.ref_rejected_logp = c, r
         if not recompute:

@@ -52,9 +52,11 @@ class UnifiedModel(abc.ABC):
         prompts: Sequence[str],
         n: int = 1,
         settings: SamplingSettings | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         decode: bool = False,
-    ) -> GenerationOutput: ...
+    ) -> GenerationOutput:
+        """n samples per prompt. `seed`: one for the whole call, or one per prompt (its n samples draw from it,
+        so a prompt's images do not depend on which other prompts share the call)."""
 
     @abc.abstractmethod
     def decode_images(self, image_tokens: torch.Tensor) -> np.ndarray: ...

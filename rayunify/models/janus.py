@@ -200,7 +200,7 @@ class JanusUnifiedModel(UnifiedModel):
         prompts: Sequence[str],
         n: int = 1,
         settings: SamplingSettings | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         decode: bool = False,
         greedy: bool = False,
     ) -> GenerationOutput:
@@ -209,8 +209,7 @@ class JanusUnifiedModel(UnifiedModel):
             raise ValueError(f"guidance_scale must be >= 1, got {settings.guidance_scale}")
         if n < 1:
             raise ValueError(f"n (samples per prompt) must be >= 1, got {n}")
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,))))
+        generator = self._generators(seed, len(prompts))
         ids, mask = self.generation_prompt_ids(prompts)
         use_cfg = settings.guidance_scale > 1
         scale = settings.guidance_scale if use_cfg else 1.0
@@ -222,7 +221,7 @@ class JanusUnifiedModel(UnifiedModel):
         logprobs = torch.empty(rows, self.num_image_tokens, dtype=torch.float32, device=self.device)
         for step in range(self.num_image_tokens):
             logits = decoder.logits()
-            next_token = self._pick(logits, settings, generator, greedy)
+            next_token = self._pick(logits, settings, generator, greedy, n)
             tokens[:, step] = next_token
             logprobs[:, step] = torch.log_softmax(logits, -1).gather(-1, next_token[:, None]).squeeze(-1)
             if step + 1 < self.num_image_tokens:
@@ -297,7 +296,8 @@ class JanusUnifiedModel(UnifiedModel):
         return uncond + guidance_scale * (cond - uncond)
 
     @staticmethod
-    def _pick(logits: torch.Tensor, settings: SamplingSettings, generator, greedy: bool) -> torch.Tensor:
+    def _pick(logits: torch.Tensor, settings: SamplingSettings, generator, greedy: bool, n: int) -> torch.Tensor:
+        """Sample one token per row; with one generator per prompt, prompt p's n rows draw from its own."""
         if greedy or settings.temperature == 0:
             return logits.argmax(-1)
         scores = logits / settings.temperature
@@ -305,7 +305,19 @@ class JanusUnifiedModel(UnifiedModel):
             kth = scores.topk(min(settings.top_k, scores.shape[-1]), dim=-1).values[:, -1:]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if isinstance(generator, torch.Generator):
+            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        rows = probs.split(n)  # rows are prompt-major: prompt p owns rows p*n .. p*n+n-1
+        return torch.cat([torch.multinomial(r, 1, generator=g) for r, g in zip(rows, generator, strict=True)]).squeeze(-1)
+
+    def _generators(self, seed: int | Sequence[int] | None, num_prompts: int) -> torch.Generator | list[torch.Generator]:
+        """One generator for the call (an int or None), or one per prompt (a sequence of seeds)."""
+        if isinstance(seed, Sequence):
+            if len(seed) != num_prompts:
+                raise ValueError(f"{len(seed)} seeds for {num_prompts} prompts: give one seed, or one per prompt")
+            return [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
+        generator = torch.Generator(device=self.device)
+        return generator.manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,))))
 
     @torch.no_grad()
     def decode_images(self, image_tokens: torch.Tensor) -> np.ndarray:
