@@ -220,3 +220,12 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path, sync_run):
     for key in ("train/loss", "train/skipped_groups", "data/prompts_consumed", "push/version"):
         a, b = resumed[STEPS].get(key), straight[STEPS].get(key)
         assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6), (key, a, b)
+
+
+def test_kl_to_the_reference_with_lora_and_two_ranks(local_cluster, tmp_path):
+    """beta > 0: per-token reference log-probs (LoRA adapter off), computed by both learner ranks on their
+    shards; the KL starts at 0 (policy = reference) and the run trains."""
+    Trainer(grpo_config(tmp_path, "kl", "algorithm.beta=0.1", "model.trainable=lora", "learner.num_ranks=2",
+                        "learner.num_cpus=0.5", "learner.zero_stage=2")).run()  # fmt: skip
+    trained = [r for r in train_rows(tmp_path / "kl") if "train/loss" in r]
+    assert trained and abs(trained[0]["train/kl"]) < 1e-5 and all(math.isfinite(r["train/kl"]) for r in trained)

@@ -70,11 +70,13 @@ class GRPOLearning:
         return out
 
     def reference_logps(self, items: list[JudgedSample]) -> list[Any]:
-        """Per-token reference log-probs (LoRA adapter off, or the frozen copy), once per image."""
+        """Per-token reference log-probs (LoRA adapter off, or the frozen copy), once per image; every rank
+        computes its shard (under ZeRO-3 a forward is a collective)."""
         from rayunify.actors.policy import TrainBatch, reference_token_logps_fn
-        from rayunify.batching import make_batch
+        from rayunify.batching import make_batch, unsplit
 
-        return self.learner.compute(reference_token_logps_fn, make_batch(items, "sft", self.cfg, TrainBatch))
+        shards = [make_batch(s, "sft", self.cfg, TrainBatch) for s in split(items, self.learner.num_ranks)]
+        return unsplit(self.learner.compute(reference_token_logps_fn, shards), len(items))
 
 
 def group_relative(groups: list[list[JudgedSample]], scale_rewards: bool) -> list[float]:
