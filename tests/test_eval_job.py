@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_runs import start_local_cluster
 
 from rayunify.config import load_config
 from rayunify.eval_job import EvalSettings, eval_job
@@ -54,9 +55,7 @@ def test_on_rollout_actors_the_figures_are_those_of_one_process(tmp_path):
     come back in order: verdicts and figures equal the in-process run's."""
     import ray
 
-    tests = str(Path(__file__).parent)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+    start_local_cluster(2)
     try:
         common = [f"prompts.path={DATASET}/color_train.txt", f"prompts.eval_path={GENEVAL}", "rollout.num_cpus=1"]
         settings = EvalSettings(samples=2, chunk_prompts=3)

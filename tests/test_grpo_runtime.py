@@ -12,6 +12,7 @@ import pytest
 import ray
 import torch
 import yaml
+from tiny_runs import start_local_cluster
 
 from rayunify.actors.policy import PolicyModule, TrainBatch, grpo_loss_fn
 from rayunify.actors.workers import behaviour_logprobs
@@ -124,10 +125,7 @@ def test_groups_are_taken_freshest_first_once_with_equal_and_stale_ones_counted(
 
 @pytest.fixture(scope="module")
 def local_cluster():
-    # The python reward judge is user code (tests/fixture_judges.py): actors import it as a user's would.
-    tests = str(Path(__file__).parent)
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+    start_local_cluster(3)  # actors import tests/fixture_judges.py as a user's package
     yield
     ray.shutdown()
 

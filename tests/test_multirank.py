@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from tiny_runs import COIN_FLIP_TINY_RUN
 
 from rayunify.config import load_config
 from rayunify.train import Hooks, Trainer
@@ -27,16 +28,7 @@ RUN_TIMEOUT_S = 300
 
 def tiny_config(tmp_path: Path, run_name: str, *overrides: str):
     base = [
-        "model.path=builtin:tiny",
-        "judge.type=noisy",
-        "judge.base.type=shapes_checker",
-        "judge.random_fraction=1.0",  # seeded coin flips: pairs form whatever the tiny model draws
-        "prompts.n_train=16",
-        "prompts.n_eval=4",
-        "sampling.samples_per_prompt=4",
-        "sampling.guidance_scale=2.0",
-        "rollout.num_cpus=0.5",
-        "judge_actors.num_cpus=0.5",
+        *COIN_FLIP_TINY_RUN,
         "learner.num_cpus=0.5",
         "learner.zero_stage=3",
         "learner.batch_size=2",  # one pair per rank: equal shards, so the mean of rank means is the mean

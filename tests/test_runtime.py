@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tiny_runs import COIN_FLIP_TINY_RUN
 from transformers import JanusForConditionalGeneration
 
 from rayunify.config import load_config
@@ -28,16 +29,7 @@ PROMPTS_PER_STEP = 4
 
 def tiny_config(tmp_path: Path, run_name: str, *overrides: str):
     base = [
-        "model.path=builtin:tiny",
-        "judge.type=noisy",
-        "judge.base.type=shapes_checker",
-        "judge.random_fraction=1.0",
-        "prompts.n_train=16",
-        "prompts.n_eval=4",
-        "sampling.samples_per_prompt=4",
-        "sampling.guidance_scale=2.0",
-        "rollout.num_cpus=0.5",
-        "judge_actors.num_cpus=0.5",
+        *COIN_FLIP_TINY_RUN,
         "learner.batch_size=4",
         "learner.lr=1e-3",
         f"trainer.steps={STEPS}",

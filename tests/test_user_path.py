@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from tiny_runs import start_local_cluster
 
 from rayunify.config import load_config
 from rayunify.train import Trainer
@@ -20,10 +21,7 @@ GENEVAL = Path(__file__).parent / "fixtures" / "prompts" / "geneval" / "prompts"
 
 @pytest.fixture(scope="module", autouse=True)
 def local_cluster():
-    # The referee is user code (tests/fixture_judges.py): actors import it as a user's package would be.
-    tests = str(Path(__file__).parent)
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": tests}})  # fmt: skip
+    start_local_cluster(3)  # actors import tests/fixture_judges.py as a user's package
     yield
     ray.shutdown()
 
