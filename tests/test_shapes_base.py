@@ -101,6 +101,27 @@ def test_cached_base_dir_reuses_the_trained_model(test_model: Path, monkeypatch)
     assert cached_base_dir("test", seed=0) == test_model
 
 
+def test_a_shipped_base_is_used_while_its_recipe_is_unchanged(tmp_path: Path, monkeypatch):
+    """The shipped directory is named by the recipe's hash: that recipe is never trained again; another recipe
+    (here another seed) trains as before, into the cache."""
+    monkeypatch.setenv("RAYUNIFY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "SHIPPED", tmp_path / "shipped")
+    shipped = tmp_path / "shipped" / cache.base_dir_name("base", seed=0)
+    shipped.mkdir(parents=True)
+    (shipped / cache.INFO_FILE).write_text("{}")
+    trained = []
+
+    def fake_train(out, size, seed, progress):
+        trained.append((size, seed))
+        Path(out).mkdir(parents=True)
+        (Path(out) / cache.INFO_FILE).write_text("{}")
+        return Path(out)
+
+    monkeypatch.setattr(base_training, "train_base", fake_train)
+    assert cached_base_dir("base", seed=0) == shipped and trained == []
+    assert cached_base_dir("base", seed=1).parent == tmp_path / "cache" and trained == [("base", 1)]
+
+
 def test_concurrent_callers_train_once_and_share_the_result(tmp_path: Path, monkeypatch):
     """Ray actors start together: the file lock lets one train while the others wait and reuse it."""
     monkeypatch.setenv("RAYUNIFY_CACHE", str(tmp_path))
