@@ -39,6 +39,9 @@ class GRPOLearning:
         )
         return groups, {f"train/{k}": float(v) for k, v in counters.items()}
 
+    def lags(self, groups: list[list[JudgedSample]], version: int) -> list[int]:
+        return [version - item.sample.policy_version for group in groups for item in group]
+
     def train(self, groups: list[list[JudgedSample]], step: int) -> dict[str, float]:
         """`ppo_epochs` seeded shuffles of the step's images, `mini_batch_size` images per optimizer step."""
         from rayunify.actors.policy import TrainBatch

@@ -1,6 +1,7 @@
 """The loop. `train_online` reads like the paper's Algorithm 1 and `train_offline` like Algorithm 2; the
 mechanics live in collaborators: `Collector` (generate + judge, retries, actor restarts), `WeightSync`
-(the one push path), `Monitor` (evaluation, probe, guard, images) and `Checkpointer`.
+(the one push path), `Monitor` (evaluation, probe, guard, images), `Checkpointer`, and the algorithm's
+learner step (`PreferenceLearning` for DPO and SFT, `GRPOLearning`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
 from rayunify.driver.grpo import GRPOLearning
 from rayunify.driver.monitor import Monitor, reference_fraction
+from rayunify.driver.preference import PreferenceLearning
 from rayunify.driver.runtime import make_progress, ray_get, start_actors
 from rayunify.driver.weight_sync import WeightSync
 from rayunify.types import JudgedSample
@@ -78,7 +80,10 @@ class Trainer:
         self.sync.restart_dead = self.collector.restart_dead_actors  # a receiver lost mid-push: restart, retry
         self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
-        self.grpo = GRPOLearning(cfg, self.data, self.learner) if cfg.algorithm.type == "grpo" else None
+        grpo = cfg.algorithm.type == "grpo"
+        self.algorithm = GRPOLearning(cfg, self.data, self.learner) if grpo else PreferenceLearning(
+            cfg, self.data, self.learner, self.hooks
+        )
 
     # ================================================================== the algorithm
     def run(self) -> None:
@@ -171,50 +176,21 @@ class Trainer:
 
     # ================================================================== learning
     def learner_step(self) -> dict[str, float]:
-        from rayunify.actors.policy import TrainBatch
-        from rayunify.batching import make_batch, split
-
-        if self.grpo is not None:
-            return self.grpo_learner_step()
-        cfg = self.cfg
+        """One step of the configured algorithm on what the training-data actor holds; nothing usable yet
+        (every group all-accept or all-reject, or too stale): skip, count, go on."""
         version = self.learner.versions()[0]
-        kind = "pair" if self.dpo else "sft"
-        items = ray_get(self.data.sample.remote(kind, cfg.learner.batch_size, version, self.max_staleness()))
-        if not items:  # no usable pair yet (e.g. every group all-accept or all-reject): skip, count, go on
-            self.skipped_batches += 1
-            return {"train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
-        if self.dpo:
-            self.fill_reference_logps(items)
-            self.hooks.on_reference_logps(items, self.step)
-        batches = [make_batch(shard, kind, cfg, TrainBatch) for shard in split(items, cfg.learner.num_ranks)]
-        started = time.perf_counter()
-        try:
-            metrics = self.learner.train_step(batches)
-        except Exception as err:  # the learner's error, e.g. a non-finite loss; weights were not touched
-            raise self.learner_failed(err) from err
-        lags = [version - (it.policy_version if kind == "pair" else it.sample.policy_version) for it in items]
-        out = {f"train/{k}": v for k, v in metrics.items()}
-        out.update({"time/train_s": time.perf_counter() - started, "train/batch": float(len(items))})
-        out.update({"train/staleness_max": float(max(lags)), "train/skipped_batches": float(self.skipped_batches)})
-        return out
-
-    def grpo_learner_step(self) -> dict[str, float]:
-        """GRPO on the freshest judged groups with a signal; none (all rewards equal, or stale): skip, count."""
-        assert self.grpo is not None
-        version = self.learner.versions()[0]
-        groups, counts = self.grpo.take(version, self.max_staleness())
-        if not groups:
+        items, counts = self.algorithm.take(version, self.max_staleness())
+        if not items:
             self.skipped_batches += 1
             return {**counts, "train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
         started = time.perf_counter()
         try:
-            metrics = self.grpo.train(groups, self.step)
-        except Exception as err:  # the learner's error, e.g. a non-finite loss
+            metrics = self.algorithm.train(items, self.step)
+        except Exception as err:  # the learner's error, e.g. a non-finite loss; weights were not touched
             raise self.learner_failed(err) from err
-        lags = [version - item.sample.policy_version for group in groups for item in group]
         metrics.update(counts)
-        metrics.update({"time/train_s": time.perf_counter() - started, "train/staleness_max": float(max(lags))})
-        metrics["train/skipped_batches"] = float(self.skipped_batches)
+        metrics.update({"time/train_s": time.perf_counter() - started, "train/skipped_batches": float(self.skipped_batches)})
+        metrics["train/staleness_max"] = float(max(self.algorithm.lags(items, version)))
         return metrics
 
     def max_staleness(self) -> int | None:
@@ -223,26 +199,6 @@ class Trainer:
         if trainer.mode == "offline":
             return None
         return 0 if trainer.sync == "sync" else trainer.max_staleness
-
-    def fill_reference_logps(self, pairs: list[Any]) -> None:
-        """Reference log-probs once per pair (stored in the buffer), or every time with reference=recompute."""
-        from rayunify.actors.policy import TrainBatch, reference_logps_fn
-        from rayunify.batching import make_batch, split, unsplit
-        from rayunify.training_data import pair_key
-
-        recompute = self.cfg.algorithm.reference == "recompute"
-        todo = [p for p in pairs if recompute or p.ref_chosen_logp is None]
-        if not todo:
-            return
-        # Every rank its shard: under ZeRO-3 the forward is a collective (and the work is shared).
-        shards = [make_batch(shard, "pair", self.cfg, TrainBatch) for shard in split(todo, self.learner.num_ranks)]
-        per_rank = self.learner.compute(reference_logps_fn, shards)
-        chosen = unsplit([c for c, _ in per_rank], len(todo))
-        rejected = unsplit([r for _, r in per_rank], len(todo))
-        for pair, c, r in zip(todo, chosen, rejected, strict=True):
-            pair.ref_chosen_logp, pair.ref_rejected_logp = c, r
-        if not recompute:
-            ray_get(self.data.store_reference.remote([pair_key(p) for p in todo], chosen, rejected))
 
     def learner_failed(self, err: Exception) -> LearnerFailure:
         """End the run with a clear message; checkpoint now if the learner is still alive."""
