@@ -68,7 +68,6 @@ def run_sequential(args) -> dict:
     import torch
 
     from rayunify.actors.policy import PolicyModule, TrainBatch, dpo_loss_fn, reference_logps_fn
-    from rayunify.actors.workers import sampling_settings
     from rayunify.batching import chunk_seed, make_batch
     from rayunify.config import load_config
     from rayunify.judges.base import build_judge
@@ -84,7 +83,7 @@ def run_sequential(args) -> dict:
     train, _ = load_prompts(cfg.prompts)
     data = TrainingData(train, seed=0)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.learner.lr)
-    settings = sampling_settings(cfg)
+    settings = cfg.sampling.settings()
     times = []
     for step in range(args.steps):
         started = time.perf_counter()

@@ -17,7 +17,6 @@ import argparse
 import json
 from pathlib import Path
 
-from rayunify.actors.workers import sampling_settings
 from rayunify.config import load_config
 from rayunify.metrics import VerdictRecord, unification_metrics
 from rayunify.models import resolve_model_path
@@ -53,7 +52,7 @@ def main() -> int:
         cfg = load_config(run / "config.yaml")
         _, prompts = load_prompts(cfg.prompts)
         prompts = prompts[: cfg.trainer.eval_prompts]
-        settings = sampling_settings(cfg)
+        settings = cfg.sampling.settings()
         start = JanusUnifiedModel.from_pretrained(resolve_model_path(cfg.model.path))
         final = JanusUnifiedModel.from_pretrained(run / "final_model")
         for drawn_by, drawer in (("start", start), ("final", final)):

@@ -19,7 +19,7 @@ from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
 from rayunify.batching import prompt_seeds
 from rayunify.config import Config
 from rayunify.models.base import GenerationOutput
-from rayunify.types import JudgedSample, Judgement, Prompt, Sample, SamplingSettings
+from rayunify.types import JudgedSample, Judgement, Prompt, Sample
 from rayunify.weights import WeightUpdate
 
 
@@ -39,13 +39,6 @@ class Rollout:
     images: np.ndarray  # (len(samples), H, W, 3) uint8
     generate_s: float
     decode_s: float
-
-
-def sampling_settings(cfg: Config) -> SamplingSettings:
-    s = cfg.sampling
-    return SamplingSettings(
-        guidance_scale=s.guidance_scale, temperature=s.temperature, top_k=s.top_k, geometry=s.geometry
-    )
 
 
 class ModelHolder(ModuleReceiver):
@@ -69,7 +62,7 @@ class RolloutWorker(ModelHolder):
         generated = time.perf_counter()
         images = np.concatenate([self.unified.decode_images(t) for t in out.image_tokens.split(self._rows_per_call(n))])
         tokens = out.image_tokens.cpu().numpy()
-        settings = sampling_settings(self.cfg)
+        settings = self.cfg.sampling.settings()
         behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens) if self.cfg.algorithm.type == "grpo" else None
         samples = [
             Sample(
@@ -109,7 +102,7 @@ class RolloutWorker(ModelHolder):
     def _generate_in_calls(self, texts: list[str], n: int, seed: int) -> GenerationOutput:
         """rollout.max_rows None: one call seeded by `seed`. Otherwise calls of whole prompts, each prompt
         seeded on its own (`prompt_seeds`), so its images are the same whatever max_rows is."""
-        settings = sampling_settings(self.cfg)
+        settings = self.cfg.sampling.settings()
         if self.cfg.rollout.max_rows is None:
             return self.unified.generate(texts, n=n, settings=settings, seed=seed)
         per_call = self._rows_per_call(n) // n
@@ -126,7 +119,7 @@ class RolloutWorker(ModelHolder):
         from rayunify.judges.base import build_judge
 
         reference = build_judge(self.cfg.guard.reference, lambda: self.unified)
-        result = evaluate(self.unified, prompts, reference, n_per_prompt=n, settings=sampling_settings(self.cfg), seed=seed)
+        result = evaluate(self.unified, prompts, reference, n_per_prompt=n, settings=self.cfg.sampling.settings(), seed=seed)
         return result.report, result.items
 
     def probe(self, prompts: list[str], images: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
