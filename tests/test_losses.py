@@ -198,3 +198,35 @@ def test_bad_shapes_are_clear_errors() -> None:
         dpo_objective(
             good, good, good, good, 576, beta=0.1, loss_type="sigmoid", label_smoothing=0.0, nll_weight=-1
         )
+
+
+def test_nll_sum_reduction_is_per_image_sum_averaged_over_the_batch() -> None:
+    logps = torch.tensor([-20.0, -40.0])  # two images of 10 tokens: 2 and 4 nats per token
+    assert nll_loss(logps, 10, "sum").item() == pytest.approx(30.0)  # (20 + 40) / 2 images
+    assert nll_loss(logps, 10, "mean").item() == pytest.approx(3.0)  # 60 nats / 20 tokens
+    loss, metrics = sft_objective(logps, 10, "sum")
+    assert loss.item() == pytest.approx(30.0)
+    assert metrics["perplexity"] == pytest.approx(math.exp(3.0))  # perplexity stays per token
+    with pytest.raises(ValueError, match="nll_reduction"):
+        nll_loss(logps, 10, "total")
+
+
+def test_dpo_objective_sum_reduction_weighs_the_chosen_image_sum() -> None:
+    policy_c, policy_r, ref_c, ref_r = one_pair()  # policy_c = -10
+    settings = {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0, "nll_weight": 0.5}
+    loss, metrics = dpo_objective(policy_c, policy_r, ref_c, ref_r, 5, nll_reduction="sum", **settings)
+    assert loss.item() == pytest.approx(softplus(0.2) + 0.5 * 10.0)  # NLL = 10 nats for the one image
+    assert metrics["nll_chosen"] == pytest.approx(10.0)
+
+
+def test_config_nll_reduction_defaults_to_mean_and_reaches_the_learner_loss() -> None:
+    from rayunify.actors.learner_setup import learner_loss
+    from rayunify.config import Config
+
+    assert Config().algorithm.nll_reduction == "mean"
+    dpo = Config.model_validate({"algorithm": {"type": "dpo", "nll_reduction": "sum"}})
+    assert learner_loss(dpo).keywords["nll_reduction"] == "sum"
+    sft = Config.model_validate({"algorithm": {"type": "sft", "nll_reduction": "sum"}})
+    assert learner_loss(sft).keywords["nll_reduction"] == "sum"
+    with pytest.raises(ValueError, match="nll_reduction"):
+        Config.model_validate({"algorithm": {"type": "sft", "nll_reduction": "tokens"}})

@@ -31,10 +31,13 @@ def learner_loss(cfg: Config):
 
     a = cfg.algorithm
     if a.type == "sft":
-        return sft_loss_fn
+        return partial(sft_loss_fn, nll_reduction=a.nll_reduction)
     if a.type == "grpo":
         return partial(grpo_loss_fn, clip_eps=a.clip_eps, clip_eps_high=a.clip_eps_high, beta=a.beta)
-    return partial(dpo_loss_fn, beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing, nll_weight=a.nll_weight)
+    return partial(
+        dpo_loss_fn, beta=a.beta, loss_type=a.loss_type, label_smoothing=a.label_smoothing,
+        nll_weight=a.nll_weight, nll_reduction=a.nll_reduction,
+    )  # fmt: skip
 
 
 def keeps_reference(cfg: Config) -> bool:

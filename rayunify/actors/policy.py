@@ -60,7 +60,14 @@ def _sequence_logps(engine: Any, prompts: list[str], tokens: torch.Tensor, batch
 
 
 def dpo_loss_fn(
-    engine: Any, batch: TrainBatch, *, beta: float, loss_type: str, label_smoothing: float, nll_weight: float
+    engine: Any,
+    batch: TrainBatch,
+    *,
+    beta: float,
+    loss_type: str,
+    label_smoothing: float,
+    nll_weight: float,
+    nll_reduction: str = "mean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Chosen and rejected go through one forward (2B rows): one pass of the model per step."""
     assert batch.rejected is not None and batch.ref_chosen is not None and batch.ref_rejected is not None
@@ -76,11 +83,13 @@ def dpo_loss_fn(
         loss_type=loss_type,
         label_smoothing=label_smoothing,
         nll_weight=nll_weight,
+        nll_reduction=nll_reduction,
     )
 
 
-def sft_loss_fn(engine: Any, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
-    return sft_objective(_sequence_logps(engine, batch.prompts, batch.chosen, batch), batch.chosen.shape[1])
+def sft_loss_fn(engine: Any, batch: TrainBatch, nll_reduction: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
+    logps = _sequence_logps(engine, batch.prompts, batch.chosen, batch)
+    return sft_objective(logps, batch.chosen.shape[1], nll_reduction)
 
 
 def grpo_loss_fn(

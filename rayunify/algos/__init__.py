@@ -1,10 +1,10 @@
 """Training objectives, as pure functions of image-token log-probs (torch only).
 
 The learner calls one of these, chosen by the config's algorithm:
-  sft_objective(policy_logps, num_tokens) -> (loss, metrics)
-      the paper's SFT: per-token NLL of every accepted image.
+  sft_objective(policy_logps, num_tokens, nll_reduction) -> (loss, metrics)
+      the paper's SFT: NLL (per token, or per image) of every accepted image.
   dpo_objective(policy_c, policy_r, ref_c, ref_r, num_tokens_c, *, beta, loss_type, label_smoothing,
-                nll_weight) -> (loss, metrics)
+                nll_weight, nll_reduction) -> (loss, metrics)
       the paper's DPO (+ NLL on the chosen image), with the sigmoid / robust / ipo / hinge variants.
   grpo_loss(logp, old_logp, ref_logp, advantages, clip_eps, clip_eps_high, beta) -> (loss_per_sequence, metrics)
       GRPO on per-token log-probs, with advantages from group_advantages(rewards, group_size) over the
@@ -15,6 +15,7 @@ Call check_finite(loss, name, step) before backward().
 from rayunify.algos.grpo import group_advantages, grpo_loss, informative_groups
 from rayunify.algos.losses import (
     LOSS_TYPES,
+    NLL_REDUCTIONS,
     check_finite,
     dpo_loss,
     dpo_metrics,
@@ -25,6 +26,7 @@ from rayunify.algos.losses import (
 
 __all__ = [
     "LOSS_TYPES",
+    "NLL_REDUCTIONS",
     "check_finite",
     "dpo_loss",
     "dpo_metrics",

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 LOSS_TYPES = ("sigmoid", "robust", "ipo", "hinge")
+# How an image's token NLLs become one number: mean per token (weight independent of image length) or
+# their sum per image (the scale of the summed log-probs inside the DPO term).
+NLL_REDUCTIONS = ("mean", "sum")
 # Label smoothing means "this share of labels is flipped": only the two logistic losses model that.
 _SMOOTHABLE = ("sigmoid", "robust")
 
@@ -71,15 +74,21 @@ def dpo_loss(
     return losses, chosen_rewards, rejected_rewards
 
 
-def nll_loss(logps: torch.Tensor, num_tokens: torch.Tensor | int) -> torch.Tensor:
-    """Mean negative log-likelihood per image token over the batch: -Σ logps / Σ num_tokens.
+def nll_loss(logps: torch.Tensor, num_tokens: torch.Tensor | int, reduction: str = "mean") -> torch.Tensor:
+    """Negative log-likelihood of a batch of images, from per-sequence log-prob sums.
 
-    `logps` are per-sequence sums, `num_tokens` the token count of each sequence ((B,) tensor, or one int
-    for all). Dividing the batch total by the token total weights every token equally, which matches the
-    usual token-mean SFT loss; with Janus's fixed 576 tokens per image it equals the per-image mean.
+    reduction "mean": per image token, -Σ logps / Σ num_tokens. Dividing the batch total by the token total
+    weights every token equally, which matches the usual token-mean SFT loss; with Janus's fixed 576 tokens
+    per image it equals the per-image mean. "sum": per image, -Σ logps / B, the sum over an image's tokens
+    averaged over the batch: the scale of the summed log-probs DPO's margin is built from, so the NLL term's
+    weight beside it no longer depends on how many tokens an image has.
+    `num_tokens` is the token count of each sequence ((B,) tensor, or one int for all).
     """
     _check_logps(logps)
+    _check_reduction(reduction)
     tokens = _as_token_counts(num_tokens, logps)
+    if reduction == "sum":
+        return -logps.mean()
     return -logps.sum() / tokens.sum()
 
 
@@ -140,8 +149,10 @@ def dpo_objective(
     loss_type: str,
     label_smoothing: float,
     nll_weight: float,
+    nll_reduction: str = "mean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The paper's DPO loss: mean DPO loss + nll_weight · per-token NLL of the chosen images."""
+    """The paper's DPO loss: mean DPO loss + nll_weight · NLL of the chosen images (per token, or per image
+    with nll_reduction="sum", see nll_loss)."""
     if not (math.isfinite(nll_weight) and nll_weight >= 0):
         raise ValueError(f"nll_weight must be a finite number >= 0, got {nll_weight}")
     losses, chosen_rewards, rejected_rewards = dpo_loss(
@@ -153,7 +164,7 @@ def dpo_objective(
         loss_type=loss_type,
         label_smoothing=label_smoothing,
     )
-    nll = nll_loss(policy_chosen_logps, num_tokens_chosen)
+    nll = nll_loss(policy_chosen_logps, num_tokens_chosen, nll_reduction)
     loss = losses.mean() + nll_weight * nll if nll_weight > 0 else losses.mean()
     metrics = dpo_metrics(losses, chosen_rewards, rejected_rewards, beta)
     # Logged even at weight 0: a chosen-image NLL that climbs is DPO's known failure of pushing both down.
@@ -163,12 +174,14 @@ def dpo_objective(
 
 
 def sft_objective(
-    policy_logps: torch.Tensor, num_tokens: torch.Tensor | int
+    policy_logps: torch.Tensor, num_tokens: torch.Tensor | int, nll_reduction: str = "mean"
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The paper's SFT loss: per-token NLL of the accepted images."""
-    loss = nll_loss(policy_logps, num_tokens)
+    """The paper's SFT loss: NLL of the accepted images (per token, or per image with nll_reduction="sum").
+    Perplexity is always per token, whichever reduction trains."""
+    loss = nll_loss(policy_logps, num_tokens, nll_reduction)
+    per_token = nll_loss(policy_logps.detach(), num_tokens).item()
     nll = loss.detach().item()
-    return loss, {"loss": nll, "nll": nll, "perplexity": math.exp(min(nll, 80.0))}
+    return loss, {"loss": nll, "nll": nll, "perplexity": math.exp(min(per_token, 80.0))}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -188,6 +201,11 @@ def _check_dpo_settings(beta: float, loss_type: str, label_smoothing: float) -> 
             f"label_smoothing={label_smoothing} has no meaning for loss_type {loss_type!r}; "
             f"it applies to {', '.join(_SMOOTHABLE)} only"
         )
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in NLL_REDUCTIONS:
+        raise ValueError(f"unknown nll_reduction {reduction!r}; expected one of {', '.join(NLL_REDUCTIONS)}")
 
 
 def _check_logps(*logps: torch.Tensor) -> None:

@@ -14,6 +14,12 @@ from pydantic import (
 from rayunify.config.base import Strict, variants
 from rayunify.config.judges import JudgeConfig
 
+_NLL_REDUCTION = Field(
+    "mean",
+    description="The chosen/accepted images' NLL: mean per image token (the default), or sum over an image's "
+    "tokens (the scale of DPO's summed log-probs, so its weight does not depend on the image's token count).",
+)
+
 
 class DPOConfig(Strict):
     type: Literal["dpo"] = "dpo"
@@ -21,6 +27,7 @@ class DPOConfig(Strict):
     loss_type: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     nll_weight: float = Field(1.0, ge=0, description="Weight of the NLL term on the chosen image (the paper's).")
+    nll_reduction: Literal["mean", "sum"] = _NLL_REDUCTION
     reference: Literal["stored", "recompute"] = Field(
         "stored", description="stored: reference log-probs computed once when the pair is made."
     )
@@ -28,6 +35,7 @@ class DPOConfig(Strict):
 
 class SFTConfig(Strict):
     type: Literal["sft"] = "sft"
+    nll_reduction: Literal["mean", "sum"] = _NLL_REDUCTION
 
 
 class RewardTermConfig(Strict):
