@@ -29,11 +29,12 @@ class BuiltinModel:
 
 @dataclass(frozen=True)
 class BuiltinPromptSource:
-    """A prompt generator: (n_train, n_eval, seed, categories) -> (train, eval)."""
+    """A prompt generator: (n_train, n_eval, seed, categories, eval_split) -> (train, eval)."""
 
     description: str
-    load: Callable[[int, int, int, Sequence[str] | None], tuple[list[Prompt], list[Prompt]]]
+    load: Callable[[int, int, int, Sequence[str] | None, str | None], tuple[list[Prompt], list[Prompt]]]
     check_categories: Callable[[Sequence[str]], list[str]]
+    eval_splits: tuple[str, ...] = ()  # what prompts.eval_split may name (None: the source's default list)
 
 
 def _tiny(seed: int) -> str:
@@ -51,10 +52,10 @@ def _shapes_model(size: str) -> Callable[[int], str]:
     return directory
 
 
-def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None):
-    from rayunify.shapes.world import held_out_split
+def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None, eval_split: str | None):
+    from rayunify.shapes.splits import prompt_split
 
-    return held_out_split(n_train, n_eval, seed=seed, categories=categories)
+    return prompt_split(n_train, n_eval, seed=seed, categories=categories, eval_split=eval_split)
 
 
 def _shapes_check_categories(categories: Sequence[str]) -> list[str]:
@@ -80,6 +81,7 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
         "ShapesWorld's generator (held-out split of meanings)",
         _shapes_prompts,
         _shapes_check_categories,
+        ("test", "validation"),  # rayunify.shapes.splits.EVAL_SPLITS (not imported: numpy stays unloaded)
     ),
 }
 # Architectures without weights (random init on the meta device): what a dry run sizes and checks when the

@@ -87,8 +87,16 @@ def load_prompt_set(cfg: PromptsConfig) -> PromptSet:
     without one, a held-out split of the training prompts (removed from training). Eval prompts that are also
     training prompts are refused unless `prompts.allow_overlap`."""
     if cfg.source not in ("file", "hf_dataset"):
-        train, evaluation = builtins.prompt_source(cfg.source).load(cfg.n_train, cfg.n_eval, cfg.seed, cfg.categories)
-        return PromptSet(train, evaluation, notes=[f"prompts: built-in source {cfg.source!r}"])
+        source = builtins.prompt_source(cfg.source)
+        train, evaluation = source.load(cfg.n_train, cfg.n_eval, cfg.seed, cfg.categories, cfg.eval_split)
+        split = f", eval split {cfg.eval_split!r}" if cfg.eval_split else ""
+        source_notes = [f"prompts: built-in source {cfg.source!r}{split}"]
+        texts = len({p.text for p in evaluation})
+        if texts < len(evaluation):  # a split's small categories repeat their few texts (own ids, own images)
+            source_notes.append(
+                f"eval: {len(evaluation)} prompts hold {texts} distinct texts: a text repeats under ids <id>~k"
+            )
+        return PromptSet(train, evaluation, notes=source_notes)
     files: list[FileReport] = []
     notes: list[str] = []
     if cfg.source == "file":

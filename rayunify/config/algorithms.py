@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
@@ -14,7 +14,7 @@ from pydantic import (
 from rayunify.config.base import Strict, variants
 from rayunify.config.judges import JudgeConfig
 
-_NLL_REDUCTION = Field(
+_NLL_REDUCTION: Any = Field(
     "mean",
     description="The chosen/accepted images' NLL: mean per image token (the default), or sum over an image's "
     "tokens (the scale of DPO's summed log-probs, so its weight does not depend on the image's token count).",

@@ -101,7 +101,12 @@ class PromptsConfig(Strict):
     )
     dataset: str | None = Field(None, description="source=hf_dataset: a `datasets` name or a local dataset path.")
     split: str = Field("train", description="source=hf_dataset: the training split.")
-    eval_split: str | None = Field(None, description="source=hf_dataset: the eval split; None: as eval_path.")
+    eval_split: str | None = Field(
+        None,
+        description="source=hf_dataset: the eval split (None: as eval_path). source=shapes: test (the reported "
+        "figures) or validation (choosing settings), both held out from the base by meaning and disjoint from each "
+        "other; None: the held-out list runs used before them.",
+    )
     column: str = Field("prompt", description="source=hf_dataset: the column that holds the prompt text.")
     category_column: str | None = Field(None, description="source=hf_dataset: a column holding the category.")
     n_train: int = Field(256, gt=0, description="At most this many training prompts (a seeded subset of larger sources).")
@@ -128,6 +133,17 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.dataset is required when prompts.source=hf_dataset")
         if self.categories is not None and self.source != "shapes":
             raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
+        if self.source == "file" and self.eval_split is not None:
+            raise ValueError("prompts.eval_split applies to source=shapes or hf_dataset (files: prompts.eval_path)")
+        if self.source not in ("file", "hf_dataset") and self.eval_split is not None:
+            from rayunify.builtins import prompt_source
+
+            splits = prompt_source(self.source).eval_splits
+            if self.eval_split not in splits:
+                raise ValueError(
+                    f"prompts.eval_split={self.eval_split!r} is not a split of source={self.source!r}; "
+                    f"choose one of: {', '.join(splits)} (or null)"
+                )
         return self
 
 

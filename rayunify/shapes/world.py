@@ -270,15 +270,28 @@ def _split_pools(
     eval_share: float, seed: int, want_eval: bool = True, want_train: bool = True
 ) -> tuple[dict[str, list[Spec]], dict[str, list[Spec]]]:
     """Each category's meanings shuffled with `seed` and cut at `eval_share`: (train, eval) specs per category."""
+    train_groups, eval_groups = split_meaning_groups(eval_share, seed, want_eval, want_train)
+    return _flat(train_groups), _flat(eval_groups)
+
+
+def split_meaning_groups(
+    eval_share: float, seed: int, want_eval: bool = True, want_train: bool = True
+) -> tuple[dict[str, list[list[Spec]]], dict[str, list[list[Spec]]]]:
+    """`_split_pools` before flattening: each side's meaning groups (the specs of one meaning) per category,
+    in the seeded order."""
     rng = np.random.default_rng(seed)
-    train_pools, eval_pools = {}, {}
+    train_groups, eval_groups = {}, {}
     for category in CATEGORIES:
         groups = _meaning_groups(all_specs(category))
         order = rng.permutation(len(groups))
         n_eval_groups = _eval_group_count(len(groups), eval_share, want_eval, want_train)
-        eval_pools[category] = [s for i in order[:n_eval_groups] for s in groups[i]]
-        train_pools[category] = [s for i in order[n_eval_groups:] for s in groups[i]]
-    return train_pools, eval_pools
+        eval_groups[category] = [groups[i] for i in order[:n_eval_groups]]
+        train_groups[category] = [groups[i] for i in order[n_eval_groups:]]
+    return train_groups, eval_groups
+
+
+def _flat(groups: dict[str, list[list[Spec]]]) -> dict[str, list[Spec]]:
+    return {category: [s for group in gs for s in group] for category, gs in groups.items()}
 
 
 def _meaning_groups(specs: Sequence[Spec]) -> list[list[Spec]]:
@@ -298,15 +311,22 @@ def _eval_group_count(n_groups: int, eval_share: float, want_eval: bool, want_tr
 
 
 def _draw_round_robin(pools: dict[str, list[Spec]], n: int, side: str) -> list[Prompt]:
+    prompts = {category: [spec_prompt(spec, category) for spec in specs] for category, specs in pools.items()}
+    return draw_round_robin(prompts, n, side)
+
+
+def draw_round_robin(pools: dict[str, list[Prompt]], n: int, side: str, unit: str = "distinct texts") -> list[Prompt]:
+    """The first n prompts taking categories in turn (CATEGORIES order), each category's in its pool's order:
+    every prefix is spread evenly over the categories. More than the pools hold is a ValueError."""
     available = sum(len(p) for p in pools.values())
     if n > available:
-        raise ValueError(f"asked for {n} {side} prompts but this split holds only {available} distinct texts")
+        raise ValueError(f"asked for {n} {side} prompts but this split holds only {available} {unit}")
     prompts: list[Prompt] = []
     rank = 0
     while len(prompts) < n:
         for category in CATEGORIES:
-            if rank < len(pools[category]) and len(prompts) < n:
-                prompts.append(spec_prompt(pools[category][rank], category))
+            if rank < len(pools.get(category, [])) and len(prompts) < n:
+                prompts.append(pools[category][rank])
         rank += 1
     return prompts
 
