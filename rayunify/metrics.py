@@ -6,7 +6,12 @@ The paper's quantities, for a set of the model's own images:
   answers excluded, counted in reference_invalid_rate);
 - judge_accuracy / judge_fpr / judge_fnr: the own judge against the reference;
 - weak_generation: of the images the own judge rejects, the share the reference also rejects
-  (the paper's evidence that the gap comes from generation rather than misjudging).
+  (the paper's evidence that the gap comes from generation rather than misjudging). Read it beside
+  weak_generation_base_rate, the share of all (both-valid) images the reference rejects: what a judge
+  that rejects everything, or at random, would get.
+
+And for the judge on a fixed, balanced image set (`judge_set_metrics`): AUROC of its soft score P(yes) and
+balanced accuracy of its verdicts against the labels.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ METRIC_KEYS = (
     "judge_fpr",
     "judge_fnr",
     "weak_generation",
+    "weak_generation_base_rate",
     "invalid_rate",
     "reference_invalid_rate",
     "mean_self_score",
@@ -90,6 +96,7 @@ def metric_arrays(table: np.ndarray) -> dict[str, np.ndarray]:
         "judge_fpr": _ratio(c["own_accept_ref_reject"], c["ref_rejects_both_valid"]),
         "judge_fnr": _ratio(c["own_reject_ref_accept"], c["ref_accepts_both_valid"]),
         "weak_generation": _ratio(c["both_reject"], c["own_rejects_both_valid"]),
+        "weak_generation_base_rate": _ratio(c["ref_rejects_both_valid"], c["both_valid"]),
         "invalid_rate": _ratio(c["images"] - c["own_valid"], c["images"]),
         "reference_invalid_rate": _ratio(c["images"] - c["ref_valid"], c["images"]),
         "mean_self_score": _ratio(c["own_score_sum"], c["images"]),
@@ -141,6 +148,82 @@ def flatten(report: dict[str, dict[str, float]], prefix: str = "") -> dict[str, 
         for key, value in values.items():
             flat[f"{prefix}{scope}{key}"] = value
     return flat
+
+
+# ---------------------------------------------------------------------------------------------- the judge set
+JUDGE_SET_KEYS = ("auroc", "balanced_accuracy", "true_positive_rate", "true_negative_rate", "invalid_rate", "count")
+
+
+def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """Area under the ROC curve of `scores` for `labels`: the chance that a random positive scores above a
+    random negative, ties counting half (the Mann-Whitney U statistic over n_pos · n_neg). NaN without
+    both classes."""
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"{y.size} labels but {s.size} scores")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    # Mid-ranks handle ties: the rank sum of the positives minus its minimum is U.
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_scores = s[order]
+    start = 0
+    while start < len(s):
+        end = start
+        while end + 1 < len(s) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def balanced_accuracy(labels: Sequence[bool], predictions: Sequence[bool | None]) -> float:
+    """(true-positive rate + true-negative rate) / 2. A prediction of None (an answer that did not parse)
+    counts as wrong whatever the label: a judge that cannot answer has not judged. NaN without both classes."""
+    tpr, tnr = _class_rates(labels, predictions)
+    return (tpr + tnr) / 2
+
+
+def _class_rates(labels: Sequence[bool], predictions: Sequence[bool | None]) -> tuple[float, float]:
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    pos = [p is True for y, p in zip(labels, predictions, strict=True) if y]
+    neg = [p is False for y, p in zip(labels, predictions, strict=True) if not y]
+    if not pos or not neg:
+        return math.nan, math.nan
+    return sum(pos) / len(pos), sum(neg) / len(neg)
+
+
+def judge_set_metrics(labels: Sequence[bool], scores: Sequence[float], verdicts: Sequence[Verdict]) -> dict[str, float]:
+    """The judge on labelled images: AUROC of P(yes), balanced accuracy of its verdicts (INVALID counts as
+    wrong), the two class rates, the share of INVALID answers and the image count."""
+    predictions = [None if v == Verdict.INVALID else v == Verdict.ACCEPT for v in verdicts]
+    tpr, tnr = _class_rates(labels, predictions)
+    invalid = sum(p is None for p in predictions)
+    return {
+        "auroc": auroc(labels, scores),
+        "balanced_accuracy": (tpr + tnr) / 2,
+        "true_positive_rate": tpr,
+        "true_negative_rate": tnr,
+        "invalid_rate": invalid / len(predictions) if predictions else math.nan,
+        "count": float(len(predictions)),
+    }
+
+
+def judge_set_report(
+    categories: Sequence[str], labels: Sequence[bool], scores: Sequence[float], verdicts: Sequence[Verdict]
+) -> dict[str, dict[str, float]]:
+    """`judge_set_metrics` pooled ("overall") and per category, in `flatten`'s layout."""
+    rows: dict[str, list[int]] = defaultdict(list)
+    for index, category in enumerate(categories):
+        rows[category].append(index)
+    report = {"overall": judge_set_metrics(labels, scores, verdicts)}
+    for category, idx in sorted(rows.items()):
+        report[category] = judge_set_metrics([labels[i] for i in idx], [scores[i] for i in idx], [verdicts[i] for i in idx])
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- intervals

@@ -24,6 +24,8 @@ def test_counts_of_one_group():
     assert m["judge_accuracy"] == pytest.approx(3 / 5)
     assert m["judge_fpr"] == pytest.approx(1 / 2) and m["judge_fnr"] == pytest.approx(1 / 3)
     assert m["weak_generation"] == pytest.approx(1 / 2)
+    # Beside it, what rejecting everything would get: the reference rejects 2 of the 5 both-valid images.
+    assert m["weak_generation_base_rate"] == pytest.approx(2 / 5)
     assert m["invalid_rate"] == pytest.approx(1 / 6) and m["count"] == 6
 
 
@@ -79,3 +81,35 @@ def test_bootstrap_category_mean_keeps_every_category():
     ci = bootstrap_intervals(recs, ids, resamples=100)
     assert ci["category_mean"]["gen_accuracy"] == [0.5, 0.5]  # stratified: never a resample without a category
     assert math.isnan(ci["easy"]["judge_fpr"][0])  # no reference reject there: undefined, not an error
+
+
+def test_auroc_against_hand_counted_pairs():
+    from rayunify.metrics import auroc
+
+    # Positives 0.9, 0.4; negatives 0.5, 0.1: of the 4 (pos, neg) pairs the positive wins 3.
+    assert auroc([True, True, False, False], [0.9, 0.4, 0.5, 0.1]) == pytest.approx(3 / 4)
+    # A tie counts half: pairs (0.5, 0.5) half, (0.5, 0.2) won, (0.7, 0.5) won, (0.7, 0.2) won -> 3.5 / 4.
+    assert auroc([True, True, False, False], [0.5, 0.7, 0.5, 0.2]) == pytest.approx(3.5 / 4)
+    assert auroc([True, False], [0.1, 0.9]) == 0.0
+    assert auroc([True, False, False], [0.3, 0.3, 0.3]) == pytest.approx(0.5)  # a constant score
+    assert math.isnan(auroc([True, True], [0.2, 0.8]))  # one class: undefined
+    with pytest.raises(ValueError, match="2 labels but 1 scores"):
+        auroc([True, False], [0.5])
+
+
+def test_balanced_accuracy_weighs_the_classes_equally_and_counts_invalid_as_wrong():
+    from rayunify.metrics import balanced_accuracy, judge_set_metrics, judge_set_report
+
+    # 4 positives (3 accepted), 1 negative (rejected): plain accuracy 4/5, balanced (3/4 + 1) / 2.
+    labels = [True, True, True, True, False]
+    assert balanced_accuracy(labels, [True, True, True, False, False]) == pytest.approx(7 / 8)
+    # A judge that rejects everything gets 0.5 however skewed the set.
+    assert balanced_accuracy(labels, [False] * 5) == pytest.approx(0.5)
+    assert balanced_accuracy([True, False], [None, None]) == 0.0
+    m = judge_set_metrics([True, False, True, False], [0.8, 0.3, 0.6, 0.7], [A, R, INV, A])
+    assert m["true_positive_rate"] == pytest.approx(1 / 2) and m["true_negative_rate"] == pytest.approx(1 / 2)
+    assert m["balanced_accuracy"] == pytest.approx(1 / 2) and m["invalid_rate"] == pytest.approx(1 / 4)
+    assert m["auroc"] == pytest.approx(3 / 4) and m["count"] == 4
+    report = judge_set_report(["a", "a", "b", "b"], [True, False, True, False], [0.8, 0.3, 0.6, 0.7], [A, R, INV, A])
+    assert report["a"]["balanced_accuracy"] == 1.0 and report["b"]["auroc"] == 0.0
+    assert flatten(report, "judgeset/")["judgeset/auroc"] == pytest.approx(3 / 4)
