@@ -35,6 +35,9 @@ class BuiltinPromptSource:
     load: Callable[[int, int, int, Sequence[str] | None, str | None], tuple[list[Prompt], list[Prompt]]]
     check_categories: Callable[[Sequence[str]], list[str]]
     eval_splits: tuple[str, ...] = ()  # what prompts.eval_split may name (None: the source's default list)
+    # (model directory, eval prompts, size, seed, SamplingSettings) -> a fixed, labelled image set with
+    # .texts, .categories, .images, .labels (trainer.judge_set_size); None: the source cannot label images.
+    judge_set: Callable[..., Any] | None = None
 
 
 def _tiny(seed: int) -> str:
@@ -56,6 +59,12 @@ def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[s
     from rayunify.shapes.splits import prompt_split
 
     return prompt_split(n_train, n_eval, seed=seed, categories=categories, eval_split=eval_split)
+
+
+def _shapes_judge_set(model_dir: str, prompts: Sequence[Prompt], size: int, seed: int, settings: Any) -> Any:
+    from rayunify.shapes.judge_set import cached_judge_set
+
+    return cached_judge_set(model_dir, prompts, size, seed, settings)
 
 
 def _shapes_check_categories(categories: Sequence[str]) -> list[str]:
@@ -82,6 +91,7 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
         _shapes_prompts,
         _shapes_check_categories,
         ("test", "validation"),  # rayunify.shapes.splits.EVAL_SPLITS (not imported: numpy stays unloaded)
+        _shapes_judge_set,
     ),
 }
 # Architectures without weights (random init on the meta device): what a dry run sizes and checks when the

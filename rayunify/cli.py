@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--max-prompts", type=int, help="only the first N prompts of the (stratified) split")
     ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--judge-set-model", help="the model whose samples make the fixed judge set (trainer.judge_set_size > 0); "
+        "default: with --run, the run's starting model; else the model evaluated",
+    )  # fmt: skip
     ev.add_argument("--out", required=True)
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prompts.eval_path=... rollout.num_actors=4")
 
@@ -78,14 +82,16 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         overrides = list(args.overrides)
         config = args.config
+        judge_set_model = args.judge_set_model
         if args.run:
             config = config or str(Path(args.run) / "config.yaml")
+            judge_set_model = judge_set_model or load_config(str(Path(args.run) / "config.yaml")).model.path
             overrides.insert(0, f"model.path={run_model_path(args.run)}")
         if args.model:
             overrides.append(f"model.path={args.model}")
         cfg = load_config(config, overrides)
         samples = args.samples or cfg.trainer.eval_samples_per_prompt
-        settings = EvalSettings(samples, args.split, args.max_prompts, args.export, args.seed)
+        settings = EvalSettings(samples, args.split, args.max_prompts, args.export, args.seed, judge_set_model=judge_set_model)
         path = eval_job(cfg, args.out, settings)
     except (ConfigError, UserError, ExportError, FileNotFoundError) as err:
         print(err, file=sys.stderr)

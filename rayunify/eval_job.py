@@ -4,7 +4,9 @@ It reads the same config tree as training (`model`, `prompts`, `sampling`, `guar
 referee), generates `samples` images per prompt, has the model judge its own images and the referee judge
 them too, and writes into `--out`:
 - `eval.json`: pooled and category-mean figures and one entry per category, with 95% intervals from a
-  bootstrap over prompts (`intervals`) and the settings that produced them;
+  bootstrap over prompt texts (`intervals`; a split's repeats of one text resample together), with
+  `trainer.judge_set_size` > 0 the judge on the fixed judge set (`judgeset`: AUROC, balanced accuracy),
+  and the settings that produced them;
 - `verdicts.jsonl`: one line per image (prompt, category, sample, both verdicts and scores);
 - `samples.png`: a bounded grid of thumbnails with both verdicts;
 - with `--export geneval|t2i_compbench`: the images in the folder layout the benchmark's official scorer
@@ -25,7 +27,7 @@ from rayunify import preflight
 from rayunify.config import Config
 from rayunify.evaluation import JudgedImage, save_grid
 from rayunify.export import BenchmarkExporter, PromptImages
-from rayunify.metrics import VerdictRecord, bootstrap_intervals, by_category
+from rayunify.metrics import VerdictRecord, bootstrap_intervals, by_category, judge_set_report
 from rayunify.types import Prompt
 
 GRID_IMAGES = 48
@@ -38,6 +40,9 @@ class EvalSettings:
     max_prompts: int | None = None
     export: str | None = None
     seed: int = 0
+    # The model whose own samples make the fixed judge set: the run's starting model, so that a trained
+    # model is scored on the images its run was; None: the model being evaluated.
+    judge_set_model: str | None = None
     chunk_prompts: int = 16  # prompts per generate call (× samples × 2 rows with guidance)
 
 
@@ -51,24 +56,48 @@ def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples) if settings.export else None
     out.mkdir(parents=True, exist_ok=True)
     chunks = [prompts[i : i + settings.chunk_prompts] for i in range(0, len(prompts), settings.chunk_prompts)]
-    records, prompt_ids, grid = [], [], []
+    records, texts, grid = [], [], []
     with open(out / "verdicts.jsonl", "w") as verdicts, _progress(len(prompts)) as progress:
         for items in _judged_chunks(cfg, chunks, settings):
             for sample, item in _numbered(items):
                 verdicts.write(json.dumps(_verdict_line(item, sample)) + "\n")
                 records.append(VerdictRecord(item.prompt.category, item.own.verdict, item.own.score, item.reference.verdict))
-                prompt_ids.append(item.prompt.prompt_id)
+                texts.append(item.prompt.text)  # the bootstrap's unit: repeats of a text are one prompt
             if exporter is not None:
                 exporter.write(_by_prompt(items))
             grid.extend(items[: GRID_IMAGES - len(grid)])
             progress.update(len(items) // settings.samples)
     report: dict[str, Any] = dict(by_category(records))
-    report["intervals"] = bootstrap_intervals(records, prompt_ids, seed=settings.seed)
+    report["intervals"] = bootstrap_intervals(records, texts, seed=settings.seed)
+    if cfg.trainer.judge_set_size > 0:
+        report["judgeset"] = _judge_set_report(cfg, prompt_set.eval, settings)
     report["settings"] = {**asdict(settings), "model": cfg.model.path, "referee": cfg.guard.reference.type,
                           "prompts": len(prompts), "sampling": cfg.sampling.model_dump(mode="json")}  # fmt: skip
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     save_grid(grid, out / "samples.png")
     return out / "eval.json"
+
+
+def _judge_set_report(cfg: Config, prompts: list[Prompt], settings: EvalSettings) -> dict[str, dict[str, float]]:
+    """The evaluated model's judge on the fixed judge set of the eval prompts (the set a training run with
+    this config logged as judgeset/*), pooled and per category."""
+    from rayunify import builtins
+    from rayunify.models import build_model
+
+    source = builtins.prompt_source(cfg.prompts.source)
+    assert source.judge_set is not None  # Config checks it
+    model_dir = builtins.resolve_model_path(settings.judge_set_model or cfg.model.path, seed=cfg.trainer.seed)
+    judge_set = source.judge_set(model_dir, prompts, cfg.trainer.judge_set_size, cfg.prompts.seed, cfg.sampling.settings())
+    model = build_model(cfg.model, seed=cfg.trainer.seed)
+    judgements = [
+        j
+        for start in range(0, len(judge_set.texts), settings.chunk_prompts)
+        for j in model.judge(list(judge_set.images[start : start + settings.chunk_prompts]),
+                             judge_set.texts[start : start + settings.chunk_prompts])
+    ]  # fmt: skip
+    return judge_set_report(
+        judge_set.categories, list(judge_set.labels), [j.score for j in judgements], [j.verdict for j in judgements]
+    )
 
 
 def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> Iterator[list[JudgedImage]]:

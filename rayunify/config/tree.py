@@ -257,6 +257,11 @@ class TrainerConfig(Strict):
         True, description="Re-judge the start evaluation's images at every evaluation (fixed/*): whether the judge "
         "itself changed, apart from the images it judges."
     )
+    judge_set_size: int = Field(
+        0, ge=0, description="Images of the fixed judge set (balanced accepted/rejected per category: renders and "
+        "the starting model's own samples for the eval prompts, labelled by the prompt source's checker), re-judged "
+        "at every evaluation (judgeset/*: AUROC of P(yes), balanced accuracy). 0: off. source=shapes only."
+    )
     checkpoint_every: int = Field(10, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     resume: bool = False
@@ -309,6 +314,20 @@ class Config(Strict):
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _judge_set_has_labels(self) -> Config:
+        if self.trainer.judge_set_size == 0:
+            return self
+        from rayunify.builtins import PROMPT_SOURCES
+
+        source = PROMPT_SOURCES.get(self.prompts.source)
+        if source is None or source.judge_set is None:
+            raise ValueError(
+                f"trainer.judge_set_size={self.trainer.judge_set_size} needs a prompt source that labels images "
+                f"(prompts.source=shapes); prompts.source={self.prompts.source!r} has no checker: set it to 0"
+            )
+        return self
 
     @model_validator(mode="after")
     def _max_rows_fits_a_prompt(self) -> Config:

@@ -13,7 +13,7 @@ import numpy as np
 
 from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
-from rayunify.metrics import VerdictRecord, flatten, unification_metrics
+from rayunify.metrics import VerdictRecord, flatten, judge_set_report, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
 FIXED_KEYS = ("judge_accuracy", "judge_fpr", "judge_fnr", "nonunified", "mean_self_score", "invalid_rate", "count")
@@ -67,6 +67,7 @@ class Monitor:
         self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement, window=cfg.guard.window)
         self.probe: ProbeSet | None = None
         self.fixed_images: FixedImages | None = None
+        self.judge_set: Any | None = None  # trainer.judge_set_size > 0: the fixed, labelled set (judgeset/*)
 
     # ------------------------------------------------------------------ evaluation, probe, fixed images
     def start(self) -> dict[str, float]:
@@ -74,6 +75,7 @@ class Monitor:
         metrics, items = self.evaluate("start", 0)
         self.probe = self._probe_set(items)
         self.fixed_images = self._fixed_images(items)
+        self.judge_set = self.load_judge_set()
         return {**metrics, **self.probe_metrics()}
 
     def evaluate_all(self, tag: str, step: int) -> dict[str, float]:
@@ -100,7 +102,33 @@ class Monitor:
             metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens))
         if self.fixed_images is not None:
             metrics.update(self._rejudge_fixed_images(self.fixed_images))
+        if self.judge_set is not None:
+            metrics.update(self._judge_the_judge_set(self.judge_set))
         return metrics
+
+    def load_judge_set(self) -> Any | None:
+        """The fixed judge set of the run's eval prompts, drawn from the starting model (cached on disk, so
+        every run from the same model and eval split is scored on the same images, and a resumed run finds
+        it again); a copy in the run dir."""
+        size = self.cfg.trainer.judge_set_size
+        if size == 0:
+            return None
+        from rayunify import builtins
+
+        source = builtins.prompt_source(self.cfg.prompts.source)
+        assert source.judge_set is not None  # Config checks it
+        model_dir = builtins.resolve_model_path(self.cfg.model.path, seed=self.cfg.trainer.seed)
+        judge_set = source.judge_set(model_dir, self.eval_prompts, size, self.cfg.prompts.seed, self.cfg.sampling.settings())
+        judge_set.save(self.run_dir / "judge_set.npz")
+        self.progress.write(f"[judge set] {judge_set.summary()}")
+        return judge_set
+
+    def _judge_the_judge_set(self, judge_set: Any) -> dict[str, float]:
+        judgements = self.on_first_rollout("judge_images", judge_set.texts, judge_set.images)
+        report = judge_set_report(
+            judge_set.categories, list(judge_set.labels), [j.score for j in judgements], [j.verdict for j in judgements]
+        )
+        return flatten(report, prefix="judgeset/")
 
     def _probe_set(self, items: list[Any]) -> ProbeSet | None:
         chosen = [i for i in items if i.own.verdict == Verdict.ACCEPT and i.reference.verdict == Verdict.REJECT]

@@ -265,6 +265,7 @@ class Trainer:
         ray_get(self.data.load_state_dict.remote(state.data))
         self.monitor.guard.load_state_dict(state.guard)
         self.monitor.probe, self.monitor.fixed_images = state.probe, state.fixed_images
+        self.monitor.judge_set = self.monitor.load_judge_set()
         self.skipped_batches, self.step = state.skipped_batches, state.step
         self.progress.update(self.step)
         self.push_weights()  # nothing to push when the learner never stepped
