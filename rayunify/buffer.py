@@ -192,6 +192,43 @@ class ReplayBuffer:
         return self._difficulty.get(_prompt(item).prompt_id, self.default_difficulty)
 
 
+class EpochPass:
+    """Offline training's epochs: each a full pass over the items there are when it begins, in a seeded
+    order without replacement, so every item is trained on exactly once per epoch (drawing each batch
+    afresh would leave about a third of them unseen in an epoch of len/batch steps). Priorities do not
+    apply: an epoch visits everything. Items added during an epoch (none are, offline) wait for the next."""
+
+    def __init__(self) -> None:
+        self.epoch = -1  # epochs begun, minus one
+        self.kind: Kind | None = None
+        self.order: list[int] = []
+        self.cursor = 0
+
+    def begin(self, kind: Kind, size: int, rng: np.random.Generator) -> int:
+        """The next epoch over `size` items of `kind`: returns its index."""
+        self.epoch += 1
+        self.kind, self.order, self.cursor = kind, [int(i) for i in rng.permutation(size)], 0
+        return self.epoch
+
+    def active(self, kind: str) -> bool:
+        return self.kind == kind
+
+    def steps_left(self, batch_size: int) -> int:
+        return -(-(len(self.order) - self.cursor) // batch_size)  # ceil: the last batch may be smaller
+
+    def next_indices(self, batch_size: int) -> list[int]:
+        taken = self.order[self.cursor : self.cursor + batch_size]
+        self.cursor += len(taken)
+        return taken
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "kind": self.kind, "order": list(self.order), "cursor": self.cursor}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch, self.kind = int(state["epoch"]), state["kind"]
+        self.order, self.cursor = [int(i) for i in state["order"]], int(state["cursor"])
+
+
 def _prompt(item: Item) -> Prompt:
     return item.prompt if isinstance(item, PreferencePair) else item.sample.prompt
 

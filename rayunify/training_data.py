@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rayunify.buffer import ReplayBuffer, judged_from_dict, judged_to_dict
+from rayunify.buffer import EpochPass, ReplayBuffer, judged_from_dict, judged_to_dict
 from rayunify.config import CurriculumConfig
 from rayunify.curriculum import AdmissionSchedule, DifficultyTracker, DiscardPool
 from rayunify.pairing import build_group_outcome
@@ -52,6 +52,7 @@ class TrainingData:
         self.counters = {"prompts_consumed": 0, "groups": 0, "pairs": 0, "sft": 0, "replayed_prompts": 0}
         self.keep_groups = keep_groups
         self.groups: list[list[JudgedSample]] = []  # GRPO: judged groups not yet trained on, oldest first
+        self.epochs = EpochPass()  # offline: full passes without replacement (`begin_epoch`)
         if keep_groups:
             self.counters.update(skipped_groups=0, stale_groups=0, invalid_rewards=0)
 
@@ -134,8 +135,22 @@ class TrainingData:
         }
 
     # ------------------------------------------------------------------ batches
+    def begin_epoch(self, kind: str, batch_size: int) -> tuple[int, int]:
+        """Offline: a new pass over every item of `kind` held now (replays included). Returns (epoch, steps)."""
+        epoch = self.epochs.begin(kind, self.buffer.size(kind), self.rng)  # type: ignore[arg-type]
+        return epoch, self.epochs.steps_left(batch_size)
+
+    def epoch_progress(self, batch_size: int) -> tuple[int, int]:
+        """(the current epoch, -1 before the first; its steps left)."""
+        return self.epochs.epoch, self.epochs.steps_left(batch_size)
+
     def sample(self, kind: str, batch_size: int, current_version: int, max_staleness: int | None) -> list:
-        items = self.buffer.sample(batch_size, self.rng, current_version, max_staleness, kind=kind)  # type: ignore[call-overload]
+        """A batch: the epoch's next items once `begin_epoch` has begun one of `kind`, else a priority draw."""
+        if self.epochs.active(kind):
+            stored = self.buffer.items(kind)  # type: ignore[arg-type]
+            items = [stored[i] for i in self.epochs.next_indices(batch_size)]
+        else:
+            items = self.buffer.sample(batch_size, self.rng, current_version, max_staleness, kind=kind)  # type: ignore[call-overload]
         if kind == "pair":
             for pair in items:
                 stored = self.reference.get(pair_key(pair))
@@ -194,6 +209,7 @@ class TrainingData:
             "reference": dict(self.reference),
             "counters": dict(self.counters),
             "groups": [[judged_to_dict(item) for item in group] for group in self.groups],
+            "epochs": self.epochs.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -208,6 +224,8 @@ class TrainingData:
         self.reference = {k: tuple(v) for k, v in state["reference"].items()}  # type: ignore[misc]
         self.counters = dict(state["counters"])
         self.groups = [[judged_from_dict(item) for item in group] for group in state.get("groups", [])]
+        if "epochs" in state:
+            self.epochs.load_state_dict(state["epochs"])
 
 
 def pair_key(pair: PreferencePair) -> str:

@@ -124,3 +124,31 @@ def test_state_round_trip_through_torch_weights_only_load() -> None:
     assert again[0].ref_chosen_logp == -5.0 and again[0].ref_rejected_logp is None
     restored_sft = restored.sample(1, np.random.default_rng(0), 3, None, kind="sft")[0]
     assert restored_sft.judgement == Judgement(Verdict.ACCEPT, 0.8, "The score is 1")
+
+
+def test_offline_epochs_are_full_passes_without_replacement_and_grow_with_added_data() -> None:
+    from rayunify.training_data import TrainingData
+
+    data = TrainingData([Prompt(f"p{i}", f"prompt {i}") for i in range(4)], seed=0)
+    data.buffer.add_sft([sft(f"p{i}") for i in range(10)])  # distinct sample ids
+    assert data.epoch_progress(4) == (-1, 0)  # no epoch begun: sample() still draws by priority
+    epoch, steps = data.begin_epoch("sft", 4)
+    assert (epoch, steps) == (0, 3)  # 10 items in batches of 4: 4, 4, 2
+    batches = [data.sample("sft", 4, 0, None) for _ in range(steps)]
+    assert [len(b) for b in batches] == [4, 4, 2] and data.epoch_progress(4) == (0, 0)
+    seen = [item.sample.sample_id for b in batches for item in b]
+    assert sorted(seen) == sorted(f"p{i}-s" for i in range(10))  # each item exactly once
+    # A replay adds items between epochs: the next pass covers the enlarged set.
+    data.buffer.add_sft([sft(f"q{i}") for i in range(3)])
+    assert data.begin_epoch("sft", 4) == (1, 4)
+    again = [item.sample.sample_id for _ in range(4) for item in data.sample("sft", 4, 0, None)]
+    assert len(again) == len(set(again)) == 13
+    # The epoch's place survives a checkpoint.
+    data.begin_epoch("sft", 4)
+    data.sample("sft", 4, 0, None)
+    restored = TrainingData([Prompt(f"p{i}", f"prompt {i}") for i in range(4)], seed=0)
+    restored.load_state_dict(data.state_dict())
+    assert restored.epoch_progress(4) == data.epoch_progress(4) == (2, 3)
+    assert [s.sample.sample_id for s in restored.sample("sft", 4, 0, None)] == [
+        s.sample.sample_id for s in data.sample("sft", 4, 0, None)
+    ]

@@ -142,8 +142,9 @@ def test_steps_without_a_usable_pair_are_skipped_counted_and_change_nothing(tmp_
 
 
 def test_offline_recipe_builds_once_trains_epochs_and_replays_with_guard_checks(tmp_path):
-    """The paper's offline recipe (C-DPO): one build over every train prompt, `epochs` passes over the pairs,
-    the discard pool replayed at epoch 1; the guard checks the build's and the replay's fresh samples."""
+    """The paper's offline recipe (C-DPO): one build over every train prompt, then epochs that are full passes
+    over the pairs; the discard pool replayed at epoch 1 adds its pairs, so epoch 1 is longer (Algorithm 2).
+    The guard checks the build's samples and a fresh sample at every epoch's end."""
     cfg = tiny_config(
         tmp_path, "offline", "trainer.mode=offline", "trainer.epochs=2", "curriculum.type=replay",
         "curriculum.replay_at=[1]", "prompts.n_train=16", "sampling.samples_per_prompt=2", "trainer.eval_every=100",
@@ -154,11 +155,17 @@ def test_offline_recipe_builds_once_trains_epochs_and_replays_with_guard_checks(
     build = next(r for r in rows if "data/groups" in r and r["step"] == 0)
     assert build["data/groups"] == 16 and build["data/discarded"] > 0 and "guard/agreement" in build
     steps = [r for r in rows if "train/loss" in r or "train/skipped_batches" in r]
-    per_epoch = math.ceil(build["data/pairs_made"] / cfg.learner.batch_size)
-    assert build["data/pairs_made"] > 0 and trainer.step == len(steps) == 2 * per_epoch
+    epochs = [[r for r in steps if r["epoch"] == e] for e in (0.0, 1.0)]
     replayed = [r for r in steps if "replay/groups" in r]  # the discard pool, regenerated at epoch 1 only
     assert [r["epoch"] for r in replayed] == [1.0] and replayed[0]["replay/groups"] == build["data/discarded"]
-    assert "guard/agreement" in replayed[0] and replayed[0]["discard_pool/replays_done"] == 1
+    assert replayed[0]["discard_pool/replays_done"] == 1
+    # Each epoch passes over every pair once: epoch 0 the build's, epoch 1 those plus the replay's.
+    sizes = [build["data/pairs_made"], build["data/pairs_made"] + replayed[0]["replay/pairs_made"]]
+    for rows_of_epoch, size in zip(epochs, sizes, strict=True):
+        assert sum(r["train/batch"] for r in rows_of_epoch) == size
+        assert len(rows_of_epoch) == math.ceil(size / cfg.learner.batch_size)
+        assert "guard/agreement" in rows_of_epoch[-1]  # the fresh-sample check at the epoch's end
+    assert trainer.step == len(steps)
     assert (tmp_path / "offline" / "final_model").is_dir() and (tmp_path / "offline" / "eval_final.json").is_file()
 
 

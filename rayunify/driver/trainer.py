@@ -6,7 +6,6 @@ learner step (`PreferenceLearning` for DPO and SFT, `GRPOLearning`).
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import ExitStack
 from functools import partial
@@ -120,29 +119,51 @@ class Trainer:
             self.end_of_step(collected.judged, {**data_metrics, **train_metrics, **push_metrics, **timings})
 
     def train_offline(self) -> None:
-        """The paper's recipe: build the dataset once, train `epochs` passes, replay at curriculum epochs."""
-        cfg = self.cfg.trainer
+        """The paper's recipe: build the dataset once, then `epochs` full passes over what it holds; a
+        curriculum epoch first replays the discard pool and adds what it recovers (Algorithm 2), so that epoch
+        and the later ones are longer. Each epoch ends with a guard check on fresh samples."""
+        cfg, batch = self.cfg.trainer, self.cfg.learner.batch_size
         if self.step == 0:
             judged = self.collect(self.collector.launch(0, ray_get(self.data.all_prompts.remote()))).judged
-            # The only freshly judged samples of an offline run are the build's and the replays': the guard
-            # checks those (its reference already scored a share of them).
+            # The build's samples are the first fresh ones: the guard checks them (its reference already
+            # scored a share of them).
             self.logger.log(0, {**self.add_to_buffer(judged), **self.monitor.check_guard(0, judged)})
-        size = ray_get(self.data.size.remote("pair" if self.dpo else "sft"))
-        steps_per_epoch = max(1, math.ceil(size / self.cfg.learner.batch_size))
-        total = cfg.epochs * steps_per_epoch
-        self.progress.reset(total=total)
+        epoch, left = ray_get(self.data.epoch_progress.remote(batch))
+        self.progress.reset()
         self.progress.update(self.step)
-        while self.step < total:
-            started = time.perf_counter()
-            epoch, metrics = self.step // steps_per_epoch, {}
-            if self.step % steps_per_epoch == 0 and self.due_replay(epoch):
-                metrics.update(self.replay_discard_pool(epoch, check_guard=True))
+        while left > 0 or epoch + 1 < cfg.epochs:
+            started, metrics = time.perf_counter(), {}
+            if left == 0:
+                epoch, left, begun = self.begin_epoch(epoch + 1)
+                metrics.update(begun)
             metrics.update(self.learner_step())
+            left -= 1
             if (self.step + 1) % cfg.push_every == 0:
                 metrics.update(self.push_weights())
+            if left == 0:
+                metrics.update(self.fresh_guard_check())
             metrics.update({"epoch": float(epoch), "step_s": time.perf_counter() - started})
             self.hooks.after_step(self)
             self.end_of_step([], metrics)
+
+    def begin_epoch(self, epoch: int) -> tuple[int, int, dict[str, float]]:
+        """Replay first where the curriculum says so, then a pass over everything held. Returns (epoch, steps,
+        metrics); an epoch over no data still takes one (skipped) step, so it is logged."""
+        metrics = self.replay_discard_pool(epoch) if self.due_replay(epoch) else {}
+        epoch, steps = ray_get(self.data.begin_epoch.remote("pair" if self.dpo else "sft", self.cfg.learner.batch_size))
+        metrics["data/epoch_steps"] = float(steps)
+        remaining = self.cfg.trainer.epochs - epoch - 1
+        self.progress.total = self.step + max(steps, 1) * (1 + remaining)  # later epochs: at least this long
+        self.progress.refresh()
+        return epoch, max(steps, 1), metrics
+
+    def fresh_guard_check(self) -> dict[str, float]:
+        """Offline: the guard on fresh samples of the current model, for `trainer.prompts_per_step` training
+        prompts (cycling through them); they are judged, never added to the data."""
+        if not self.cfg.guard.enabled:
+            return {}
+        judged = self.collect(self.collector.launch(self.step, self.next_prompts())).judged
+        return self.monitor.check_guard(self.step, judged)
 
     # ================================================================== data
     def next_prompts(self) -> list[Any]:
@@ -166,13 +187,13 @@ class Trainer:
     def due_replay(self, when: int) -> bool:
         return ray_get(self.data.replay_due.remote(when))
 
-    def replay_discard_pool(self, when: int, check_guard: bool = False) -> dict[str, float]:
-        """check_guard: offline runs, whose steps judge nothing else (online steps check their own samples)."""
+    def replay_discard_pool(self, when: int) -> dict[str, float]:
+        """Algorithm 2: the pooled prompts regenerated with the current model; what they recover is added.
+        (Offline runs' guard checks fresh samples at every epoch's end instead, `fresh_guard_check`.)"""
         prompts = ray_get(self.data.replay_prompts.remote())
         judged = self.collect(self.collector.launch(self.step, prompts)).judged
         metrics = self.add_to_buffer(judged, replay_at=when)
-        guard = self.monitor.check_guard(self.step, judged) if check_guard else {}
-        return {**{f"replay/{k.split('/')[-1]}": v for k, v in metrics.items()}, **guard}
+        return {f"replay/{k.split('/')[-1]}": v for k, v in metrics.items()}
 
     # ================================================================== learning
     def learner_step(self) -> dict[str, float]:
