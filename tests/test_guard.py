@@ -133,3 +133,55 @@ def test_a_small_first_check_does_not_alarm_but_a_large_bad_one_does():
     assert CoDegradationGuard(window=1).observe(check(4, 5)).alarms == []
     alarms = CoDegradationGuard(window=1).observe(check(27, 63)).alarms
     assert len(alarms) == 1 and "only 30% of the 90 samples" in alarms[0]
+
+
+def test_clustered_proportion_against_hand_computed_values():
+    from rayunify.guard import Proportion
+
+    # Two prompts of two images: one all right, one all wrong. p = 1/2 over n = 4; clustered variance
+    # 2/1 * ((2 - 1)^2 + (0 - 1)^2) / 4^2 = 1/4, four times the independent p(1-p)/n = 1/16: one image's worth.
+    p = Proportion.of([2, 0], [2, 2])
+    assert (p.value, p.n, p.variance) == (0.5, 4, 0.25) and p.effective_n() == pytest.approx(1.0)
+    # Within-prompt agreement as varied as between prompts: the independent variance is the floor.
+    q = Proportion.of([1, 1], [2, 2])
+    assert q.variance == pytest.approx(1 / 16) and q.effective_n() == pytest.approx(4.0)
+
+
+def test_images_of_one_prompt_count_as_one_cluster():
+    """16 prompts x 4 images, each prompt's images all agreeing or all not: 44% agreement is 16 prompts' worth
+    of evidence, not 64 images', so the alarm that the unclustered count would raise is not raised."""
+    A, R = Verdict.ACCEPT, Verdict.REJECT
+    records, prompts = [], []
+    for k in range(16):
+        agree = k < 7
+        records += [VerdictRecord("c", A, 1.0, A if agree else R)] * 4
+        prompts += [f"prompt {k}"] * 4
+    independent = CoDegradationGuard(window=1).observe(records)
+    clustered = CoDegradationGuard(window=1).observe(records, prompts)
+    assert independent.metrics["guard/agreement_window"] == clustered.metrics["guard/agreement_window"] == 7 / 16
+    assert clustered.metrics["guard/agreement_upper"] > independent.metrics["guard/agreement_upper"]
+    assert independent.alarms and not clustered.alarms
+
+
+def drifting_check(check: int) -> list[VerdictRecord]:
+    """32 images whose reference accuracy and own rejection rate both fall by 1/32 per check."""
+    A, R = Verdict.ACCEPT, Verdict.REJECT
+    accepted, rejected = 24 - check, 20 - check
+    return [VerdictRecord("c", R if i < rejected else A, 0.5, A if i < accepted else R) for i in range(32)]
+
+
+def test_a_slow_drift_is_caught_against_the_start_window_not_between_adjacent_ones():
+    guard = CoDegradationGuard(min_agreement=0.0, window=2)  # only the trend rules can fire
+    verdicts = [guard.observe(drifting_check(k)) for k in range(12)]
+    assert all(v.metrics.get("guard/reference_accuracy_trend", 0) > -0.2 for v in verdicts)
+    assert not any("since the last window" in a for v in verdicts for a in v.alarms)
+    fired = [k for k, v in enumerate(verdicts) if v.alarms]
+    assert fired and fired[0] >= 6 and "since the start" in verdicts[fired[0]].alarms[0]
+    assert verdicts[fired[0]].metrics["guard/reference_accuracy_since_start"] < 0
+    # The start window survives a checkpoint.
+    resumed = CoDegradationGuard(min_agreement=0.0, window=2)
+    straight = CoDegradationGuard(min_agreement=0.0, window=2)
+    for k in range(6):
+        straight.observe(drifting_check(k))
+    resumed.load_state_dict(straight.state_dict())
+    assert resumed.observe(drifting_check(6)).metrics == straight.observe(drifting_check(6)).metrics

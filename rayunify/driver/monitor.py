@@ -163,14 +163,14 @@ class Monitor:
         """Agreement with the reference on this step's samples (when due); an alarm may stop the run."""
         if not guard_due(self.cfg, step):
             return {}
-        records = [
-            VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)
-            for j in judged
-            if j.reference is not None
-        ]
-        if not records:
+        scored = [j for j in judged if j.reference is not None]
+        if not scored:
             return {}
-        verdict = self.guard.observe(records)
+        records = [
+            VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)  # type: ignore[union-attr]
+            for j in scored
+        ]
+        verdict = self.guard.observe(records, [j.sample.prompt.text for j in scored])  # errors clustered by prompt
         for alarm in verdict.alarms:
             self.progress.write(f"[guard] step {step}: {alarm}")
             if self.cfg.guard.stop_on_alarm:
