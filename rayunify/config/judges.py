@@ -20,6 +20,15 @@ class SelfJudgeConfig(Strict):
         "live", description="live: receives every weight push (the paper); frozen: the initial model judges."
     )
     max_new_tokens: int = Field(8, gt=0)
+    accept_threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="None: the verdict is the model's answer (the paper). A number: accept when the soft score P(yes) "
+        "is at least this, whatever the answer says; set low (lax) it accepts images the model itself doubts, as "
+        "poor supervision from the model's own judge (configs/shapes/co_degradation.yaml). The evaluation's "
+        "own-judge figures (nonunified, judge_*) always read the answer.",
+    )
 
 
 class ShapesCheckerJudgeConfig(Strict):

@@ -37,7 +37,7 @@ def build_judge(cfg: Any, model_factory: Callable[[], UnifiedModel] | None = Non
     if kind == "self":
         if model_factory is None:
             raise ValueError("judge.type=self needs the unified model; no model factory was given")
-        return SelfJudge(model_factory(), max_new_tokens=cfg.max_new_tokens)
+        return SelfJudge(model_factory(), max_new_tokens=cfg.max_new_tokens, accept_threshold=cfg.accept_threshold)
     builtin = build_builtin_judge(kind, cfg) if kind else None
     if builtin is not None:
         return builtin

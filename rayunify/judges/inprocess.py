@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,11 +25,14 @@ if TYPE_CHECKING:
 class SelfJudge:
     """The unified model judging its own images with the paper's question."""
 
-    def __init__(self, model: UnifiedModel, max_new_tokens: int = 8, batch_size: int = 64):
+    def __init__(
+        self, model: UnifiedModel, max_new_tokens: int = 8, batch_size: int = 64, accept_threshold: float | None = None
+    ):
         self.model = model
         self.name = "self"
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.accept_threshold = accept_threshold  # None: the answer's verdict; else P(yes) >= it accepts
 
     def judge(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Judgement]:
         out: list[Judgement] = []
@@ -36,7 +40,13 @@ class SelfJudge:
             chunk = slice(start, start + self.batch_size)
             texts = [p.text for p in prompts[chunk]]
             out.extend(self.model.judge(images[chunk], texts, max_new_tokens=self.max_new_tokens))
-        return out
+        return out if self.accept_threshold is None else [thresholded(j, self.accept_threshold) for j in out]
+
+
+def thresholded(judgement: Judgement, threshold: float) -> Judgement:
+    """The verdict read from the soft score instead of the answer (the answer is kept, for the logs)."""
+    verdict = Verdict.ACCEPT if judgement.score >= threshold else Verdict.REJECT
+    return dataclasses.replace(judgement, verdict=verdict)
 
 
 class PythonJudge:
