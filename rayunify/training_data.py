@@ -149,6 +149,7 @@ class TrainingData:
         if self.epochs.active(kind):
             stored = self.buffer.items(kind)  # type: ignore[arg-type]
             items = [stored[i] for i in self.epochs.next_indices(batch_size)]
+            self.buffer.counters["sampled"] += len(items)
         else:
             items = self.buffer.sample(batch_size, self.rng, current_version, max_staleness, kind=kind)  # type: ignore[call-overload]
         if kind == "pair":
