@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 import torch
@@ -245,3 +246,21 @@ def test_user_errors_are_one_line_and_exit_2_before_any_actor_starts(tmp_path, c
     assert main(base + overrides) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_judge_set_is_built_once_and_judged_at_every_evaluation(tmp_path):
+    """trainer.judge_set_size: a balanced, checker-labelled image set of the eval split, kept in the run dir
+    and re-judged by the current model at the start, every evaluation and the end (judgeset/*)."""
+    cfg = tiny_config(
+        tmp_path, "judge_set", "trainer.judge_set_size=24", "prompts.eval_split=test", "prompts.n_eval=12",
+        "trainer.steps=2",
+    )  # fmt: skip
+    Trainer(cfg).run()
+    rows = read_metrics(tmp_path / "judge_set")
+    evaluations = [r for r in rows if "eval/gen_accuracy" in r]
+    assert len(evaluations) >= 2
+    for row in evaluations:
+        assert 0 <= row["judgeset/balanced_accuracy"] <= 1 and "judgeset/auroc" in row
+        assert row["judgeset/count"] == evaluations[0]["judgeset/count"] > 0  # the same set every time
+    saved = np.load(tmp_path / "judge_set" / "judge_set.npz")
+    assert saved["labels"].sum() * 2 == len(saved["labels"]) == evaluations[0]["judgeset/count"]  # balanced
