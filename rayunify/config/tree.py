@@ -246,9 +246,15 @@ class TrainerConfig(Strict):
     mode: Literal["online", "offline"] = "online"
     sync: Literal["sync", "async"] = "sync"
     max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
-    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs × dataset size).")
-    prompts_per_step: int = Field(8, gt=0, description="Online: prompts generated (× samples_per_prompt) per step.")
-    epochs: int = Field(1, gt=0, description="Offline: passes over the built dataset.")
+    steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs of full passes).")
+    prompts_per_step: int = Field(
+        8, gt=0, description="Online: prompts generated (× samples_per_prompt) per step. Offline: prompts of the "
+        "guard's fresh sample at each epoch's end."
+    )
+    epochs: int = Field(
+        1, gt=0, description="Offline: full passes (without replacement) over the data; a curriculum replay adds "
+        "to it first (Algorithm 2), so its epoch and later ones are longer."
+    )
     push_every: int = Field(1, gt=0)
     eval_every: int = Field(10, gt=0)
     eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
