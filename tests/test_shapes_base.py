@@ -365,7 +365,8 @@ def test_prompt_split_holds_out_the_experiments_eval_prompts():
     train, evaluation = split_prompts(cfg)
     assert len(train) == cfg.n_train_prompts and len(evaluation) == cfg.n_eval_prompts
     assert not {p.text for p in train} & {p.text for p in evaluation}
-    # configs/shapes/*.yaml evaluate on generate_prompts(192, 96, seed=0): none of those is a training prompt.
+    # The held-out list of runs without prompts.eval_split is generate_prompts(192, 96, seed=0): none of those is
+    # a training prompt. (configs/shapes/*.yaml use the test split, held out too: tests/test_shapes_splits.py.)
     experiment_train, experiment_eval = generate_prompts(192, 96, seed=0)
     assert [p.text for p in experiment_eval] == [p.text for p in evaluation[:96]]
     assert {p.text for p in experiment_train} <= {p.text for p in train}
