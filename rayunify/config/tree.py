@@ -224,7 +224,7 @@ class GuardConfig(Strict):
     ) = Field(
         default_factory=ShapesCheckerJudgeConfig
     )
-    every: int = Field(1, gt=0)
+    every: int = Field(1, gt=0, description="Online: steps between checks. Offline: the build and every epoch's end.")
     fraction: float = Field(0.25, gt=0, le=1)
     min_agreement: float = Field(0.6, ge=0, le=1, description="Alarm below this judge-reference agreement.")
     window: int = Field(

@@ -42,7 +42,9 @@ class FixedImages:
 
 
 def guard_due(cfg: Config, step: int) -> bool:
-    return cfg.guard.enabled and step % cfg.guard.every == 0
+    """Online: every `guard.every` steps. Offline: whenever samples are drawn (the build, the replays and the
+    fresh sample at each epoch's end), which `every` would otherwise skip by where epochs happen to end."""
+    return cfg.guard.enabled and (cfg.trainer.mode == "offline" or step % cfg.guard.every == 0)
 
 
 def reference_fraction(cfg: Config, step: int) -> float:
