@@ -13,6 +13,7 @@ import numpy as np
 
 from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
+from rayunify.intervals import write_eval_records
 from rayunify.metrics import VerdictRecord, flatten, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
@@ -90,6 +91,7 @@ class Monitor:
         path.parent.mkdir(exist_ok=True)
         save_grid(items[:48], path)
         (self.run_dir / f"eval_{tag}.json").write_text(json.dumps(report, indent=2))
+        write_eval_records(items, self.run_dir / f"eval_{tag}_records.jsonl")
         self.logger.log_image(step, "eval/samples", path, caption=f"step {step}")
         return flatten(report, prefix="eval/"), items
 
