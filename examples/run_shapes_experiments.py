@@ -41,6 +41,14 @@ _OBJECTS = (
     "trainer.epochs=20",
     "trainer.output_dir=runs/shapes_objects",
 )
+# "grpo": single objects and colours from the default base (shipped: nothing to train first).
+_GRPO = (
+    "model.path=builtin:shapes-base",
+    "prompts.categories=[single_object,colour]",
+    "trainer.eval_samples_per_prompt=32",
+    "trainer.steps=60",
+    "trainer.output_dir=runs/shapes_grpo",
+)
 SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
     "objects": [
         *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
@@ -49,16 +57,12 @@ SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
         ("online_dpo_no_curriculum", "online_dpo", [*_OBJECTS, "curriculum.type=none", "trainer.run_name=online_dpo_no_curriculum"]),
         ("poor_supervision", "poor_supervision", [*_OBJECTS]),
     ],
-    # GRPO beside online DPO from the same base at the same images (16 prompts × 8 a step, 100 steps): the
+    # GRPO beside online DPO from the same base at the same images (16 prompts × 8 a step, 60 steps): the
     # reward is the model's own judge's P(yes), or the exact checker's verdict (the oracle upper bound).
     "grpo": [
-        ("online_dpo", "online_dpo", [*_OBJECTS, "trainer.output_dir=runs/shapes_grpo"]),
-        ("online_grpo", "online_grpo", [*_OBJECTS, "trainer.output_dir=runs/shapes_grpo"]),
-        (
-            "online_grpo_checker",
-            "online_grpo",
-            [*_OBJECTS, "trainer.output_dir=runs/shapes_grpo", "judge.type=shapes_checker", "algorithm.reward=verdict"],
-        ),
+        ("online_dpo", "online_dpo", [*_GRPO]),
+        ("online_grpo", "online_grpo", [*_GRPO]),
+        ("online_grpo_checker", "online_grpo", [*_GRPO, "judge.type=shapes_checker", "algorithm.reward=verdict"]),
     ],
 }
 
