@@ -3,11 +3,17 @@
     python examples/run_shapes_experiments.py                      # all of configs/shapes/*.yaml but base
     python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results
     python examples/run_shapes_experiments.py --suite objects      # README's single-object experiments
+    python examples/run_shapes_experiments.py --suite grpo --seeds 0 1 2 --baseline online_dpo
 
 Each experiment is a normal training run (same trainer, same configs users get). Before/after numbers are
 the run's own evaluations at the start and the end (`eval_start.json`, `eval_final.json`: the model's
 images on held-out prompts, its own verdicts, and ShapesWorld's checker as the truth). Writes
 results.md, results.json and curves.png (via `rayunify report`).
+
+With `--seeds`, every run repeats once per fine-tuning seed (`trainer.seed`; the base model stays the same,
+`model.builtin_seed`), and results.md adds each recipe's figures with 95% intervals from a paired bootstrap
+over prompts (rayunify.intervals: the images of all seeds pooled per prompt), and with `--baseline` each
+recipe's end figures minus the baseline's, paired the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ _OBJECTS = (
     "trainer.epochs=20",
     "trainer.output_dir=runs/shapes_objects",
 )
+# "grpo": single objects and colours from the default base (shipped: nothing to train first).
+_GRPO = (
+    "model.path=builtin:shapes-base",
+    "prompts.categories=[single_object,colour]",
+    "trainer.eval_samples_per_prompt=32",
+    "trainer.steps=60",
+    "trainer.output_dir=runs/shapes_grpo",
+)
 SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
     "objects": [
         *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
@@ -42,6 +56,13 @@ SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
         ("online_dpo_frozen", "online_dpo", [*_OBJECTS, "judge.weights=frozen", "trainer.run_name=online_dpo_frozen"]),
         ("online_dpo_no_curriculum", "online_dpo", [*_OBJECTS, "curriculum.type=none", "trainer.run_name=online_dpo_no_curriculum"]),
         ("poor_supervision", "poor_supervision", [*_OBJECTS]),
+    ],
+    # GRPO beside online DPO from the same base at the same images (16 prompts × 8 a step, 60 steps): the
+    # reward is the model's own judge's P(yes), or the exact checker's verdict (the oracle upper bound).
+    "grpo": [
+        ("online_dpo", "online_dpo", [*_GRPO]),
+        ("online_grpo", "online_grpo", [*_GRPO]),
+        ("online_grpo_checker", "online_grpo", [*_GRPO, "judge.type=shapes_checker", "algorithm.reward=verdict"]),
     ],
 }
 
@@ -53,14 +74,35 @@ def run_dir_of(config: Path, overrides: list[str]) -> Path:
     return ROOT / cfg.trainer.output_dir / cfg.trainer.run_name
 
 
+def with_seeds(runs: list[tuple[str, str, list[str]]], seeds: list[int] | None) -> list[tuple[str, str, list[str]]]:
+    """Each run once per seed, as its own run directory (<name>_s<seed>); seed by seed, so that a suite cut
+    short still has every recipe at the first seeds."""
+    if not seeds:
+        return runs
+    return [
+        (f"{name}_s{seed}", config, [*overrides, f"trainer.seed={seed}", f"trainer.run_name={name}_s{seed}"])
+        for seed in seeds
+        for name, config, overrides in runs
+    ]
+
+
 def run_experiment(name: str, overrides: list[str], config_name: str | None = None) -> dict:
     config = CONFIGS / f"{config_name or name}.yaml"
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), *overrides]
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     code = subprocess.run(cmd, cwd=ROOT).returncode
-    run_dir = run_dir_of(config, overrides)
-    result = {"name": name, "exit_code": code, "minutes": (time.perf_counter() - started) / 60, "run_dir": str(run_dir)}
+    return summarize(name, run_dir_of(config, overrides), code, (time.perf_counter() - started) / 60)
+
+
+def reuse(name: str, config_name: str, overrides: list[str]) -> dict | None:
+    """A finished run's result without running it again (its eval_final.json exists)."""
+    run_dir = run_dir_of(CONFIGS / f"{config_name}.yaml", overrides)
+    return summarize(name, run_dir, 0, float("nan")) if (run_dir / "eval_final.json").is_file() else None
+
+
+def summarize(name: str, run_dir: Path, exit_code: int, minutes: float) -> dict:
+    result = {"name": name, "exit_code": exit_code, "minutes": minutes, "run_dir": str(run_dir)}
     for tag in ("start", "final"):
         path = run_dir / f"eval_{tag}.json"
         result[tag] = json.loads(path.read_text()) if path.is_file() else None
@@ -108,6 +150,9 @@ def main() -> int:
     parser.add_argument("--out", help="default: runs/shapes/results, or runs/shapes_<suite>/results")
     parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
     parser.add_argument("--suite", choices=sorted(SUITES), help="a named set of runs instead of configs")
+    parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds: every run once per seed")
+    parser.add_argument("--baseline", help="with --seeds: the recipe the others are compared with")
+    parser.add_argument("--skip-existing", action="store_true", help="reuse runs whose eval_final.json exists")
     args = parser.parse_args()
     if args.suite and args.names:
         parser.error("give experiment names or --suite, not both")
@@ -116,15 +161,24 @@ def main() -> int:
     else:
         names = args.names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
         runs = [(name, name, args.override) for name in names]
-    results = [run_experiment(name, overrides, config) for name, config, overrides in runs]
+    runs = with_seeds(runs, args.seeds)
+    results = [
+        (args.skip_existing and reuse(name, config, overrides)) or run_experiment(name, overrides, config)
+        for name, config, overrides in runs
+    ]
     out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "results.md").write_text(markdown(results) + "\n")
+    text = markdown(results)
+    if args.seeds:
+        from rayunify.report import interval_tables, recipes_of
+
+        text += "\n\n" + interval_tables(recipes_of([r["run_dir"] for r in results]), args.baseline)
+    (out / "results.md").write_text(text + "\n")
     from rayunify.report import write_report
 
     write_report([r["run_dir"] for r in results if Path(r["run_dir"], "metrics.jsonl").is_file()], str(out))
-    print(markdown(results))
+    print(text)
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0 if all(r["exit_code"] == 0 for r in results) else 1
 

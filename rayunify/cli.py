@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
     rep.add_argument("runs", nargs="+")
     rep.add_argument("--out", default=None)
+    rep.add_argument(
+        "--intervals", action="store_true",
+        help="95%% intervals from a paired bootstrap over prompts; runs named <recipe>_s<seed> pool as one recipe",
+    )
+    rep.add_argument("--baseline", help="with --intervals: compare every recipe's end figures with this recipe's")
 
     if argv[:1] == ["train"]:
         from rayunify.train import main as train_main
@@ -68,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from rayunify.report import write_report
 
-        print(write_report(args.runs, args.out))
+        print(write_report(args.runs, args.out, intervals=args.intervals, baseline=args.baseline))
         return 0
     return 2
 

@@ -86,9 +86,9 @@ def _judge_set_report(cfg: Config, prompts: list[Prompt], settings: EvalSettings
 
     source = builtins.prompt_source(cfg.prompts.source)
     assert source.judge_set is not None  # Config checks it
-    model_dir = builtins.resolve_model_path(settings.judge_set_model or cfg.model.path, seed=cfg.trainer.seed)
+    model_dir = builtins.resolve_model_path(settings.judge_set_model or cfg.model.path, seed=cfg.model.builtin_seed)
     judge_set = source.judge_set(model_dir, prompts, cfg.trainer.judge_set_size, cfg.prompts.seed, cfg.sampling.settings())
-    model = build_model(cfg.model, seed=cfg.trainer.seed)
+    model = build_model(cfg.model)
     judgements = [
         j
         for start in range(0, len(judge_set.texts), settings.chunk_prompts)
@@ -110,7 +110,7 @@ def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettin
     from rayunify.judges.base import build_judge
     from rayunify.models import build_model
 
-    model = build_model(cfg.model, seed=cfg.trainer.seed)
+    model = build_model(cfg.model)
     referee = build_judge(cfg.guard.reference, lambda: model)
     for index, chunk in enumerate(chunks):
         result = evaluate(model, chunk, referee, settings.samples, cfg.sampling.settings(), settings.seed + index)
@@ -212,7 +212,7 @@ def export_checkpoint(run: Path, checkpoint: Path, target: Path) -> None:
             f"{states} is missing: checkpoints of ZeRO-3 runs are sharded; score the run's final_model instead"
         )
     cfg = load_config(run / "config.yaml")
-    unified = build_model(cfg.model, seed=cfg.trainer.seed)
+    unified = build_model(cfg.model)
     module_state = torch.load(states, map_location="cpu", weights_only=False)["module"]  # the run's own file
     PolicyModule(unified).load_state_dict(module_state)
     unified.save_pretrained(target)

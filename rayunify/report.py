@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from rayunify.intervals import PromptTable, bootstrap_arms, interval, point, read_eval_records
 
 # (metric key in metrics.jsonl, panel title); a run that lacks a key simply has no line in that panel.
 PANELS = [
@@ -80,11 +84,91 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dirs: list[str], out: str | None = None) -> Path:
+# (metric, group, column label) of the interval tables: the figures a finding is read from
+INTERVAL_COLUMNS = [
+    ("gen_accuracy", "overall", "gen_accuracy"),
+    ("gen_accuracy", "category_mean", "gen_accuracy, category mean"),
+    ("nonunified", "overall", "nonunified"),
+    ("judge_accuracy", "overall", "judge_accuracy"),
+]
+SEED_SUFFIX = re.compile(r"_s\d+$")
+
+
+def recipes_of(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """Run directories grouped by recipe: the seeds of one recipe are named <recipe>_s<seed>."""
+    grouped: dict[str, list[Path]] = {}
+    for run_dir in map(Path, run_dirs):
+        grouped.setdefault(SEED_SUFFIX.sub("", run_dir.name), []).append(run_dir)
+    return grouped
+
+
+def eval_table(run_dirs: Sequence[Path], tag: str) -> PromptTable:
+    paths = [d / f"eval_{tag}_records.jsonl" for d in run_dirs]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"no per-image eval records (written by every run's evaluation): {', '.join(missing)}")
+    return read_eval_records(paths)
+
+
+def interval_tables(recipes: Mapping[str, Sequence[Path]], baseline: str | None = None, resamples: int = 2000) -> str:
+    """Markdown: each recipe's start → end with the paired 95% interval of the change, and with `baseline`
+    each recipe's end minus the baseline's end, paired over the same prompt draws. Seeds pool per prompt."""
+    ends = {name: eval_table(dirs, "final") for name, dirs in recipes.items()}
+    head = " | ".join(label for *_, label in INTERVAL_COLUMNS)
+    lines = [
+        "Start → end, and the change with its 95% interval (paired bootstrap over prompts, seeds pooled):",
+        "",
+        f"| recipe | seeds | {head} |",
+        "|" + "---|" * (len(INTERVAL_COLUMNS) + 2),
+    ]
+    for name, dirs in recipes.items():
+        start = eval_table(dirs, "start")
+        cells = [_change_cell(start, ends[name], metric, group, resamples) for metric, group, _ in INTERVAL_COLUMNS]
+        lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + " |")
+    if baseline is not None:
+        lines += ["", *_baseline_table(ends, baseline, resamples)]
+    return "\n".join(lines)
+
+
+def _change_cell(start: PromptTable, end: PromptTable, metric: str, group: str, resamples: int) -> str:
+    draws = bootstrap_arms({"start": start, "end": end}, metric, group, resamples)
+    a, b = point(start, metric, group), point(end, metric, group)
+    lo, hi = interval(draws["end"] - draws["start"])
+    return f"{a:.3f} → {b:.3f} ({b - a:+.3f} [{lo:+.3f}, {hi:+.3f}])"
+
+
+def _baseline_table(ends: Mapping[str, PromptTable], baseline: str, resamples: int) -> list[str]:
+    if baseline not in ends:
+        raise ValueError(f"baseline {baseline!r} is not among the recipes ({', '.join(ends)})")
+    head = " | ".join(label for *_, label in INTERVAL_COLUMNS)
+    lines = [
+        f"End figures minus {baseline}'s, with 95% intervals (paired over prompts):",
+        "",
+        f"| recipe | {head} |",
+        "|" + "---|" * (len(INTERVAL_COLUMNS) + 1),
+    ]
+    for name, end in ends.items():
+        if name == baseline:
+            continue
+        cells = []
+        for metric, group, _ in INTERVAL_COLUMNS:
+            draws = bootstrap_arms({"base": ends[baseline], "this": end}, metric, group, resamples)
+            diff = point(end, metric, group) - point(ends[baseline], metric, group)
+            lo, hi = interval(draws["this"] - draws["base"])
+            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(
+    run_dirs: list[str], out: str | None = None, intervals: bool = False, baseline: str | None = None
+) -> Path:
     runs = {Path(d).name: read_run(Path(d)) for d in run_dirs}
     out_dir = Path(out) if out else Path(run_dirs[0]) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = plot_runs(runs, out_dir / "curves.png")
     text = f"# rayunify report\n\n{summary_table(runs)}\n\n![curves]({plot.name})\n"
+    if intervals:
+        text += "\n" + interval_tables(recipes_of(run_dirs), baseline) + "\n"
     (out_dir / "report.md").write_text(text)
     return out_dir / "report.md"

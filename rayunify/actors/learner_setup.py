@@ -21,7 +21,7 @@ def make_policy(config: dict[str, Any], keep_reference_copy: bool):
     from rayunify.models import build_model
 
     cfg = Config.model_validate(config)
-    unified = build_model(cfg.model, seed=cfg.trainer.seed)
+    unified = build_model(cfg.model)
     module = PolicyModule(unified, keep_reference_copy=keep_reference_copy)
     return module, {name for name, p in module.named_parameters() if p.requires_grad}
 

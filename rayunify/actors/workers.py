@@ -50,7 +50,7 @@ class ModelHolder(ModuleReceiver):
 
         _limit_threads(num_cpus)
         self.cfg = Config.model_validate(config)
-        self.unified = build_model(self.cfg.model, seed=self.cfg.trainer.seed)
+        self.unified = build_model(self.cfg.model)
         self.policy = PolicyModule(self.unified)
         super().__init__(self.policy, expected_names=[n for n, p in self.policy.named_parameters() if p.requires_grad])
 

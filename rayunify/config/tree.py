@@ -42,6 +42,10 @@ class JanusModelConfig(Strict):
         description="A local HF directory (e.g. a Janus-Pro-1B download), or builtin:tiny (random tiny Janus), "
         "builtin:shapes-base / builtin:shapes-test (the ShapesWorld base, trained and cached on first use).",
     )
+    builtin_seed: int = Field(
+        0, description="Which seed's model builtin:NAME is (the built-in bases are trained per seed). Not "
+        "trainer.seed, so runs with several fine-tuning seeds start from one base.",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
     trainable: Literal["language_model", "lora"] = Field(

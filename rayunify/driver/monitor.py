@@ -13,6 +13,7 @@ import numpy as np
 
 from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
+from rayunify.intervals import write_eval_records
 from rayunify.metrics import VerdictRecord, flatten, judge_set_report, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
@@ -94,6 +95,7 @@ class Monitor:
         path.parent.mkdir(exist_ok=True)
         save_grid(items[:48], path)
         (self.run_dir / f"eval_{tag}.json").write_text(json.dumps(report, indent=2))
+        write_eval_records(items, self.run_dir / f"eval_{tag}_records.jsonl")
         self.logger.log_image(step, "eval/samples", path, caption=f"step {step}")
         return flatten(report, prefix="eval/"), items
 
@@ -119,7 +121,7 @@ class Monitor:
 
         source = builtins.prompt_source(self.cfg.prompts.source)
         assert source.judge_set is not None  # Config checks it
-        model_dir = builtins.resolve_model_path(self.cfg.model.path, seed=self.cfg.trainer.seed)
+        model_dir = builtins.resolve_model_path(self.cfg.model.path, seed=self.cfg.model.builtin_seed)
         judge_set = source.judge_set(model_dir, self.eval_prompts, size, self.cfg.prompts.seed, self.cfg.sampling.settings())
         judge_set.save(self.run_dir / "judge_set.npz")
         self.progress.write(f"[judge set] {judge_set.summary()}")

@@ -57,7 +57,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.run_dir / "config.yaml")
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
-            path = resolve_model_path(cfg.model.path, seed=cfg.trainer.seed)
+            path = resolve_model_path(cfg.model.path, seed=cfg.model.builtin_seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
         self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
         self.step = self.skipped_batches = 0

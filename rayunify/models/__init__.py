@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["build_model", "resolve_model_path"]
 
 
-def build_model(cfg: JanusModelConfig, device: str | None = None, seed: int = 0) -> UnifiedModel:
+def build_model(cfg: JanusModelConfig, device: str | None = None) -> UnifiedModel:
     """The one factory for `model.type`: a local HF directory or a built-in model, wrapped for training."""
     import torch
 
@@ -25,5 +25,5 @@ def build_model(cfg: JanusModelConfig, device: str | None = None, seed: int = 0)
         device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, cfg.dtype)
     lora = LoraSettings(**cfg.lora.model_dump())
-    path = resolve_model_path(cfg.path, seed=seed)
+    path = resolve_model_path(cfg.path, seed=cfg.builtin_seed)
     return JanusUnifiedModel.from_pretrained(path, dtype=dtype, device=device, trainable=cfg.trainable, lora=lora)

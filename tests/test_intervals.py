@@ -1,0 +1,96 @@
+"""Paired bootstrap over prompts (rayunify.intervals) against what can be computed by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rayunify.intervals import PromptTable, bootstrap_arms, interval, point, read_eval_records
+from rayunify.metrics import by_category
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def rows(spec):
+    """spec: [(prompt_id, category, own, reference), …] → record dicts (verdicts 1 accept, 0 reject)."""
+    return [{"prompt_id": p, "category": c, "own": o, "score": float(o), "reference": r} for p, c, o, r in spec]
+
+
+START = [("a", "x", 1, 0), ("a", "x", 0, 0), ("b", "x", 1, 1), ("b", "x", 1, 1), ("c", "y", 0, 0), ("c", "y", 0, 1)]
+END = [("a", "x", 1, 1), ("a", "x", 1, 1), ("b", "x", 1, 1), ("b", "x", 0, 1), ("c", "y", 1, 1), ("c", "y", 0, 0)]
+
+
+def test_point_matches_by_category(tmp_path):
+    table = read_eval_records([write(tmp_path / "s.jsonl", rows(START))])
+    from rayunify.metrics import VerdictRecord
+    from rayunify.types import Verdict
+
+    records = [VerdictRecord(c, Verdict(o), float(o), Verdict(r)) for _, c, o, r in START]
+    report = by_category(records)
+    for group in ("overall", "category_mean", "x"):
+        for metric in ("gen_accuracy", "nonunified"):
+            assert point(table, metric, group) == pytest.approx(report[group][metric])
+
+
+def test_identical_arms_give_a_zero_width_paired_difference(tmp_path):
+    table = read_eval_records([write(tmp_path / "s.jsonl", rows(START))])
+    draws = bootstrap_arms({"before": table, "after": table}, "gen_accuracy")
+    assert np.array_equal(draws["before"], draws["after"])
+    lo, hi = interval(draws["before"])
+    assert lo < hi  # the arm alone does vary over prompts
+
+
+def test_one_prompt_per_category_cannot_vary(tmp_path):
+    spec = [("a", "x", 1, 1), ("a", "x", 0, 0), ("c", "y", 0, 1)]
+    table = read_eval_records([write(tmp_path / "s.jsonl", rows(spec))])
+    draws = bootstrap_arms({"only": table}, "gen_accuracy", group="category_mean", resamples=50)
+    assert np.allclose(draws["only"], point(table, "gen_accuracy", "category_mean"))
+
+
+def test_seeds_pool_by_prompt_and_paired_draws_share_prompts(tmp_path):
+    seed0 = write(tmp_path / "0.jsonl", rows(END))
+    seed1 = write(tmp_path / "1.jsonl", rows(START))
+    pooled = read_eval_records([seed0, seed1])
+    assert pooled.rows["a"][:].sum() > read_eval_records([seed0]).rows["a"].sum()
+    start = read_eval_records([write(tmp_path / "s.jsonl", rows(START))])
+    draws = bootstrap_arms({"start": start, "end": read_eval_records([seed0])}, "gen_accuracy", resamples=400, seed=3)
+    # gen_accuracy: start 3/6, end 5/6 → every paired resample of x and y keeps end ≥ start here
+    assert np.all(draws["end"] - draws["start"] >= -1e-12)
+    assert interval(draws["end"] - draws["start"])[1] > 0
+
+
+def test_arms_on_other_prompts_are_refused(tmp_path):
+    a = read_eval_records([write(tmp_path / "a.jsonl", rows(START))])
+    b = PromptTable({"zzz": a.rows["a"]}, {"zzz": "x"})
+    with pytest.raises(ValueError, match="other prompts"):
+        bootstrap_arms({"a": a, "b": b}, "gen_accuracy")
+
+
+def test_a_bad_line_names_its_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt_id": "a", "category": "x", "own": 1}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        read_eval_records([path])
+
+
+def test_report_tables_pool_seeds_and_compare_with_a_baseline(tmp_path):
+    from rayunify.report import interval_tables, recipes_of
+
+    for name, end in (("dpo_s0", END), ("dpo_s1", END), ("grpo_s0", START), ("grpo_s1", START)):
+        run = tmp_path / name
+        run.mkdir()
+        write(run / "eval_start_records.jsonl", rows(START))
+        write(run / "eval_final_records.jsonl", rows(end))
+    recipes = recipes_of(sorted(tmp_path.iterdir()))
+    assert {k: len(v) for k, v in recipes.items()} == {"dpo": 2, "grpo": 2}
+    text = interval_tables(recipes, baseline="dpo", resamples=200)
+    assert "| dpo | 2 | 0.500 → 0.833 (+0.333 [" in text
+    assert "| grpo | 2 | 0.500 → 0.500 (+0.000 [+0.000, +0.000])" in text  # the same images at both ends
+    assert "| grpo | -0.333 [" in text
+    with pytest.raises(ValueError, match="baseline 'sft'"):
+        interval_tables(recipes, baseline="sft")
