@@ -5,7 +5,9 @@ verdict and score, the reference verdict). The images of one prompt are correlat
 resampling is the prompt: every resample draws prompts with replacement within each category (a category
 keeps its size, so the category mean stays defined) and applies the *same* draw to every arm being compared
 (start and end of a run, or two recipes), which makes the interval of a difference a paired one. Several
-seeds of one arm pool their images per prompt: a prompt drawn brings its images from every seed.
+seeds of one arm pool their images per prompt: a prompt drawn brings its images from every seed. A prompt
+repeated under ids of its own (`<id>~k`: a small category filled to its size with the same texts) is one
+prompt here, since its repeats are the same text.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from rayunify.metrics import VerdictRecord, counts, metric_arrays
 from rayunify.types import Verdict
 
-SUMMARY_GROUPS = ("overall", "category_mean")
+REPEAT_MARK = "~"  # <prompt id>~k: the k-th repeat of a prompt's text
 
 
 def write_eval_records(items: Iterable[Any], path: str | Path) -> Path:
@@ -64,8 +66,9 @@ def read_eval_records(paths: Sequence[str | Path]) -> PromptTable:
                 record = VerdictRecord(row["category"], Verdict(row["own"]), row["score"], Verdict(row["reference"]))
             except (KeyError, ValueError) as error:
                 raise ValueError(f"{path}:{number}: not an eval record ({error})") from error
-            by_prompt.setdefault(row["prompt_id"], []).append(record)
-            categories[row["prompt_id"]] = row["category"]
+            prompt = row["prompt_id"].split(REPEAT_MARK)[0]
+            by_prompt.setdefault(prompt, []).append(record)
+            categories[prompt] = row["category"]
     return PromptTable({pid: counts(rs) for pid, rs in by_prompt.items()}, categories)
 
 

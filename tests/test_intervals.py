@@ -94,3 +94,10 @@ def test_report_tables_pool_seeds_and_compare_with_a_baseline(tmp_path):
     assert "| grpo | -0.333 [" in text
     with pytest.raises(ValueError, match="baseline 'sft'"):
         interval_tables(recipes, baseline="sft")
+
+
+def test_repeats_of_a_text_are_one_prompt(tmp_path):
+    spec = [("a", "x", 1, 1), ("a~1", "x", 0, 0), ("a~2", "x", 1, 0), ("b", "x", 0, 1)]
+    table = read_eval_records([write(tmp_path / "r.jsonl", rows(spec))])
+    assert sorted(table.rows) == ["a", "b"]
+    assert table.rows["a"].sum() > table.rows["b"].sum()
