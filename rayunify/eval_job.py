@@ -91,7 +91,7 @@ def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettin
 def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> Iterator[list[JudgedImage]]:
     import ray
 
-    from rayunify.actors.cluster import init_ray
+    from rayunify.actors.cluster import init_ray, stop_ray
     from rayunify.actors.group import ActorGroup
     from rayunify.actors.workers import RolloutWorker
 
@@ -117,7 +117,7 @@ def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> 
     finally:
         group.kill()
         if started:
-            ray.shutdown()
+            stop_ray()
 
 
 def _numbered(items: Sequence[JudgedImage]) -> Iterator[tuple[int, JudgedImage]]:

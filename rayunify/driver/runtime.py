@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from rayunify.actors.cluster import init_ray
+from rayunify.actors.cluster import init_ray, stop_ray
 from rayunify.config import Config
 
 
@@ -54,7 +54,7 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     from rayunify.training_data import TrainingData
 
     if init_ray(cfg):
-        stack.callback(ray.shutdown)
+        stack.callback(stop_ray)
     check_cluster(cfg, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     as_dict, cur = cfg.model_dump(mode="json"), cfg.curriculum
     data = (
