@@ -98,6 +98,7 @@ def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> 
     started = init_ray(cfg)
     group = ActorGroup(
         RolloutWorker, cfg.rollout.num_actors, num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus,
+        resources=cfg.rollout.resources,
         kwargs={"config": cfg.model_dump(mode="json"), "num_cpus": cfg.rollout.num_cpus}, name="eval",
     )  # fmt: skip
     try:
