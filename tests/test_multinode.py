@@ -245,11 +245,13 @@ def submit_in_background(entrypoint: str, working_dir: Path, dashboard_url: str,
     return thread, result
 
 
-def live_actors_by_class(job_id: str) -> dict[str, list[str]]:
+def actor_nodes(job_id: str, alive_only: bool = True) -> dict[str, list[str]]:
+    """Class name -> the nodes of the job's actors of that class (Ray's state API, through the dashboard)."""
     from ray.util.state import list_actors
 
+    filters = [("job_id", "=", job_id)] + ([("state", "=", "ALIVE")] if alive_only else [])
     found: dict[str, list[str]] = {}
-    for actor in list_actors(filters=[("state", "=", "ALIVE"), ("job_id", "=", job_id)], limit=1000):
+    for actor in list_actors(filters=filters, limit=1000):
         found.setdefault(actor.class_name, []).append(actor.node_id)
     return found
 
@@ -262,18 +264,23 @@ def test_the_same_run_through_ray_job_submit_survives_a_lost_node(nodes, tmp_pat
     thread, result = submit_in_background(entrypoint, tmp_path, nodes.dashboard_url, submission_id)
     metrics = tmp_path / "job" / "metrics.jsonl"
     deadline = time.monotonic() + 300
-    while not train_rows(read_rows(metrics)) and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.5)  # a timed loss: once the first step is logged
-    assert train_rows(read_rows(metrics)), f"the job logged no step: {result[0].output[-3000:] if result else 'running'}"
-    before = live_actors_by_class(job_info(submission_id, dashboard_url=nodes.dashboard_url)["job_id"])
+    # A timed loss: once the start evaluation is logged, with every step still to come (a step of this tiny
+    # run can take under a second, so waiting for one would risk losing the node after the last).
+    while not read_rows(metrics) and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert read_rows(metrics), f"the job logged nothing: {result[0].output[-3000:] if result else 'still running'}"
+    job_id = job_info(submission_id, dashboard_url=nodes.dashboard_url)["job_id"]
+    before = actor_nodes(job_id)
     lost = nodes.worker_2
     nodes.lose_worker_2()
     thread.join(timeout=400)
     nodes.replace_worker_2()
     assert result and result[0].status == "SUCCEEDED", result[0].output[-4000:] if result else "no result"
-    assert "run finished: 3 steps" in result[0].output
+    assert f"run finished: {STEPS} steps" in result[0].output
     assert sorted(before["LearnerWorker"]) == sorted([nodes.head, nodes.worker_1])
     assert before["RolloutWorker"] == before["JudgeWorker"] == [lost]
+    ran = actor_nodes(job_id, alive_only=False)  # the job is over: every actor it had, dead now
+    assert sorted(ran["RolloutWorker"]) == sorted(ran["JudgeWorker"]) == sorted([lost, nodes.head])
     rows = read_rows(metrics)
     assert_every_prompt_counted_once(rows)
     versions = [r["push/version"] for r in train_rows(rows) if "push/version" in r]
