@@ -216,16 +216,18 @@ def test_a_node_lost_mid_run_broadcast_pushes_reach_the_restarted_actors(nodes, 
     (tmp_path / "run.yaml").write_text(run_yaml(tmp_path, "broadcast"))
     cfg = load_config(tmp_path / "run.yaml", ["learner.weight_transport=broadcast"])
     nodes.hold_head_capacity()
+    lost = nodes.worker_2
     hooks = LoseWorker2AfterFirstStep(nodes)
     trainer = CountingTrainer(cfg, hooks=hooks)
     trainer.run()
     nodes.replace_worker_2()
     assert sorted(hooks.before["learner"]) == sorted([nodes.head, nodes.worker_1])  # one rank per node
-    assert hooks.before["rollout"] == hooks.before["judge"] != nodes.head  # on worker 2 (since lost)
+    assert hooks.before["rollout"] == hooks.before["judge"] == lost
     assert hooks.after["rollout"] == hooks.after["judge"] == nodes.head  # restarted where there was room
     assert hooks.after["learner"] == hooks.before["learner"]
     assert hooks.after["versions"] == [hooks.after["learner_version"]] * 2 and hooks.after["learner_version"] >= 1
     assert hooks.after["checksums"] == {hooks.after["learner_checksum"]}  # bit-identical to the learner's
+    assert len(trainer.samples_per_prompt) == STEPS
     for counts in trainer.samples_per_prompt:  # every prompt of every step: all its samples, once
         assert len(counts) == PROMPTS_PER_STEP and set(counts.values()) == {SAMPLES}
     assert_every_prompt_counted_once(read_rows(tmp_path / "broadcast" / "metrics.jsonl"))
