@@ -120,13 +120,14 @@ def _judged_chunks(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettin
 def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> Iterator[list[JudgedImage]]:
     import ray
 
-    from rayunify.actors.cluster import init_ray
+    from rayunify.actors.cluster import init_ray, stop_ray
     from rayunify.actors.group import ActorGroup
     from rayunify.actors.workers import RolloutWorker
 
     started = init_ray(cfg)
     group = ActorGroup(
         RolloutWorker, cfg.rollout.num_actors, num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus,
+        resources=cfg.rollout.resources,
         kwargs={"config": cfg.model_dump(mode="json"), "num_cpus": cfg.rollout.num_cpus}, name="eval",
     )  # fmt: skip
     try:
@@ -146,7 +147,7 @@ def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> 
     finally:
         group.kill()
         if started:
-            ray.shutdown()
+            stop_ray()
 
 
 def _numbered(items: Sequence[JudgedImage]) -> Iterator[tuple[int, JudgedImage]]:

@@ -237,14 +237,20 @@ def submit(
 
 def job_status(submission_id: str, *, dashboard_url: str, token: str | None = None) -> str:
     """The job's status from the dashboard's REST API (the CLI prints it only as prose)."""
+    return str(job_info(submission_id, dashboard_url=dashboard_url, token=token).get("status", "UNKNOWN"))
+
+
+def job_info(submission_id: str, *, dashboard_url: str, token: str | None = None) -> dict[str, Any]:
+    """The dashboard's record of a job (status, job_id, driver node...); {} when it cannot be read."""
     request = urllib.request.Request(f"{dashboard_url}/api/jobs/{submission_id}")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return str(json.load(response).get("status", "UNKNOWN"))
+            info = json.load(response)
     except OSError:
-        return "UNKNOWN"
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _cli(args: Sequence[str], env: Mapping[str, str] | None, timeout_s: float = 60.0) -> str:

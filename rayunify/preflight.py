@@ -118,10 +118,11 @@ def _check_external_judge(judge_cfg: Any, complete: bool) -> str:
 
 
 def role_requests(cfg: Config) -> list[RoleRequest]:
+    r, j, lr = cfg.rollout, cfg.judge_actors, cfg.learner
     return [
-        RoleRequest("rollout", cfg.rollout.num_actors, cfg.rollout.num_cpus, cfg.rollout.num_gpus),
-        RoleRequest("judge", cfg.judge_actors.num_actors, cfg.judge_actors.num_cpus, cfg.judge_actors.num_gpus),
-        RoleRequest("learner", cfg.learner.num_ranks, cfg.learner.num_cpus, cfg.learner.num_gpus),
+        RoleRequest("rollout", r.num_actors, r.num_cpus, r.num_gpus, r.resources),
+        RoleRequest("judge", j.num_actors, j.num_cpus, j.num_gpus, j.resources),
+        RoleRequest("learner", lr.num_ranks, lr.num_cpus, lr.num_gpus, lr.resources),
     ]
 
 

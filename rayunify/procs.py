@@ -2,7 +2,9 @@
 until one answers over HTTP, reading its log, and stopping it with everything it started.
 
 Standard library only. Every server runs in a process group of its own (`start_new_session=True`), so
-stopping it stops its children too, and nothing else on the machine.
+stopping it stops its children too, and nothing else on the machine. For processes we did not start
+ourselves (a dead driver's Ray cluster), `ProcessId` names a process by pid and start time, so a kill never
+reaches an unrelated process that reuses the pid.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
@@ -108,3 +111,82 @@ def _group_gone(leader: subprocess.Popen, wait_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes by identity (Linux /proc). A pid alone names a process only while it runs: once it exits the
+# kernel may give the number to an unrelated process. A pid with its start time names one process for the
+# life of the machine, which is what a cleanup must check before it kills anything it did not start itself.
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    pid: int
+    start: int  # clock ticks after boot (/proc/<pid>/stat field 22)
+
+    def running(self) -> bool:
+        """Still this very process (not a later one that reuses the pid), and not a zombie."""
+        stat = _stat(self.pid)
+        return stat is not None and stat[0] != "Z" and int(stat[19]) == self.start
+
+
+def process_id(pid: int) -> ProcessId | None:
+    """`pid`'s identity now, or None if no such process runs (or /proc is not there, e.g. macOS)."""
+    stat = _stat(pid)
+    return None if stat is None else ProcessId(pid, int(stat[19]))
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first, so field 22 is index 19)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # the name may hold spaces and parentheses
+
+
+def running_pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def parent_pid(pid: int) -> int | None:
+    stat = _stat(pid)
+    return None if stat is None else int(stat[1])
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def open_files(pid: int) -> list[str]:
+    """The paths another process holds open ([] when unreadable: another user's, or gone)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []
+    paths = []
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            paths.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return paths
+
+
+def kill_processes(processes: list[ProcessId], wait_s: float = 10.0) -> list[ProcessId]:
+    """SIGKILL each process that is still the one named (checked just before the signal); wait until they are
+    gone. Returns those that were signalled."""
+    killed = []
+    for proc in processes:
+        if proc.running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(proc)
+    deadline = time.monotonic() + wait_s
+    while any(p.running() for p in killed) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return killed

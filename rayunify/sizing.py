@@ -11,7 +11,8 @@ stage 3 also the parameters. Activations are an estimate (about 34 bytes per tok
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 GIB = 2**30
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -99,29 +100,42 @@ def describe(terms: dict[str, float]) -> str:
 # ---------------------------------------------------------------------------------------------- placement
 @dataclass(frozen=True)
 class RoleRequest:
-    """`count` actors of one role, each needing one bundle of `cpus` and `gpus` on a single node."""
+    """`count` actors of one role, each needing one bundle of `cpus`, `gpus` and custom `resources` on a
+    single node."""
 
     role: str
     count: int
     cpus: float
     gpus: float
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+    def per_actor(self) -> dict[str, float]:
+        return {"CPU": self.cpus, "GPU": self.gpus, **self.resources}
 
 
 def placement_problems(requests: list[RoleRequest], nodes: list[dict[str, float]]) -> list[str]:
     """Why the requested actors can never be placed on these nodes (their total resources), or [] if they
     can. Ray would otherwise wait for resources that never come, with no message."""
     problems = []
-    for kind, key in (("CPU", "cpus"), ("GPU", "gpus")):
-        need = math.fsum(r.count * getattr(r, key) for r in requests)
+    kinds = ["CPU", "GPU", *sorted({name for r in requests for name in r.resources})]
+    for kind in kinds:
+        need = math.fsum(r.count * r.per_actor().get(kind, 0.0) for r in requests)
         have = math.fsum(n.get(kind, 0.0) for n in nodes)
         if need > have + 1e-9:
-            asked = " + ".join(f"{r.role} {r.count} x {getattr(r, key):g}" for r in requests if getattr(r, key))
+            asked = " + ".join(f"{r.role} {r.count} x {r.per_actor()[kind]:g}" for r in requests if r.per_actor().get(kind))
             problems.append(f"the run asks for {need:g} {kind} ({asked}) but the cluster has {have:g}")
     for r in requests:
-        fits = any(n.get("CPU", 0.0) >= r.cpus and n.get("GPU", 0.0) >= r.gpus for n in nodes)
-        if not fits and (r.cpus or r.gpus):
+        fits = any(all(n.get(kind, 0.0) >= amount for kind, amount in r.per_actor().items()) for n in nodes)
+        if not fits and any(r.per_actor().values()):
+            extra = "".join(f", {amount:g} {kind}" for kind, amount in r.resources.items())
             problems.append(
-                f"no node can hold one {r.role} actor ({r.cpus:g} CPU, {r.gpus:g} GPU); nodes have "
-                + ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes)
+                f"no node can hold one {r.role} actor ({r.cpus:g} CPU, {r.gpus:g} GPU{extra}); nodes have "
+                + ", ".join(_node_summary(n, r.resources) for n in nodes)
             )
     return problems
+
+
+def _node_summary(node: dict[str, float], custom: Mapping[str, float]) -> str:
+    return f"{node.get('CPU', 0):g} CPU / {node.get('GPU', 0):g} GPU" + "".join(
+        f" / {node.get(kind, 0):g} {kind}" for kind in custom
+    )

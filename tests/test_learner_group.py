@@ -314,3 +314,32 @@ def test_a_receiver_dying_mid_broadcast_is_noticed_within_the_push_timeout_and_t
     finally:
         for r in receivers:
             ray.kill(r)
+
+
+class DiesInApply(MLPReceiver):
+    """A receiver whose process exits as an object-store push reaches it (e.g. its node was lost)."""
+
+    def apply_weight_update(self, update):
+        os._exit(1)
+
+
+def test_a_receiver_dying_in_an_object_store_push_is_restarted_and_handed_the_same_update(zero2_pair):
+    receivers = start_receivers(1) + start_receivers(1, DiesInApply)
+    restarted = []
+
+    def restart_dead():
+        receivers[1] = start_receivers(1)[0]
+        restarted.append(receivers[1])
+        sync.replaced(receivers[1], takes_push=True)
+
+    sync = WeightSync(zero2_pair, lambda: receivers, restart_dead=restart_dead)
+    try:
+        zero2_pair.train_step([make_batch(21), make_batch(22)])
+        stats = sync.push()
+        assert stats is not None and len(restarted) == 1
+        expected = zero2_pair.group.run("param_checksum", False)[0]
+        assert ray.get([r.checksum.remote() for r in receivers]) == [expected, expected]
+        assert ray.get([r.get_version.remote() for r in receivers]) == [stats.version] * 2
+    finally:
+        for r in receivers:
+            ray.kill(r)

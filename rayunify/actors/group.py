@@ -33,6 +33,7 @@ class ActorGroup:
         *,
         num_cpus: float = 1,
         num_gpus: float = 0,
+        resources: Mapping[str, float] | None = None,
         strategy: Strategy = "PACK",
         kwargs: Mapping[str, Any] | None = None,
         rank_kwargs: Sequence[Mapping[str, Any]] | None = None,
@@ -47,6 +48,7 @@ class ActorGroup:
         self.name = name or cls.__name__
         self._remote_cls: Any = ray.remote(cls)
         self._num_cpus, self._num_gpus = num_cpus, num_gpus
+        self._resources = dict(resources or {})  # custom Ray resources: which nodes the role may use
         self._kwargs = dict(kwargs or {})
         self._rank_kwargs = (
             [dict(rk) for rk in rank_kwargs] if rank_kwargs else [{} for _ in range(num_actors)]
@@ -54,8 +56,9 @@ class ActorGroup:
         # A caller-made placement group (learner rendezvous, colocated roles) stays the caller's to remove.
         self._owns_pg = placement_group is None
         self.placement_group: PlacementGroup | None = placement_group or reserve_bundles(
-            num_actors, num_cpus, num_gpus, strategy=strategy, name=self.name, timeout_s=ready_timeout_s
-        )
+            num_actors, num_cpus, num_gpus, self._resources, strategy=strategy, name=self.name,
+            timeout_s=ready_timeout_s,
+        )  # fmt: skip
         self.actors: list[Any] = [self._spawn(i) for i in range(num_actors)]
         self.restarts = [0] * num_actors
 
@@ -68,6 +71,7 @@ class ActorGroup:
         options: dict[str, Any] = {
             "num_cpus": self._num_cpus,
             "num_gpus": self._num_gpus,
+            "resources": self._resources,
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 placement_group=self.placement_group, placement_group_bundle_index=index
             ),
@@ -140,16 +144,18 @@ def reserve_bundles(
     num_bundles: int,
     num_cpus: float,
     num_gpus: float = 0,
+    resources: Mapping[str, float] | None = None,
     *,
     strategy: Strategy = "PACK",
     name: str = "",
     timeout_s: float = 120.0,
 ) -> PlacementGroup:
-    """Reserve `num_bundles` x {CPU: num_cpus, GPU: num_gpus}; a clear error if the cluster cannot.
+    """Reserve `num_bundles` x {CPU: num_cpus, GPU: num_gpus, **resources}; a clear error if the cluster cannot.
 
-    `name` only labels error messages.
+    `name` only labels error messages. A bundle on a node that is lost is re-reserved by Ray on a node that
+    has room, so an actor restarted in it may land elsewhere.
     """
-    bundle: dict[str, float] = {"CPU": num_cpus}
+    bundle: dict[str, float] = {"CPU": num_cpus, **(resources or {})}
     if num_gpus:
         bundle["GPU"] = num_gpus
     # Unnamed: names are unique per namespace, and two groups of one role may coexist (tests, restarts).

@@ -38,13 +38,14 @@ class LearnerGroup:
         optimizer_kwargs: Mapping[str, Any] | None = None,
         num_cpus_per_rank: float = 1,
         num_gpus_per_rank: float = 0,
+        resources_per_rank: Mapping[str, float] | None = None,
         strategy: Strategy = "PACK",
         seed: int = 0,
         setup_timeout_s: float = 300.0,
     ) -> None:
         self.num_ranks = num_ranks
         self.pg: PlacementGroup | None = reserve_bundles(
-            num_ranks, num_cpus_per_rank, num_gpus_per_rank, strategy=strategy, name="learner"
+            num_ranks, num_cpus_per_rank, num_gpus_per_rank, resources_per_rank, strategy=strategy, name="learner"
         )
         try:
             master_addr, master_port = run_on_bundle(self.pg, 0, node_ip_and_free_port)
@@ -53,6 +54,7 @@ class LearnerGroup:
                 num_ranks,
                 num_cpus=num_cpus_per_rank,
                 num_gpus=num_gpus_per_rank,
+                resources=resources_per_rank,
                 placement_group=self.pg,
                 name="learner",
                 kwargs={

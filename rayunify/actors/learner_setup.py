@@ -71,5 +71,6 @@ def build_learner(cfg: Config) -> LearnerGroup:
         optimizer_kwargs={"lr": cfg.learner.lr, "weight_decay": cfg.learner.weight_decay},
         num_cpus_per_rank=cfg.learner.num_cpus,
         num_gpus_per_rank=cfg.learner.num_gpus,
+        resources_per_rank=cfg.learner.resources,
         seed=cfg.trainer.seed,
     )

@@ -169,10 +169,31 @@ class SamplingConfig(Strict):
         return (n or self.samples_per_prompt) * (2 if self.guidance_scale > 1 else 1)
 
 
+# Ray's own names: asked for through num_cpus / num_gpus, or not per actor at all.
+_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+_CUSTOM_RESOURCES_HELP = (
+    "Custom Ray resources each actor (learner: each rank) asks for besides CPUs and GPUs, to place a role on "
+    "chosen nodes: e.g. {learner_node: 1}, with `ray start --resources='{\"learner_node\": 2}'` on the nodes "
+    "meant for it. A restarted actor goes wherever these resources are free."
+)
+
+
+def _check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
+    for name, amount in resources.items():
+        if name in _BUILTIN_RESOURCES:
+            raise ValueError(f"resources: {name!r} is Ray's own; set num_cpus / num_gpus instead")
+        if amount < 0:
+            raise ValueError(f"resources: {name}={amount} must be >= 0")
+    return resources
+
+
 class Resources(Strict):
     num_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
+
+    _custom = field_validator("resources")(_check_custom_resources)
 
 
 class RolloutResources(Resources):
@@ -196,6 +217,7 @@ class LearnerConfig(Strict):
     num_ranks: int = Field(1, ge=1)
     num_cpus: float = Field(1, ge=0)
     num_gpus: float = Field(0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
     zero_stage: Literal[0, 1, 2, 3] = 2
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -217,6 +239,8 @@ class LearnerConfig(Strict):
         "its members, may take. A receiver that dies mid-push is noticed within it, restarted, and the push "
         "retried once.",
     )
+
+    _custom = field_validator("resources")(_check_custom_resources)
 
 
 class GuardConfig(Strict):

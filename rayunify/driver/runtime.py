@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
-from rayunify.actors.cluster import init_ray
+from rayunify.actors.cluster import init_ray, stop_ray
 from rayunify.config import Config
 
 
@@ -45,6 +45,7 @@ class Actors:
 def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Actors:
     """Start Ray if needed and build every actor; each one's teardown goes on `stack` as soon as it exists."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from rayunify.actors.group import ActorGroup
     from rayunify.actors.learner_setup import build_learner
@@ -54,12 +55,15 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     from rayunify.training_data import TrainingData
 
     if init_ray(cfg):
-        stack.callback(ray.shutdown)
+        stack.callback(stop_ray)
     check_cluster(cfg, [node["Resources"] for node in ray.nodes() if node["Alive"]])
     as_dict, cur = cfg.model_dump(mode="json"), cfg.curriculum
+    # The run's data lives on the driver's node: a node lost elsewhere must not take it along (the driver's
+    # node going ends the run anyway).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     data = (
         ray.remote(TrainingData)
-        .options(num_cpus=0)
+        .options(num_cpus=0, scheduling_strategy=here)
         .remote(
             train_prompts, cur, curriculum_levels(train_prompts, cur.levels), seed=cfg.trainer.seed,
             keep_groups=cfg.algorithm.type == "grpo",
@@ -68,7 +72,7 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     groups = []
     for cls, role, name in ((RolloutWorker, cfg.rollout, "rollout"), (JudgeWorker, cfg.judge_actors, "judge")):
         group = ActorGroup(
-            cls, role.num_actors, num_cpus=role.num_cpus, num_gpus=role.num_gpus,
+            cls, role.num_actors, num_cpus=role.num_cpus, num_gpus=role.num_gpus, resources=role.resources,
             kwargs={"config": as_dict, "num_cpus": role.num_cpus}, name=name,
         )  # fmt: skip
         stack.callback(group.kill)

@@ -2,7 +2,8 @@
 
 Rank 0 packs its trainable tensors once; the receivers check versions and names before they copy anything
 (`rayunify.actors.collective.WeightReceiver`). Two transports:
-  object_store  the packed update is one ObjectRef; one RPC per receiver carries the same ref.
+  object_store  the packed update is one ObjectRef; one RPC per receiver carries the same ref. A receiver
+                that dies during the push is restarted (given `restart_dead`) and handed the same ref.
   broadcast     the header by RPC, the bytes by a collective in a push group of their own (gloo on CPU,
                 NCCL on GPUs), which is re-formed before the next push whenever a member was replaced.
                 `timeout_s` bounds every collective of the group and the driver's wait for its members: a
@@ -116,7 +117,25 @@ class WeightSync:
     def _push_by_object_store(self) -> tuple[Any, dict[str, Any], list[tuple[int, float]]]:
         update_ref, meta_refs = self.learner.async_build_update(self.bucket_mb)
         meta = ray_get(meta_refs)[0]
-        return update_ref, meta, ray_get([r.apply_weight_update.remote(update_ref) for r in self.receivers()])
+        try:
+            applied = ray_get([r.apply_weight_update.remote(update_ref) for r in self.receivers()])
+        except ActorDied:
+            if self.restart_dead is None:
+                raise
+            applied = self._retry_object_store(update_ref, meta["version"])
+        return update_ref, meta, applied
+
+    def _retry_object_store(self, update_ref: Any, version: int) -> list[tuple[int, float]]:
+        """A receiver died during the push (e.g. its node was lost): restart it (it catches up with the last
+        push as it is replaced), then hand this update to whoever still lacks `version`."""
+        assert self.restart_dead is not None
+        self.restart_dead()
+        receivers = list(self.receivers())
+        have = ray_get([r.get_version.remote() for r in receivers])  # queued behind any apply still running
+        behind = [i for i, v in enumerate(have) if v < version]
+        retried = ray_get([receivers[i].apply_weight_update.remote(update_ref) for i in behind])
+        by_index = dict(zip(behind, retried, strict=True))
+        return [by_index[i] if i in behind else (v, 0.0) for i, v in enumerate(have)]
 
     def _push_by_broadcast(self) -> tuple[None, dict[str, Any], list[tuple[int, float]]]:
         receivers = list(self.receivers())
