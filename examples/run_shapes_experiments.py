@@ -62,7 +62,11 @@ SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
     "grpo": [
         ("online_dpo", "online_dpo", [*_GRPO]),
         ("online_grpo", "online_grpo", [*_GRPO]),
-        ("online_grpo_checker", "online_grpo", [*_GRPO, "judge.type=shapes_checker", "algorithm.reward=verdict"]),
+        (
+            "online_grpo_checker",
+            "online_grpo",
+            [*_GRPO, "judge.type=shapes_checker", "algorithm.reward=verdict", "trainer.run_name=online_grpo_checker"],
+        ),
     ],
 }
 
