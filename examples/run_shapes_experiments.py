@@ -41,10 +41,15 @@ _OBJECTS = (
     "trainer.epochs=20",
     "trainer.output_dir=runs/shapes_objects",
 )
-# "grpo": single objects and colours from the default base (shipped: nothing to train first).
+# "grpo": single objects and colours from the default base (shipped: nothing to train first), scored on the
+# base's whole held-out list of those categories (7 prompts × 32 images) as the "objects" suite is.
 _GRPO = (
     "model.path=builtin:shapes-base",
     "prompts.categories=[single_object,colour]",
+    "prompts.eval_split=null",
+    "prompts.n_eval=96",
+    "trainer.eval_prompts=96",
+    "trainer.judge_set_size=0",
     "trainer.eval_samples_per_prompt=32",
     "trainer.steps=60",
     "trainer.output_dir=runs/shapes_grpo",
