@@ -1,11 +1,15 @@
 """Rollout speed: our CFG generation loop vs transformers' `generate(generation_mode="image")`.
 
 Same model, prompts, batch and sampling settings, measured in the same run. Prints image tokens/s for
-both and the ratio; on GPU also the share of the memory-bandwidth bound reached (each decode step must
-read every language-model weight once).
+both and the ratio; on a known GPU also the share of the memory-bandwidth bound reached. The bound: each
+decode step must read every language-model weight once and the KV cache filled so far (prompt plus, on
+average, half the image tokens, for every row: prompts × n, doubled by CFG's unconditional twins);
+`weights_only_fraction` leaves the cache out, as small batches may.
 
     python benchmarks/bench_rollout.py                       # CPU, tiny Janus
-    python benchmarks/bench_rollout.py --arch janus-pro-1b --dtype bfloat16 --device cuda --batch 1 4 16
+    python benchmarks/bench_rollout.py --arch janus-pro-1b --dtype bfloat16 --device cuda --batch 4 16 64
+
+A batch that runs out of GPU memory is reported as such (null timings) and the next one still runs.
 
 Last line: `rollout ratio=<ours over transformers>` at the largest batch.
 """
@@ -44,16 +48,37 @@ def timed(fn, device: str, repeats: int) -> float:
     return best
 
 
-def bandwidth_fraction(um: JanusUnifiedModel, seconds: float) -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    peak = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
+def decode_step_bytes(um: JanusUnifiedModel, rows: int, prompt_tokens: int) -> tuple[int, int]:
+    """(language-model weight bytes, mean KV-cache bytes) one decode step must read for `rows` rows."""
+    lm = um.language_model
+    weights = sum(p.numel() * p.element_size() for p in lm.parameters())
+    cfg = lm.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    element = next(lm.parameters()).element_size()
+    per_token = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * element  # keys and values
+    return weights, rows * (prompt_tokens + um.num_image_tokens // 2) * per_token
+
+
+def bandwidth_fractions(um: JanusUnifiedModel, seconds: float, rows: int, prompt_tokens: int) -> dict[str, float | None]:
+    """Share of the bandwidth bound reached, with and without the KV cache's reads (None off known GPUs)."""
+    peak = None
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BANDWIDTH.items() if k in name), None)
     if peak is None:
-        return None
-    lm_bytes = sum(p.numel() * p.element_size() for p in um.language_model.parameters())
+        return {"bound_fraction": None, "weights_only_fraction": None}
+    weights, kv = decode_step_bytes(um, rows, prompt_tokens)
     step_seconds = seconds / um.num_image_tokens
-    return lm_bytes / step_seconds / peak
+    return {"bound_fraction": (weights + kv) / step_seconds / peak, "weights_only_fraction": weights / step_seconds / peak}
+
+
+def timed_or_oom(fn, device: str, repeats: int) -> float | None:
+    """Best time, or None when the batch does not fit in GPU memory."""
+    try:
+        return timed(fn, device, repeats)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
 
 
 def run(arch_name: str, dtype: str, device: str, batches: list[int], n: int, repeats: int) -> list[dict]:
@@ -79,19 +104,26 @@ def run(arch_name: str, dtype: str, device: str, batches: list[int], n: int, rep
         def ours(prompts=prompts):
             um.generate(prompts, n=n, settings=settings, seed=0)
 
-        t_theirs = timed(theirs, device, repeats)
+        t_theirs = timed_or_oom(theirs, device, repeats)
         try:
-            t_ours = timed(ours, device, repeats)
+            t_ours = timed_or_oom(ours, device, repeats)
         except RuntimeError as err:  # report the eager path rather than nothing if graph capture fails
             print(f"graph decode failed ({err}); timing eager decode", flush=True)
             um.decode_mode = "eager"
-            t_ours = timed(ours, device, repeats)
+            t_ours = timed_or_oom(ours, device, repeats)
         tokens = batch * n * um.num_image_tokens
+        cfg_rows = batch * n * 2  # CFG: every sample has its unconditional twin
         row = {
             "arch": arch_name, "dtype": dtype, "device": device, "prompts": batch, "n": n,
-            "transformers_tok_s": tokens / t_theirs, "ours_tok_s": tokens / t_ours, "ratio": t_theirs / t_ours,
-            "ours_bandwidth_fraction": bandwidth_fraction(um, t_ours), "decode": um.decode_mode,
+            "transformers_tok_s": tokens / t_theirs if t_theirs else None,
+            "ours_tok_s": tokens / t_ours if t_ours else None,
+            "ratio": t_theirs / t_ours if t_theirs and t_ours else None,
+            **(bandwidth_fractions(um, t_ours, cfg_rows, enc["input_ids"].shape[1]) if t_ours else {}),
+            "decode": um.decode_mode, "out_of_memory": [k for k, t in (("transformers", t_theirs), ("ours", t_ours)) if t is None],
         }  # fmt: skip
+        if device == "cuda":
+            row["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
         rows.append(row)
         print(json.dumps(row))
     return rows
@@ -108,7 +140,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = run(args.arch, args.dtype, args.device, args.batch, args.n, args.repeats)
-    print(f"rollout ratio={rows[-1]['ratio']:.2f}")
+    measured = [r for r in rows if r["ratio"] is not None]
+    print(f"rollout ratio={measured[-1]['ratio']:.2f}" if measured else "rollout ratio=nan")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-import ray
 import torch
 
 from rayunify.algos import check_finite
@@ -309,5 +308,7 @@ class LearnerWorker:
 
 def node_ip_and_free_port() -> tuple[str, int]:
     """Runs on rank 0's node: the address the other ranks dial, and a port free there right now."""
+    import ray  # here, not at module level: the GPU suite drives LearnerWorker in one process without Ray
+
     ip = ray.util.get_node_ip_address()
     return ip, free_port(ip)
