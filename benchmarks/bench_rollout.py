@@ -129,6 +129,14 @@ def run(arch_name: str, dtype: str, device: str, batches: list[int], n: int, rep
     return rows
 
 
+def summary_cell(row: dict) -> str:
+    where = f"{row['prompts']} prompts x {row['n']}"
+    if row["ratio"] is None:
+        return f"{where}: out of memory ({', '.join(row['out_of_memory'])})"
+    bound = f", {row['bound_fraction']:.0%} of the bandwidth bound" if row.get("bound_fraction") else ""
+    return f"{where}: {row['ratio']:.2f}x ({row['ours_tok_s']:,.0f} vs {row['transformers_tok_s']:,.0f} tokens/s{bound})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
@@ -141,6 +149,7 @@ def main() -> None:
     torch.manual_seed(0)
     rows = run(args.arch, args.dtype, args.device, args.batch, args.n, args.repeats)
     measured = [r for r in rows if r["ratio"] is not None]
+    print("summary: ours vs transformers' generate: " + ", ".join(summary_cell(r) for r in rows))
     print(f"rollout ratio={measured[-1]['ratio']:.2f}" if measured else "rollout ratio=nan")
 
 

@@ -105,3 +105,23 @@ def test_config_refuses_broadcast_on_gpus_the_learner_may_share():
     assert load_config(None, ["learner.weight_transport=broadcast", *frozen]).push_receiver_gpus() == [1]
     live = load_config(None, ["learner.weight_transport=broadcast", "learner.num_gpus=0.5", "rollout.num_gpus=0.5"])
     assert live.push_receiver_gpus() == [0.5, 0]  # the live judge on CPU: gloo, so sharing is harmless
+
+
+def test_write_measured_rows_come_from_what_each_benchmark_prints(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import write_measured as wm
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    (tmp_path / "good.py").write_text('print("{}"); print("summary: 3 things/s"); print("good ratio=1.50")\n')
+    (tmp_path / "plain.py").write_text('print("x: 2 per s"); print("plain ratio=0.90")\n')
+    (tmp_path / "bad.py").write_text('import sys; sys.exit("broke here")\n')
+    results = [wm.run_benchmark(wm.Benchmark(f"{name}.py", (), name), tmp_path) for name in ("good", "plain", "bad")]
+    assert [(r.figure, r.ratios) for r in results[:2]] == [("3 things/s", ["good ratio=1.50"]), ("x: 2 per s", ["plain ratio=0.90"])]
+    assert results[2].returncode == 1 and results[2].figure == "failed (exit 1): broke here"
+    block = wm.table(results, "machine line")
+    assert block.splitlines()[0] == "machine line" and "| `good.py`: good | 3 things/s | good ratio=1.50 |" in block
+    readme = f"# R\n\n## Measured\n{wm.BEGIN}\nold table\n{wm.END}\n\nafter\n"
+    assert wm.replace_between_markers(readme, block) == f"# R\n\n## Measured\n{wm.BEGIN}\n{block}\n{wm.END}\n\nafter\n"
+    with pytest.raises(ValueError, match="measured:begin"):
+        wm.replace_between_markers("# R without markers\n", block)
