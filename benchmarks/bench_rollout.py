@@ -137,6 +137,28 @@ def summary_cell(row: dict) -> str:
     return f"{where}: {row['ratio']:.2f}x ({row['ours_tok_s']:,.0f} vs {row['transformers_tok_s']:,.0f} tokens/s{bound})"
 
 
+def profile_decode(arch_name: str, dtype: str, device: str, prompts: int, n: int, path: str) -> None:
+    """One generate call of ours under torch.profiler, the decode step run uncaptured ("static": the same
+    fixed-shape step the CUDA graph replays, with its kernels visible one by one); operators by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, processor = build_janus(ARCHS[arch_name], seed=0, dtype=getattr(torch, dtype), device=device)
+    um = JanusUnifiedModel(model, processor)
+    um.decode_mode = "static"
+    texts = [f"a photo of {i} red circles and a blue square" for i in range(prompts)]
+    um.generate(texts, n=n, settings=SamplingSettings(guidance_scale=5.0), seed=0)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        um.generate(texts, n=n, settings=SamplingSettings(guidance_scale=5.0), seed=0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    with open(path, "w") as out:
+        out.write(f"{arch_name} {dtype} {device}: {prompts} prompts x {n}, decode uncaptured\n")
+        out.write(prof.key_averages().table(sort_by=key, row_limit=30))
+    print(f"decode profile written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
@@ -145,11 +167,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 8])
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile-prompts", type=int, help="also profile one generate call at this many prompts")
+    parser.add_argument("--profile-out", default="decode_profile.txt")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (see bench_judge: two threads "
+                        "on a shared 2-core machine spend their time waiting for each other)")  # fmt: skip
     args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = run(args.arch, args.dtype, args.device, args.batch, args.n, args.repeats)
+    if args.profile_prompts:
+        profile_decode(args.arch, args.dtype, args.device, args.profile_prompts, args.n, args.profile_out)
     measured = [r for r in rows if r["ratio"] is not None]
-    print("summary: ours vs transformers' generate: " + ", ".join(summary_cell(r) for r in rows))
+    threads = f"; {torch.get_num_threads()} torch thread(s)" if args.device == "cpu" else ""
+    print("summary: ours vs transformers' generate: " + ", ".join(summary_cell(r) for r in rows) + threads)
     print(f"rollout ratio={measured[-1]['ratio']:.2f}" if measured else "rollout ratio=nan")
 
 

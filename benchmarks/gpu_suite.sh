@@ -6,7 +6,8 @@
 #      DeepSpeed ZeRO-2 on CUDA with the push checked byte for byte (tiny model)
 #   2. online DPO steps on the Janus-Pro-1B architecture (random weights, bf16) without Ray: generate, judge,
 #      pair, one-rank DeepSpeed ZeRO-2 (NCCL world of one), push to the rollout model and the live self-judge
-#   3. rollout at 4, 16 and 64 prompts x 4 images against transformers' generate, with the bandwidth bound
+#   3. rollout at 4, 16 and 64 prompts x 4 images against transformers' generate, with the bandwidth bound,
+#      and a profile of one uncaptured decode at 16 prompts (what bounds the step: $OUT/decode_profile.txt)
 # Figures go to $OUT (./gpu_out without it); each part has its own time limit, so one that hangs costs only
 # its share, and the rest still run.
 set -uo pipefail
@@ -33,9 +34,9 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, keep its log, say ho
   echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s (limit $limit s)" | tee -a "$OUT/summary.txt"
 }
 part gpu_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-part online_steps 240 python3 benchmarks/gpu_online_steps.py --arch janus-pro-1b --steps 4 --warmup 1 \
+part online_steps 210 python3 benchmarks/gpu_online_steps.py --arch janus-pro-1b --steps 4 --warmup 1 \
   --prompts 16 --n 4 --batch 4 --max-rows 64 --verify
-part bench_rollout 300 python3 benchmarks/bench_rollout.py --arch janus-pro-1b --dtype bfloat16 --device cuda \
-  --batch 4 16 64 --n 4 --repeats 1
+part bench_rollout 330 python3 benchmarks/bench_rollout.py --arch janus-pro-1b --dtype bfloat16 --device cuda \
+  --batch 4 16 64 --n 4 --repeats 1 --profile-prompts 16 --profile-out "$OUT/decode_profile.txt"
 grep -h -e "ratio=" "$OUT"/online_steps.txt "$OUT"/bench_rollout.txt | tee -a "$OUT/summary.txt"
 echo "gpu suite: $(( $(date +%s) - started )) s" | tee -a "$OUT/summary.txt"

@@ -19,7 +19,7 @@ import datetime
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -73,10 +73,11 @@ class BroadcastChannel:
         self.spec, self.rank = spec, rank
         timeout = datetime.timedelta(seconds=spec.timeout_s)
         store = torch.distributed.TCPStore(spec.address, spec.port, spec.world_size, rank == 0, timeout=timeout)
+        self.group: Any  # ProcessGroupNCCL or ProcessGroupGloo; torch's stubs lack the broadcast both have
         if spec.backend == "nccl":
             # Buckets are moved to this rank's GPU for the broadcast (NCCL moves device memory only).
             self.device = torch.device("cuda", torch.cuda.current_device())
-            self.group = torch.distributed.ProcessGroupNCCL(store, rank, spec.world_size)
+            self.group = torch.distributed.ProcessGroupNCCL(store, rank, spec.world_size)  # type: ignore[call-arg]
         else:
             self.device = torch.device("cpu")
             self.group = torch.distributed.ProcessGroupGloo(store, rank, spec.world_size, timeout)
