@@ -125,3 +125,22 @@ def test_write_measured_rows_come_from_what_each_benchmark_prints(tmp_path):
     assert wm.replace_between_markers(readme, block) == f"# R\n\n## Measured\n{wm.BEGIN}\n{block}\n{wm.END}\n\nafter\n"
     with pytest.raises(ValueError, match="measured:begin"):
         wm.replace_between_markers("# R without markers\n", block)
+
+
+def test_write_measured_stops_a_benchmark_out_of_time_with_what_it_started(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import write_measured as wm
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    pid_file = tmp_path / "child.pid"
+    (tmp_path / "slow.py").write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(600)\n"
+    )
+    result = wm.run_benchmark(wm.Benchmark("slow.py", (), "slow", timeout_s=3.0), tmp_path)
+    assert result.returncode == -1 and result.figure == "did not finish within 3 s"
+    stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"  # its own child is gone too
