@@ -8,7 +8,8 @@ environment itself, so the same code runs with K = 1 on a laptop and K = 8 on a 
 Two choices keep CPU start-up in seconds: DeepSpeed's shared-memory comm op is switched off before
 `init_distributed` (it would JIT-compile first), and the optimizer is `torch.optim.AdamW` (DeepSpeed's CPU
 Adam JIT-compiles for minutes). `deepspeed` is imported inside the worker only, so importing this module
-stays cheap.
+stays cheap; `ray` only where a rank needs its node's address, so the GPU suite can drive a rank in one
+process on a machine without Ray (benchmarks/gpu_online_steps.py).
 """
 
 from __future__ import annotations
