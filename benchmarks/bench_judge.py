@@ -6,16 +6,15 @@ position of that same decode; a teacher-forced pass only for rows whose answer s
 forward for the soft score, for every row — what a judge built from the public API does.
 
 What it can show: the one piece of work ours skips is the teacher-forced pass for rows that answered in
-the format, so the gain is at most (decode + forced pass) / decode, about 2x on CPU. It exists only for a
+the format, so the gain is at most (decode + forced pass) / decode. It exists only for a
 model that answers in the format: a random model (builtin:tiny) strays on every row and does the same work
 as the baseline (ratio about 1 by construction); the ShapesWorld base answers in the format on ShapesWorld
 images. Images are ShapesWorld renders with their own prompts when the model takes 32-pixel images, else
 random pixels. The `strayed` column says how many rows needed the extra pass.
 
 Threads: --threads (default 1) for torch, set before anything runs. Decoding is many small operations; on
-a shared 2-core machine two threads per operation spend most of their time waiting for each other (a
-decode step measured 3-8x slower with 2 threads than with 1 while other jobs ran), which swamps what this
-compares.
+a shared 2-core machine two threads per operation wait for each other whenever another job holds a core,
+which slows the many small decode steps far more than one large forward and swamps what this compares.
 
     python benchmarks/bench_judge.py [--model builtin:tiny builtin:shapes-base] [--batch 32] [--threads 1]
 

@@ -20,9 +20,8 @@ their sum, with nothing else competing; it shrinks to nothing when other jobs ta
 actors, the driver, Ray's raylet and GCS on the two cores the sequential loop uses alone: it cannot show an
 overlap gain there (the actors queue for the same cores), only Ray's overheads and per-step times; the
 pipeline pays off when roles have hardware of their own (GPUs, nodes). Under load, the two-thread loop is
-the fragile one: its threads wait for each other whenever another job holds a core (it ran 10x slower than
-the one-thread loop here with other jobs running), so a ratio against a two-thread baseline taken under
-load flatters the pipeline. Throughput counts judged images per second of steady-state step time (set-up
+the fragile one: its threads wait for each other whenever another job holds a core, so a ratio against a
+two-thread baseline taken under load flatters the pipeline. Throughput counts judged images per second of steady-state step time (set-up
 and `--warmup` steps excluded everywhere).
 
     python benchmarks/bench_pipeline.py                     # tiny Janus, coin-flip judge (mechanics only)
