@@ -36,6 +36,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -230,10 +231,10 @@ def overlap_rows(args) -> list[dict]:
     ctx = mp.get_context("spawn")
     rows = []
     for label, used, threads in (("sequential, 1 core, 1 thread", cores[:1], 1), ("sequential, 2 cores, 2 threads", cores, 2)):
-        stamps = run_roles(args, [(sequential_role, (set(used), threads))])
+        stamps = progress(label, run_roles, args, [(sequential_role, (set(used), threads))])
         rows.append(row(args, label, timed_steps(args, stamps)))
     peer_rollout, peer_learner = ctx.Pipe()
-    stamps = run_roles(args, [(rollout_role, (cores[0], peer_rollout)), (learner_role, (cores[1], peer_learner))])
+    stamps = progress("pipelined", run_roles, args, [(rollout_role, (cores[0], peer_rollout)), (learner_role, (cores[1], peer_learner))])
     rows.append(row(args, "pipelined, rollout and learner on a core each, 1 thread each", timed_steps(args, stamps)))
     return rows
 
@@ -281,9 +282,17 @@ def ray_rows(args) -> list[dict]:
         runs += [("dpo async+lora", "trainer.sync=async", "model.trainable=lora", "model.lora.rank=8"),
                  ("dpo async+broadcast", "trainer.sync=async", "learner.weight_transport=broadcast")]  # fmt: skip
     try:
-        return [run_ray(args, label, out, *extra) for label, *extra in runs]
+        return [progress(label, run_ray, args, label, out, *extra) for label, *extra in runs]
     finally:
         ray.shutdown()
+
+
+def progress(label: str, fn, *args: Any) -> Any:
+    """Run fn(*args) and say on stderr how long it took (the figures themselves go to stdout)."""
+    started = time.perf_counter()
+    result = fn(*args)
+    print(f"[bench_pipeline] {label}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+    return result
 
 
 def best_sequential(seq: list[dict]) -> float:

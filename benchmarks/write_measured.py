@@ -48,7 +48,7 @@ BENCHMARKS = (
     Benchmark("bench_rollout.py", ("--batch", "2", "8", "--repeats", "2"), "rollout: tiny Janus at 144 image tokens, CFG 5, n=4"),
     Benchmark("bench_judge.py", (), "judge: 32 ShapesWorld renders, random tiny Janus and the ShapesWorld base"),
     Benchmark("bench_shapes.py", ("--shipped",), "ShapesWorld checker, and the shipped base's VQ round trip"),
-    Benchmark("bench_pipeline.py", ("--quick", "--steps", "6", "--warmup", "2"), "pipeline: tiny Janus, coin-flip judge, 8 prompts x 4 images a step"),  # fmt: skip
+    Benchmark("bench_pipeline.py", ("--quick", "--steps", "6", "--warmup", "2"), "pipeline: tiny Janus, coin-flip judge, 8 prompts x 4 images a step", 900.0),  # fmt: skip
     Benchmark("bench_build.py", (), "offline build memory: 2,000 vs 200 prompts x 10 images, tiny Janus", 900.0),
 )
 
