@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU suite, one pass in at most 12 minutes on one H100 or H200. That machine has torch, transformers and
 # peft but no Ray and no registry: DeepSpeed, pydantic and hjson travel as wheels in .whl/
-# (`bash benchmarks/gpu_wheels.sh` here first, then carry .whl). Usage there: bash benchmarks/gpu_suite.sh
+# (`bash benchmarks/gpu_wheels.sh` here first, then carry .whl). Usage there: bash benchmarks/gpu_suite.sh [PART...]
+# with PART among tests, online, rollout (default: all three). The parts' limits add up to 11.5 minutes, more
+# than one 10-minute device command: run `tests online` and then `rollout` as two commands on the same machine.
 #   1. the GPU tests (tests/test_gpu.py): graph decode vs transformers and vs eager, teacher-forced log-probs,
 #      DeepSpeed ZeRO-2 on CUDA with the push checked byte for byte (tiny model)
 #   2. online DPO steps on the Janus-Pro-1B architecture (random weights, bf16) without Ray: generate, judge,
@@ -33,10 +35,12 @@ part() {  # part NAME SECONDS COMMAND...: run with a limit, keep its log, say ho
   grep -v -e Warning -e "Loading weights" "$OUT/$name.txt" | tail -12
   echo "== $name: exit $rc after $(( $(date +%s) - t0 )) s (limit $limit s)" | tee -a "$OUT/summary.txt"
 }
-part gpu_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
-part online_steps 210 python3 benchmarks/gpu_online_steps.py --arch janus-pro-1b --steps 4 --warmup 1 \
-  --prompts 16 --n 4 --batch 4 --max-rows 64 --verify
-part bench_rollout 330 python3 benchmarks/bench_rollout.py --arch janus-pro-1b --dtype bfloat16 --device cuda \
-  --batch 4 16 64 --n 4 --repeats 1 --profile-prompts 16 --profile-out "$OUT/decode_profile.txt"
-grep -h -e "ratio=" "$OUT"/online_steps.txt "$OUT"/bench_rollout.txt | tee -a "$OUT/summary.txt"
+parts=" ${*:-tests online rollout} "
+[[ $parts == *" tests "* ]] && part gpu_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
+[[ $parts == *" online "* ]] && part online_steps 210 python3 benchmarks/gpu_online_steps.py --arch janus-pro-1b \
+  --steps 4 --warmup 1 --prompts 16 --n 4 --batch 4 --max-rows 64 --verify
+[[ $parts == *" rollout "* ]] && part bench_rollout 330 python3 benchmarks/bench_rollout.py --arch janus-pro-1b \
+  --dtype bfloat16 --device cuda --batch 4 16 64 --n 4 --repeats 1 --profile-prompts 16 \
+  --profile-out "$OUT/decode_profile.txt"
+grep -h -e "ratio=" "$OUT"/online_steps.txt "$OUT"/bench_rollout.txt 2>/dev/null | tee -a "$OUT/summary.txt"
 echo "gpu suite: $(( $(date +%s) - started )) s" | tee -a "$OUT/summary.txt"
