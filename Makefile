@@ -31,8 +31,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check rayunify tests benchmarks
 	$(BIN)/mypy
 
+# Every CPU benchmark (about 6 minutes on an idle 2-core machine); writes docs/measured.md and README's Measured table.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_rollout.py
+	$(BIN)/python benchmarks/write_measured.py
 
 clean:
 	rm -rf $(VENV) runs outputs

@@ -1,10 +1,11 @@
 """ShapesWorld benchmark: checker throughput and the full-size VQ tokenizer's round-trip quality.
 
-Prints the checker's images/s on one process, trains `VQTrainConfig()` (timed), and the share of fresh
-rendered images whose decode(encode(x)) still passes the checker (target >= 98%), per category too.
+Prints the checker's images/s on one process, trains `VQTrainConfig()` (timed; --shipped takes the shipped
+base's tokenizer instead), and the share of fresh rendered images whose decode(encode(x)) still passes the
+checker (target >= 98%), per category too.
 The last line, `shapes ratio=...`, is the checker's images/s over the 1,000 images/s target.
 
-    python benchmarks/bench_shapes.py [--tiny] [--steps N] [--images 1000]
+    python benchmarks/bench_shapes.py [--tiny | --shipped] [--steps N] [--images 1000]
 """
 
 from __future__ import annotations
@@ -33,9 +34,18 @@ def pass_rates(images: np.ndarray, specs: list) -> tuple[float, dict[str, float]
     return float(passed.mean()), {c: float(passed[i::k].mean()) for i, c in enumerate(CATEGORIES)}
 
 
+def shipped_vq():
+    """The trained tokenizer inside `builtin:shapes-base` (the shipped copy while its recipe is unchanged)."""
+    from rayunify.config import JanusModelConfig
+    from rayunify.models import build_model
+
+    return build_model(JanusModelConfig(path="builtin:shapes-base"), device="cpu").model.model.vqmodel.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the test-sized VQ instead of the full one")
+    parser.add_argument("--shipped", action="store_true", help="the shipped ShapesWorld base's VQ, not a new one")
     parser.add_argument("--steps", type=int, help="override the number of training steps")
     parser.add_argument("--images", type=int, default=1000, help="fresh images for the round-trip pass rate")
     args = parser.parse_args()
@@ -46,13 +56,17 @@ def main() -> None:
 
     from rayunify.shapes.vq import VQTrainConfig, decode_tokens, encode_tokens, train_vq  # torch: import late
 
-    cfg = VQTrainConfig.tiny() if args.tiny else VQTrainConfig()
-    if args.steps:
-        cfg = dataclasses.replace(cfg, steps=args.steps)
-    print(cfg)
     start = time.perf_counter()
-    vq = train_vq(cfg, seed=0)
-    print(f"VQ train time: {time.perf_counter() - start:.1f} s")
+    if args.shipped:
+        vq, what = shipped_vq(), "the shipped base's VQ (no training)"
+    else:
+        cfg = VQTrainConfig.tiny() if args.tiny else VQTrainConfig()
+        if args.steps:
+            cfg = dataclasses.replace(cfg, steps=args.steps)
+        print(cfg)
+        vq = train_vq(cfg, seed=0)
+        what = f"{'test-sized' if args.tiny else 'full-size'} VQ trained in {time.perf_counter() - start:.0f} s"
+        print(f"VQ train time: {time.perf_counter() - start:.1f} s")
 
     fresh, fresh_specs = rendered_cases(args.images, seed=12345)
     start = time.perf_counter()
@@ -62,6 +76,10 @@ def main() -> None:
     print(f"VQ round trip passes the checker: {rate:.2%} of {len(fresh)} fresh images (target 98%)")
     for category, r in by_category.items():
         print(f"  {category:20s} {r:.2%}")
+    print(
+        f"summary: checker {images_per_s:,.0f} images/s on one process; {what}: its round trip passes the "
+        f"checker on {rate:.1%} of {len(fresh)} fresh images"
+    )
     print(f"shapes ratio={images_per_s / 1000:.3f}")
 
 

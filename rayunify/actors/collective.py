@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,27 @@ import torch
 from rayunify.weights import Bucket, WeightUpdate, apply_update
 
 BACKENDS = ("gloo", "nccl")
+
+
+def push_backend(learner_gpus: float, receiver_gpus: Sequence[float]) -> str:
+    """The push group's backend from the GPUs per actor of its members (learner rank 0, each receiver role).
+
+    nccl when every member holds whole GPUs: Ray then gives each actor devices of its own. gloo (the bytes
+    through host memory) when any member has none, since a CPU-only member cannot join an NCCL group. A
+    fractional share may put two members on one device, and NCCL refuses two ranks of a group on one GPU:
+    refused here (no CUDA-IPC transport exists yet); the object-store transport works in that placement.
+    """
+    members = [learner_gpus, *receiver_gpus]
+    if any(g == 0 for g in members):
+        return "gloo"
+    if any(g < 1 for g in members):
+        raise ValueError(
+            f"a broadcast push needs distinct GPUs for the learner and every actor that takes pushes "
+            f"(GPUs per actor: learner {learner_gpus}, receivers {list(receiver_gpus)}); a fractional share can put "
+            "two of them on one GPU, where NCCL cannot connect them. Give each whole GPUs, or use "
+            "learner.weight_transport=object_store"
+        )
+    return "nccl"
 
 
 @dataclass(frozen=True)
@@ -52,10 +73,11 @@ class BroadcastChannel:
         self.spec, self.rank = spec, rank
         timeout = datetime.timedelta(seconds=spec.timeout_s)
         store = torch.distributed.TCPStore(spec.address, spec.port, spec.world_size, rank == 0, timeout=timeout)
+        self.group: Any  # ProcessGroupNCCL or ProcessGroupGloo; torch's stubs lack the broadcast both have
         if spec.backend == "nccl":
             # Buckets are moved to this rank's GPU for the broadcast (NCCL moves device memory only).
             self.device = torch.device("cuda", torch.cuda.current_device())
-            self.group = torch.distributed.ProcessGroupNCCL(store, rank, spec.world_size)
+            self.group = torch.distributed.ProcessGroupNCCL(store, rank, spec.world_size)  # type: ignore[call-arg]
         else:
             self.device = torch.device("cpu")
             self.group = torch.distributed.ProcessGroupGloo(store, rank, spec.world_size, timeout)

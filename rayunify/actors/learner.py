@@ -8,7 +8,8 @@ environment itself, so the same code runs with K = 1 on a laptop and K = 8 on a 
 Two choices keep CPU start-up in seconds: DeepSpeed's shared-memory comm op is switched off before
 `init_distributed` (it would JIT-compile first), and the optimizer is `torch.optim.AdamW` (DeepSpeed's CPU
 Adam JIT-compiles for minutes). `deepspeed` is imported inside the worker only, so importing this module
-stays cheap.
+stays cheap; `ray` only where a rank needs its node's address, so the GPU suite can drive a rank in one
+process on a machine without Ray (benchmarks/gpu_online_steps.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
-import ray
 import torch
 
 from rayunify.algos import check_finite
@@ -309,5 +309,7 @@ class LearnerWorker:
 
 def node_ip_and_free_port() -> tuple[str, int]:
     """Runs on rank 0's node: the address the other ranks dial, and a port free there right now."""
+    import ray  # here, not at module level: the GPU suite drives LearnerWorker in one process without Ray
+
     ip = ray.util.get_node_ip_address()
     return ip, free_port(ip)

@@ -230,7 +230,8 @@ class LearnerConfig(Strict):
     weight_transport: Literal["object_store", "broadcast"] = Field(
         "object_store",
         description="How pushes travel: one object in Ray's object store read by every receiver, or a "
-        "broadcast in a process group of learner rank 0 and the receivers (gloo on CPU, nccl on GPU).",
+        "broadcast in a process group of learner rank 0 and the receivers (nccl when each holds whole GPUs, gloo "
+        "when any has none; fractional GPUs, which may share a device, are refused for broadcast).",
     )
     push_timeout_s: float = Field(
         60.0,
@@ -374,3 +375,21 @@ class Config(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _broadcast_needs_distinct_gpus(self) -> Config:
+        if self.learner.weight_transport == "broadcast":
+            from rayunify.actors.collective import push_backend  # the rule the driver applies (no ray there)
+
+            try:
+                push_backend(self.learner.num_gpus, self.push_receiver_gpus())
+            except ValueError as err:
+                raise ValueError(f"learner.weight_transport=broadcast: {err}") from None
+        return self
+
+    def push_receiver_gpus(self) -> list[float]:
+        """GPUs per actor of each role that takes weight pushes: rollout, and the judges when one of the judges
+        they run is the model itself with live weights."""
+        rewards = getattr(self.algorithm, "rewards", None) or []
+        judges = [getattr(j, "base", j) for j in (self.judge, *(term.judge for term in rewards))]
+        live = any(j.type == "self" and j.weights == "live" for j in judges)
+        return [self.rollout.num_gpus] + ([self.judge_actors.num_gpus] if live else [])

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rayunify.actors.collective import push_backend
 from rayunify.config import Config, dump_config
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
@@ -71,7 +72,7 @@ class Trainer:
             self.resources.close()
             raise
         self.data, self.learner = actors.data, actors.learner
-        backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
+        backend = push_backend(cfg.learner.num_gpus, cfg.push_receiver_gpus())  # nccl only on distinct GPUs
         self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
                                timeout_s=cfg.learner.push_timeout_s)  # fmt: skip
         self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
