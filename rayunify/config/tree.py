@@ -3,7 +3,7 @@ trainer and Ray sections."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
@@ -386,10 +386,17 @@ class Config(Strict):
                 raise ValueError(f"learner.weight_transport=broadcast: {err}") from None
         return self
 
-    def push_receiver_gpus(self) -> list[float]:
-        """GPUs per actor of each role that takes weight pushes: rollout, and the judges when one of the judges
-        they run is the model itself with live weights."""
+    def training_judges(self) -> list[Any]:
+        """The judges the judge actors run for training: `judge:` and GRPO's reward judges."""
         rewards = getattr(self.algorithm, "rewards", None) or []
-        judges = [getattr(j, "base", j) for j in (self.judge, *(term.judge for term in rewards))]
-        live = any(j.type == "self" and j.weights == "live" for j in judges)
-        return [self.rollout.num_gpus] + ([self.judge_actors.num_gpus] if live else [])
+        return [self.judge, *(term.judge for term in rewards)]
+
+    def has_live_judges(self) -> bool:
+        """Whether a judge the judge actors run is the model itself with live weights (a wrapper judge, e.g.
+        noisy, names the judge it wraps): then they take weight pushes too."""
+        bases = [getattr(j, "base", j) for j in self.training_judges()]
+        return any(j.type == "self" and j.weights == "live" for j in bases)
+
+    def push_receiver_gpus(self) -> list[float]:
+        """GPUs per actor of each role that takes weight pushes: rollout, and the judges when they are live."""
+        return [self.rollout.num_gpus] + ([self.judge_actors.num_gpus] if self.has_live_judges() else [])

@@ -81,18 +81,7 @@ def start_actors(cfg: Config, train_prompts: list[Any], stack: ExitStack) -> Act
     stack.callback(learner.kill)
     for group in groups:
         group.wait_ready()
-    return Actors(data, groups[0], groups[1], learner, live_judges=any(map(is_live_self_judge, judge_configs(cfg))))
-
-
-def judge_configs(cfg: Config) -> list[Any]:
-    """The judges the judge actors run for training: `judge:` and GRPO's reward judges."""
-    rewards = getattr(cfg.algorithm, "rewards", None) or []
-    return [cfg.judge, *(term.judge for term in rewards)]
-
-
-def is_live_self_judge(judge: Any) -> bool:
-    base = getattr(judge, "base", judge)  # a wrapper judge (e.g. noisy) names the judge it wraps
-    return base.type == "self" and base.weights == "live"
+    return Actors(data, groups[0], groups[1], learner, live_judges=cfg.has_live_judges())
 
 
 def make_progress(total: int):
