@@ -42,6 +42,12 @@ def _tiny(seed: int) -> str:
     return str(cached_tiny_dir(seed=seed))
 
 
+def _showo_tiny(seed: int) -> str:
+    from rayunify.models.showo_factory import cached_tiny_showo_dir
+
+    return str(cached_tiny_showo_dir(seed=seed))
+
+
 def _shapes_model(size: str) -> Callable[[int], str]:
     def directory(seed: int) -> str:
         from rayunify.shapes.cache import cached_base_dir
@@ -71,6 +77,7 @@ def _shapes_checker(cfg: Any) -> Judge:
 
 MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny),
+    "showo-tiny": BuiltinModel("a tiny random Show-o (model.type=showo) for tests", _showo_tiny),
     "shapes-base": BuiltinModel("the ShapesWorld base model (trained on first use)", _shapes_model("base")),
     "shapes-noisy": BuiltinModel("the ShapesWorld base trained on noisy captions", _shapes_model("noisy")),
     "shapes-test": BuiltinModel("a small ShapesWorld base for tests", _shapes_model("test")),

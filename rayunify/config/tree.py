@@ -50,10 +50,44 @@ class JanusModelConfig(Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
+class ShowoModelConfig(Strict):
+    type: Literal["showo"] = "showo"
+    path: str = Field(
+        "builtin:showo-tiny",
+        description="A Show-o folder (config.json + showo.* safetensors, e.g. showlab/show-o-512x512), or "
+        "builtin:showo-tiny (a tiny random Show-o for tests).",
+    )
+    tokenizer_path: str | None = Field(None, description="Phi-1.5's config and tokenizer (default: path/llm).")
+    vq_path: str | None = Field(None, description="MAGVIT-v2's folder (default: path/vq).")
+    variant: Literal["magvit", "clip"] = Field(
+        "magvit", description="magvit: understanding reads MAGVIT-v2 codes; clip (CLIP-ViT features) is not supported yet."
+    )
+    logprob_estimator: Literal["trajectory", "masked"] = Field(
+        "trajectory",
+        description="trajectory: sum over sampling steps of log p of the tokens committed at that step (replays the "
+        "recorded path, one forward per step); masked: one forward under a cosine-schedule mask seeded by the prompt.",
+    )
+    steps: int | None = Field(None, gt=0, description="Sampling steps T (None: 50 at 1,024 image tokens, else 18).")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
+    trainable: Literal["language_model", "lora"] = Field(
+        "language_model", description="language_model: the whole Phi backbone; lora: peft adapters on it."
+    )
+    lora: LoraConfig = Field(
+        default_factory=lambda: LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
+    )
+
+    @model_validator(mode="after")
+    def _supported_variant(self) -> ShowoModelConfig:
+        if self.variant == "clip":
+            raise ValueError("model.variant=clip: Show-o's CLIP-ViT variant is not supported yet (use magvit)")
+        return self
+
+
 if TYPE_CHECKING:
-    ModelConfig = JanusModelConfig
+    ModelConfig = JanusModelConfig | ShowoModelConfig
 else:
-    ModelConfig = variants(JanusModelConfig)
+    ModelConfig = variants(JanusModelConfig, ShowoModelConfig)
 
 
 # ---------------------------------------------------------------------------------------------- curriculum
