@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,29 +97,33 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def _level(in_ch: int, out_ch: int, blocks: int, attention: bool) -> nn.Module:
-    level = nn.Module()
-    level.block = nn.ModuleList(ResnetBlock(in_ch if i == 0 else out_ch, out_ch) for i in range(blocks))
-    level.attn = nn.ModuleList(AttnBlock(out_ch) for _ in range(blocks if attention else 0))
-    return level
+class Level(nn.Module):
+    """One resolution level: residual blocks (each followed by attention at `attn_resolutions`), then an
+    optional `downsample` (encoder) or `upsample` (decoder)."""
+
+    def __init__(self, in_ch: int, out_ch: int, blocks: int, attention: bool):
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(in_ch if i == 0 else out_ch, out_ch) for i in range(blocks))
+        self.attn = nn.ModuleList(AttnBlock(out_ch) for _ in range(blocks if attention else 0))
+        self.resample: str | None = None  # the name of the submodule that changes resolution, if any
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn):
+                h = self.attn[i](h)
+        return h if self.resample is None else getattr(self, self.resample)(h)
 
 
-def _middle(channels: int) -> nn.Module:
-    mid = nn.Module()
-    mid.block_1, mid.attn_1, mid.block_2 = ResnetBlock(channels, channels), AttnBlock(channels), ResnetBlock(channels, channels)
-    return mid
+class Middle(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels)
 
-
-def _run_level(level: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    for i, block in enumerate(level.block):
-        h = block(h)
-        if len(level.attn):
-            h = level.attn[i](h)
-    return h
-
-
-def _run_middle(mid: nn.Module, h: torch.Tensor) -> torch.Tensor:
-    return mid.block_2(mid.attn_1(mid.block_1(h)))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
 
 
 class Encoder(nn.Module):
@@ -129,13 +134,14 @@ class Encoder(nn.Module):
         self.down = nn.ModuleList()
         size = arch.resolution
         for i, blocks in enumerate(arch.encoder_res_blocks):
-            level = _level(arch.ch * mults[i], arch.ch * mults[i + 1], blocks, size in arch.attn_resolutions)
+            level = Level(arch.ch * mults[i], arch.ch * mults[i + 1], blocks, size in arch.attn_resolutions)
             if i != len(arch.encoder_res_blocks) - 1:
-                level.downsample = Downsample(arch.ch * mults[i + 1])
+                level.downsample = Downsample(arch.ch * mults[i + 1])  # the public name
+                level.resample = "downsample"
                 size //= 2
             self.down.append(level)
         top = arch.ch * mults[-1]
-        self.mid = _middle(top)
+        self.mid = Middle(top)
         self.norm_out = _norm(top)
         self.conv_out = nn.Conv2d(top, arch.bits, 3, padding=1)
         self.quant_conv = nn.Conv2d(arch.bits, arch.bits, 1)
@@ -143,10 +149,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            h = _run_level(level, h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
-        h = _run_middle(self.mid, h)
+            h = level(h)
+        h = self.mid(h)
         return self.quant_conv(self.conv_out(F.silu(self.norm_out(h))))
 
 
@@ -159,13 +163,16 @@ class Decoder(nn.Module):
         size = arch.resolution // 2 ** (levels - 1)
         self.post_quant_conv = nn.Conv2d(arch.bits, arch.bits, 1)
         self.conv_in = nn.Conv2d(arch.bits, channels, 3, padding=1)
-        self.mid = _middle(channels)
-        ups: list[nn.Module] = []
+        self.mid = Middle(channels)
+        ups: list[Level] = []
         for i in reversed(range(levels)):
-            level = _level(channels, arch.ch * mults[i], arch.decoder_res_blocks[i], size in arch.attn_resolutions)
+            level = Level(
+                channels, arch.ch * mults[i], arch.decoder_res_blocks[i], size in arch.attn_resolutions
+            )
             channels = arch.ch * mults[i]
             if i != 0:
-                level.upsample = Upsample(channels)
+                level.upsample = Upsample(channels)  # the public name
+                level.resample = "upsample"
                 size *= 2
             ups.insert(0, level)
         self.up = nn.ModuleList(ups)  # index = resolution level, run from the coarsest
@@ -173,15 +180,16 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = _run_middle(self.mid, self.conv_in(self.post_quant_conv(z)))
+        h = self.mid(self.conv_in(self.post_quant_conv(z)))
         for level in reversed(self.up):
-            h = _run_level(level, h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class LookupFreeQuantizer(nn.Module):
+    embedding: torch.Tensor
+    power_vals: torch.Tensor
+
     def __init__(self, bits: int):
         super().__init__()
         powers = 2 ** torch.arange(bits - 1, -1, -1)
@@ -224,7 +232,9 @@ class MAGVITv2(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", "rayunify_arch": asdict(self.arch)}, indent=1))
+        (path / "config.json").write_text(
+            json.dumps({"_class_name": "MAGVITv2", "rayunify_arch": asdict(self.arch)}, indent=1)
+        )
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
 
     @classmethod
@@ -233,9 +243,12 @@ class MAGVITv2(nn.Module):
         no architecture fields, so the public architecture is the default."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"model.vq_path={str(path)!r} has no config.json (expected a MAGVIT-v2 directory)")
+            raise FileNotFoundError(
+                f"model.vq_path={str(path)!r} has no config.json (expected a MAGVIT-v2 directory)"
+            )
         fields = json.loads((path / "config.json").read_text()).get("rayunify_arch", {})
-        model = cls(MagvitArch(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}))
+        arch: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        model = cls(MagvitArch(**arch))
         load_strict(model, read_state_dict(path), f"MAGVIT-v2 weights in {path}")
         return model.eval().requires_grad_(False)
 
@@ -263,7 +276,8 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
     if result.missing_keys:
         problems.append(f"{len(result.missing_keys)} missing (e.g. {', '.join(result.missing_keys[:3])})")
     if result.unexpected_keys:
-        problems.append(f"{len(result.unexpected_keys)} unexpected (e.g. {', '.join(result.unexpected_keys[:3])})")
+        problems.append(
+            f"{len(result.unexpected_keys)} unexpected (e.g. {', '.join(result.unexpected_keys[:3])})"
+        )
     if problems:
         raise ValueError(f"{what} do not match the model: {'; '.join(problems)}")
-

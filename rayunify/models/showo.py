@@ -61,7 +61,9 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         self.vocab: ShowoVocab = parts.vocab
         self.num_image_tokens = parts.config["num_vq_tokens"]
         self.max_text_len = parts.config.get("max_text_len", 128)
-        self.steps = steps or parts.config.get("default_steps") or (50 if self.num_image_tokens >= 1024 else 18)
+        self.steps = (
+            steps or parts.config.get("default_steps") or (50 if self.num_image_tokens >= 1024 else 18)
+        )
         self.estimator: Estimator = estimator
         self.mask_seed = mask_seed
         self.end_of_answer = self.tokenizer.eos_token
@@ -186,14 +188,24 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         use_cfg = settings.guidance_scale > 1
         uncond = self._prefixes([""]).expand(prefixes.shape[0], -1) if use_cfg else None
         logits_fn = self._guided(self.cached_code_logits_fn(), prefixes, uncond, settings.guidance_scale)
-        path = sample(logits_fn, prefixes.shape[0], self.num_image_tokens, self.steps, generators, settings.temperature, greedy)
+        path = sample(
+            logits_fn,
+            prefixes.shape[0],
+            self.num_image_tokens,
+            self.steps,
+            generators,
+            settings.temperature,
+            greedy,
+        )
         tokens = self.vocab.pack(path.codes, path.commit_steps)
         images = self.decode_images(tokens) if decode else None
         return GenerationOutput(image_tokens=tokens, logprobs=path.logprobs, images=images)
 
     def _check_settings(self, settings: SamplingSettings, n: int) -> None:
         if settings.guidance_scale < 1:
-            raise ValueError(f"guidance_scale must be >= 1 (Show-o's w = guidance_scale - 1), got {settings.guidance_scale}")
+            raise ValueError(
+                f"guidance_scale must be >= 1 (Show-o's w = guidance_scale - 1), got {settings.guidance_scale}"
+            )
         if settings.top_k is not None:
             raise ValueError("sampling.top_k: Show-o's mask-predict sampler has no top-k; leave it unset")
         if n < 1:
@@ -217,22 +229,29 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         mask = additive(t2i_attention(unique, self.vocab.pad, self.vocab.soi, self.vocab.eoi), self._dtype)
         positions = torch.arange(unique.shape[1], device=unique.device)[None].expand_as(unique)
         kv = DynamicCache(config=self.phi.config)
-        self.phi.model(input_ids=unique, attention_mask=mask, position_ids=positions, cache=kv, use_cache=True)
-        return PrefixKV([(layer.keys[inverse], layer.values[inverse]) for layer in kv.layers])
+        self.phi.model(
+            input_ids=unique, attention_mask=mask, position_ids=positions, cache=kv, use_cache=True
+        )
+        layers: list[Any] = list(kv.layers)
+        return PrefixKV([(layer.keys[inverse], layer.values[inverse]) for layer in layers])
 
     def _block_logits(self, prefixes: torch.Tensor, kv: PrefixKV, state: torch.Tensor) -> torch.Tensor:
         block = image_block(self.vocab, self.vocab.image_ids(state))
         ids = torch.cat([prefixes, block], dim=1)
         mask = t2i_attention(ids, self.vocab.pad, self.vocab.soi, self.vocab.eoi)[:, :, prefixes.shape[1] :]
         positions = torch.arange(prefixes.shape[1], ids.shape[1], device=ids.device)[None].expand_as(block)
-        hidden = self.phi.model(input_ids=block, attention_mask=additive(mask, self._dtype), position_ids=positions, cache=kv).last_hidden_state
+        hidden = self.phi.model(
+            input_ids=block, attention_mask=additive(mask, self._dtype), position_ids=positions, cache=kv
+        ).last_hidden_state
         return self._code_logits(hidden[:, 1 : 1 + self.num_image_tokens])
 
     def _generators(self, seed: int | Sequence[int] | None, num_prompts: int) -> list[torch.Generator]:
         """One generator per prompt: from the sequence of seeds, or all from one seed (same call, same images)."""
         if isinstance(seed, Sequence):
             if len(seed) != num_prompts:
-                raise ValueError(f"{len(seed)} seeds for {num_prompts} prompts: give one seed, or one per prompt")
+                raise ValueError(
+                    f"{len(seed)} seeds for {num_prompts} prompts: give one seed, or one per prompt"
+                )
             seeds = [int(s) for s in seed]
         else:
             base = int(seed) if seed is not None else int(torch.randint(0, 2**62, (1,)))
@@ -257,7 +276,9 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
             raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
         image_tokens = image_tokens.to(self.device)
         if image_tokens.shape != (len(prompts), self.num_image_tokens):
-            raise ValueError(f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})")
+            raise ValueError(
+                f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
+            )
         prefixes = self._prefixes(prompts)
         uncond_row = self._prefixes([""])
         if drop_prompt is not None:
@@ -267,7 +288,9 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         logits_fn = self._guided(self.full_forward_code_logits, prefixes, uncond, guidance_scale)
         codes = self.vocab.codes(image_tokens)
         if self.estimator == "masked":
-            mask = torch.stack([prompt_mask(p, self.num_image_tokens, self.mask_seed) for p in prompts]).to(self.device)
+            mask = torch.stack([prompt_mask(p, self.num_image_tokens, self.mask_seed) for p in prompts]).to(
+                self.device
+            )
             return masked_logprobs(logits_fn, codes, mask)
         steps = self.vocab.commit_steps(image_tokens)
         if (steps < 0).any():

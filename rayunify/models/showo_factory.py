@@ -21,10 +21,20 @@ from pathlib import Path
 import torch
 
 from rayunify.judges import question
-from rayunify.models.magvit import MAGVITv2, MagvitArch
+from rayunify.models.magvit import MagvitArch, MAGVITv2
 
 # The tokens Show-o adds to Phi's tokenizer, in its order: [PAD] first, then these (ids llm_vocab_size…+9).
-SPECIAL_TOKENS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
+SPECIAL_TOKENS = (
+    "<|soi|>",
+    "<|eoi|>",
+    "<|sov|>",
+    "<|eov|>",
+    "<|t2i|>",
+    "<|mmu|>",
+    "<|t2v|>",
+    "<|v2v|>",
+    "<|lvg|>",
+)
 PAD = "[PAD]"
 END_OF_TEXT = "<|endoftext|>"  # Phi's BOS, EOS and end of an answer
 
@@ -42,8 +52,14 @@ class ShowoArch:
     default_steps: int = 8
     magvit: MagvitArch = field(
         default_factory=lambda: MagvitArch(
-            ch=32, encoder_ch_mult=(1, 1, 2), encoder_res_blocks=(1, 1, 1), decoder_ch_mult=(1, 1, 2),
-            decoder_res_blocks=(1, 1, 1), attn_resolutions=(), resolution=32, bits=6,
+            ch=32,
+            encoder_ch_mult=(1, 1, 2),
+            encoder_res_blocks=(1, 1, 1),
+            decoder_ch_mult=(1, 1, 2),
+            decoder_res_blocks=(1, 1, 1),
+            attn_resolutions=(),
+            resolution=32,
+            bits=6,
         )  # fmt: skip
     )
 
@@ -70,7 +86,7 @@ def phi_config(arch: ShowoArch, vocab_size: int):
     return PhiConfig(
         vocab_size=vocab_size, hidden_size=arch.hidden_size, intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
-        max_position_embeddings=arch.max_positions, qk_layernorm=arch.qk_layernorm, partial_rotary_factor=0.5,
+        max_position_embeddings=arch.max_positions, qk_layernorm=arch.qk_layernorm,
     )  # fmt: skip
 
 
@@ -104,7 +120,11 @@ def train_text_tokenizer(arch: ShowoArch):
     )  # fmt: skip
     bpe.train_from_iterator(corpus, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, unk_token=END_OF_TEXT, padding_side="left"
+        tokenizer_object=bpe,
+        bos_token=END_OF_TEXT,
+        eos_token=END_OF_TEXT,
+        unk_token=END_OF_TEXT,
+        padding_side="left",
     )
 
 
@@ -137,7 +157,9 @@ def cached_tiny_showo_dir(arch: ShowoArch = TINY_SHOWO, seed: int = 0) -> Path:
     """A saved tiny random Show-o, keyed by a hash of its architecture and seed (under $RAYUNIFY_CACHE)."""
     from rayunify.models.factory import cache_root
 
-    key = hashlib.sha256(json.dumps([asdict(arch), seed, FACTORY_VERSION], sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps([asdict(arch), seed, FACTORY_VERSION], sort_keys=True).encode()
+    ).hexdigest()[:12]
     path = cache_root() / f"showo-tiny-{key}"
     if not (path / "config.json").is_file():
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")

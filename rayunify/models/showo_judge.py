@@ -7,6 +7,7 @@ digit position, teacher-forced where the greedy answer strays from "The score is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,11 +17,26 @@ from rayunify.judges import question
 from rayunify.models.base import TeacherForcedJudge
 from rayunify.models.decoding import token_positions
 from rayunify.models.showo_masks import additive, mmu_attention
-from rayunify.models.showo_sequences import mmu_sequences
+from rayunify.models.showo_sequences import ShowoVocab, mmu_sequences
 from rayunify.types import Judgement
 
 
 class ShowoJudgeMixin:
+    if TYPE_CHECKING:  # provided by ShowoUnifiedModel
+        parts: Any
+        vocab: ShowoVocab
+        tokenizer: Any
+        @property
+        def phi(self) -> Any: ...
+
+        @property
+        def _dtype(self) -> torch.dtype: ...
+
+        @property
+        def device(self) -> torch.device: ...
+
+        def tokenize(self, text: str) -> list[int]: ...
+
     def _init_judge(self) -> None:
         self.answer_prefix_ids, self.one_id, self.zero_id = question.answer_token_ids(self.tokenize)
 
@@ -29,7 +45,9 @@ class ShowoJudgeMixin:
         side = self.parts.module.vq.arch.resolution
         pixels = torch.as_tensor(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
         if pixels.shape[-2:] != (side, side):
-            pixels = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+            pixels = F.interpolate(
+                pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+            )
         return self.parts.module.vq.encode_codes(pixels.to(self._dtype))
 
     def judge_inputs(
@@ -40,8 +58,14 @@ class ShowoJudgeMixin:
         if len(images) == 0:
             raise ValueError("judge got no images")
         questions = [question.judge_question(p) for p in prompts]
-        ids, valid, block_end = mmu_sequences(self.tokenizer, self.vocab, self.image_codes(images).cpu(), questions, answers)
-        return {"input_ids": ids.to(self.device), "valid": valid.to(self.device), "block_end": block_end.to(self.device)}
+        ids, valid, block_end = mmu_sequences(
+            self.tokenizer, self.vocab, self.image_codes(images).cpu(), questions, answers
+        )
+        return {
+            "input_ids": ids.to(self.device),
+            "valid": valid.to(self.device),
+            "block_end": block_end.to(self.device),
+        }
 
     def _mmu_forward(self, inputs: dict[str, torch.Tensor], cache=None, last: int = 1):
         mask = additive(mmu_attention(inputs["valid"], inputs["block_end"]), self._dtype)
@@ -51,19 +75,27 @@ class ShowoJudgeMixin:
         )  # fmt: skip
 
     def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
-        raise NotImplementedError("Show-o's judge is not trained from scratch here (no base training for this family)")
+        raise NotImplementedError(
+            "Show-o's judge is not trained from scratch here (no base training for this family)"
+        )
 
     @torch.no_grad()
-    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8) -> list[Judgement]:
+    def judge(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8
+    ) -> list[Judgement]:
         inputs = self.judge_inputs(images, prompts)
         answers, digit_logits = self._greedy_answer(inputs, max_new_tokens)
         strayed = [i for i, d in enumerate(digit_logits) if d is None]
         if strayed:
-            forced = self.teacher_forced_digit_logits([images[i] for i in strayed], [prompts[i] for i in strayed])
+            forced = self.teacher_forced_digit_logits(
+                [images[i] for i in strayed], [prompts[i] for i in strayed]
+            )
             for i, logits in zip(strayed, forced, strict=True):
                 digit_logits[i] = logits
         return [
-            Judgement(verdict=question.parse_verdict(a), score=question.soft_score(*d), answer=a, judge="self")
+            Judgement(
+                verdict=question.parse_verdict(a), score=question.soft_score(*d), answer=a, judge="self"
+            )
             for a, d in zip(answers, digit_logits, strict=True)
         ]
 
@@ -92,16 +124,26 @@ class ShowoJudgeMixin:
             valid = F.pad(valid, (0, 1), value=True)
             positions = positions + 1
             mask = additive(valid[:, None, None, :], self._dtype)  # the new token sees every real key
-            out = self.phi(input_ids=next_token[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            out = self.phi(
+                input_ids=next_token[:, None],
+                attention_mask=mask,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            )
             logits = out.logits[:, -1].float()
         answers = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
         return answers, digit_logits
 
     @torch.no_grad()
-    def teacher_forced_digit_logits(self, images: Sequence[np.ndarray], prompts: Sequence[str]) -> list[tuple[float, float]]:
+    def teacher_forced_digit_logits(
+        self, images: Sequence[np.ndarray], prompts: Sequence[str]
+    ) -> list[tuple[float, float]]:
         """(logit "1", logit "0") after the question followed by the answer prefix, in one forward."""
         inputs = self.judge_inputs(images, prompts)
-        prefix = torch.tensor(self.answer_prefix_ids, device=self.device).expand(inputs["input_ids"].shape[0], -1)
+        prefix = torch.tensor(self.answer_prefix_ids, device=self.device).expand(
+            inputs["input_ids"].shape[0], -1
+        )
         forced = {
             "input_ids": torch.cat([inputs["input_ids"], prefix], dim=1),
             "valid": F.pad(inputs["valid"], (0, prefix.shape[1]), value=True),

@@ -38,10 +38,14 @@ class ShowoParts:
 def read_showo_config(path: Path) -> dict:
     file = path / "config.json"
     if not file.is_file():
-        raise FileNotFoundError(f"model.path={str(path)!r} has no config.json: not a Show-o checkpoint folder")
+        raise FileNotFoundError(
+            f"model.path={str(path)!r} has no config.json: not a Show-o checkpoint folder"
+        )
     config = json.loads(file.read_text())
     if config.get("_class_name") != "Showo":
-        raise ValueError(f"{file}: _class_name is {config.get('_class_name')!r}, expected 'Showo' (model.type=showo)")
+        raise ValueError(
+            f"{file}: _class_name is {config.get('_class_name')!r}, expected 'Showo' (model.type=showo)"
+        )
     missing = [k for k in REQUIRED_FIELDS if k not in config]
     if missing:
         raise ValueError(f"{file} lacks {', '.join(missing)}")
@@ -65,7 +69,9 @@ def load_parts(path: str | Path, tokenizer_path: str | Path | None = None, vq_pa
     llm_dir = Path(tokenizer_path) if tokenizer_path else path / "llm"
     vq_dir = Path(vq_path) if vq_path else path / "vq"
     if not (llm_dir / "config.json").is_file():
-        raise FileNotFoundError(f"model.tokenizer_path={str(llm_dir)!r} has no config.json (Phi-1.5's config and tokenizer)")
+        raise FileNotFoundError(
+            f"model.tokenizer_path={str(llm_dir)!r} has no config.json (Phi-1.5's config and tokenizer)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(llm_dir, padding_side="left")
     vocab = ShowoVocab.from_tokenizer(tokenizer, config)
     phi_config = PhiConfig.from_pretrained(llm_dir)
@@ -96,7 +102,7 @@ def _check_vq(vq: MAGVITv2, config: dict, vq_dir: Path) -> None:
         )
 
 
-def save_parts(path: str | Path, module: torch.nn.Module, parts: ShowoParts) -> None:
+def save_parts(path: str | Path, module: Any, parts: ShowoParts) -> None:
     """config.json + model.safetensors (showo.*) in `path`, Phi's config and tokenizer in path/llm, MAGVIT-v2
     in path/vq."""
     from safetensors.torch import save_file

@@ -25,7 +25,9 @@ def t2i_attention(ids: torch.Tensor, pad_id: int, soi_id: int, eoi_id: int) -> t
     in_image = opened > closed
     causal = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()
     sees = causal[None] & real[:, None, :]  # text: causal over non-pad keys
-    sees = torch.where(in_image[:, :, None], real[:, None, :].expand_as(sees), sees)  # image rows: every non-pad key
+    sees = torch.where(
+        in_image[:, :, None], real[:, None, :].expand_as(sees), sees
+    )  # image rows: every non-pad key
     return _pads_see_themselves(sees, real)[:, None]
 
 
@@ -37,7 +39,9 @@ def mmu_attention(valid: torch.Tensor, block_end: torch.Tensor) -> torch.Tensor:
     _, length = valid.shape
     causal = torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
     columns = torch.arange(length, device=valid.device)
-    in_block = columns[None, :] <= block_end[:, None]  # (B, L) keys inside the image block (pads cleared below)
+    in_block = (
+        columns[None, :] <= block_end[:, None]
+    )  # (B, L) keys inside the image block (pads cleared below)
     sees = (causal[None] | in_block[:, None, :]) & valid[:, None, :]
     return _pads_see_themselves(sees, valid)[:, None]
 

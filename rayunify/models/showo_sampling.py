@@ -78,7 +78,10 @@ def sample(
 
 def _draw(logp: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
     chunks = logp.exp().chunk(len(generators))
-    drawn = [torch.multinomial(c.reshape(-1, c.shape[-1]), 1, generator=g).view(c.shape[:-1]) for c, g in zip(chunks, generators, strict=True)]
+    drawn = [
+        torch.multinomial(c.reshape(-1, c.shape[-1]), 1, generator=g).view(c.shape[:-1])
+        for c, g in zip(chunks, generators, strict=True)
+    ]
     return torch.cat(drawn)
 
 
@@ -93,7 +96,9 @@ def trajectory_logprobs(logits_fn: LogitsFn, codes: torch.Tensor, commit_steps: 
     """(rows, N) log p of each code at the step that committed it, replaying the recorded path (with
     gradients through `logits_fn`)."""
     if (commit_steps < 0).any():
-        raise ValueError("commit_steps has uncommitted positions (-1): these tokens were not drawn by the sampler")
+        raise ValueError(
+            "commit_steps has uncommitted positions (-1): these tokens were not drawn by the sampler"
+        )
     out = torch.zeros(codes.shape, dtype=torch.float32, device=codes.device)
     for step in torch.unique(commit_steps).tolist():
         state = torch.where(commit_steps < step, codes, MASKED)

@@ -97,13 +97,19 @@ def image_block(vocab: ShowoVocab, image_ids: torch.Tensor) -> torch.Tensor:
 
 
 def mmu_sequences(
-    tokenizer, vocab: ShowoVocab, image_codes: torch.Tensor, questions: Sequence[str], answers: Sequence[str] | None
+    tokenizer,
+    vocab: ShowoVocab,
+    image_codes: torch.Tensor,
+    questions: Sequence[str],
+    answers: Sequence[str] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Left-padded `<|mmu|> <|soi|> image <|eoi|> bos USER: \\n{question} ASSISTANT:{answer}` rows (the public
     MMU prompt of the MAGVIT variant): (ids, valid, index of each row's <|eoi|>)."""
     rows = []
     for i, q in enumerate(questions):
-        text = tokenizer("USER: \n" + q + " ASSISTANT:" + (answers[i] if answers else ""), add_special_tokens=False)
+        text = tokenizer(
+            "USER: \n" + q + " ASSISTANT:" + (answers[i] if answers else ""), add_special_tokens=False
+        )
         codes = (image_codes[i] + vocab.code_offset).tolist()
         rows.append([vocab.mmu, vocab.soi, *codes, vocab.eoi, vocab.bos, *text["input_ids"]])
     length = max(len(r) for r in rows)
