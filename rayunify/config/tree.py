@@ -73,14 +73,15 @@ class ShowoModelConfig(Strict):
     trainable: Literal["language_model", "lora"] = Field(
         "language_model", description="language_model: the whole Phi backbone; lora: peft adapters on it."
     )
-    lora: LoraConfig = Field(
-        default_factory=lambda: LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"])
-    )
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Targets default to q_proj, k_proj, v_proj, dense, fc1, fc2.")
 
     @model_validator(mode="after")
     def _supported_variant(self) -> ShowoModelConfig:
         if self.variant == "clip":
             raise ValueError("model.variant=clip: Show-o's CLIP-ViT variant is not supported yet (use magvit)")
+        if "target_modules" not in self.lora.model_fields_set:  # LoraConfig's default names Janus's layers
+            targets = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
+            object.__setattr__(self, "lora", LoraConfig(**{**self.lora.model_dump(), "target_modules": targets}))
         return self
 
 

@@ -92,7 +92,13 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
     def _add_lora(self, lora: Any) -> None:
         from peft import LoraConfig, get_peft_model
 
-        targets = "|".join(lora.target_modules if lora is not None else SHOWO_LORA_TARGETS)
+        wanted = list(lora.target_modules) if lora is not None else SHOWO_LORA_TARGETS
+        present = {name.rsplit(".", 1)[-1] for name, _ in self.phi.model.layers.named_modules()}
+        missing = [t for t in wanted if t not in present]
+        if missing:
+            raise ValueError(f"model.lora.target_modules: {', '.join(missing)} name no layer of Show-o's Phi backbone "
+                             f"(its linear layers: {', '.join(SHOWO_LORA_TARGETS)})")  # fmt: skip
+        targets = "|".join(wanted)
         config = LoraConfig(
             r=lora.rank if lora is not None else 16, lora_alpha=lora.alpha if lora is not None else 32,
             lora_dropout=lora.dropout if lora is not None else 0.0, target_modules=rf"showo\.model\.layers\..*\.({targets})",

@@ -84,7 +84,7 @@ class ShowoJudgeMixin:
         self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8
     ) -> list[Judgement]:
         inputs = self.judge_inputs(images, prompts)
-        answers, digit_logits = self._greedy_answer(inputs, max_new_tokens)
+        answers, digit_logits, _ = self._greedy_answer(inputs, max_new_tokens)
         strayed = [i for i, d in enumerate(digit_logits) if d is None]
         if strayed:
             forced = self.teacher_forced_digit_logits(
@@ -99,7 +99,9 @@ class ShowoJudgeMixin:
             for a, d in zip(answers, digit_logits, strict=True)
         ]
 
+    @torch.no_grad()
     def _greedy_answer(self, inputs: dict[str, torch.Tensor], max_new_tokens: int):
+        """Greedy answers (text), (logit "1", logit "0") where the answer began with the prefix, and token ids."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.phi.config)
@@ -133,7 +135,7 @@ class ShowoJudgeMixin:
             )
             logits = out.logits[:, -1].float()
         answers = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
-        return answers, digit_logits
+        return answers, digit_logits, generated
 
     @torch.no_grad()
     def teacher_forced_digit_logits(

@@ -89,7 +89,7 @@ def _gumbel(shape: torch.Size, generators: Sequence[torch.Generator]) -> torch.T
     per = shape[0] // len(generators)
     device = generators[0].device
     uniform = torch.cat([torch.rand(per, *shape[1:], generator=g, device=device) for g in generators])
-    return -torch.log(-torch.log(uniform.clamp_min(1e-20)).clamp_min(1e-20))
+    return -torch.log((-torch.log(uniform.clamp_min(1e-20))).clamp_min(1e-20))
 
 
 def trajectory_logprobs(logits_fn: LogitsFn, codes: torch.Tensor, commit_steps: torch.Tensor) -> torch.Tensor:
