@@ -10,7 +10,7 @@ import torch
 
 from rayunify.config import LoraConfig, ShowoModelConfig
 from rayunify.models import build_model
-from rayunify.models.magvit import MAGVITv2, MagvitArch
+from rayunify.models.magvit import MagvitArch, MAGVITv2
 from rayunify.models.showo import ShowoUnifiedModel
 from rayunify.models.showo_factory import build_showo, save_showo_dir
 from rayunify.models.showo_sampling import prompt_mask
@@ -73,7 +73,7 @@ def test_masked_estimator_shares_its_mask_between_chosen_rejected_policy_and_ref
     lora = LoraConfig(rank=4, alpha=8, target_modules=["q_proj", "v_proj", "fc1"])
     um = ShowoUnifiedModel.from_pretrained(tiny_dir, trainable="lora", lora=lora, estimator="masked")
     with torch.no_grad():
-        for name, p in um.trainable_named_parameters():
+        for _, p in um.trainable_named_parameters():
             p.add_(0.05 * torch.randn_like(p))  # the policy now differs from the reference
     out = um.generate([PROMPTS[0]], n=2, settings=CFG, seed=5)  # chosen and rejected of one prompt
     policy = um.image_logprobs([PROMPTS[0]] * 2, out.image_tokens)
