@@ -10,9 +10,10 @@ Estimators of log π(image | prompt), both per position (B, N), summed by the lo
 - `trajectory`: Σ_s Σ_{i committed at s} log p(x_i | x_{committed before s}): the log-likelihood of the
   sampling path's token choices (the unmasking order itself is not scored). Teacher-forced by replaying the
   recorded commit steps; on-policy it equals the behaviour log-probs. Costs one forward per step.
-- `masked`: Σ_{i ∈ M} log p(x_i | x_{∉M}) for one random cosine-schedule mask M (t ~ U(0, 1), |M| =
-  max(1, round(N cos(π t / 2)))) seeded by the prompt, so chosen, rejected, policy and reference of the same
-  prompt share it. One forward; Show-o's own training objective (masked-token cross-entropy) on that mask.
+- `masked`: (N / |M|) Σ_{i ∈ M} log p(x_i | x_{∉M}) for one random cosine-schedule mask M (t ~ U(0, 1),
+  |M| = max(1, round(N cos(π t / 2)))) seeded by the prompt, so chosen, rejected, policy and reference of the
+  same prompt share it. One forward. The N / |M| weight puts every mask ratio on the scale of N positions; the
+  per-token NLL of SFT (sum / N) is then exactly Show-o's masked-token cross-entropy (mean over M).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def prompt_mask(prompt: str, num_tokens: int, seed: int = 0) -> torch.Tensor:
 
 
 def masked_logprobs(logits_fn: LogitsFn, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(rows, N): log p(x_i | unmasked codes) at the positions in `mask` (rows, N), 0 elsewhere."""
+    """(rows, N): (N / |M|) · log p(x_i | unmasked codes) at the positions in `mask` (rows, N), 0 elsewhere."""
     state = torch.where(mask, MASKED, codes)
     logp = torch.log_softmax(logits_fn(state).float(), dim=-1).gather(-1, codes[..., None]).squeeze(-1)
-    return torch.where(mask, logp, torch.zeros_like(logp))
+    weight = mask.shape[1] / mask.sum(dim=1, keepdim=True).clamp_min(1)
+    return torch.where(mask, logp * weight, torch.zeros_like(logp))
