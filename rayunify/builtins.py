@@ -94,6 +94,8 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
 ARCHITECTURES: dict[str, str] = {
     "janus-pro-1b-shape": "JANUS_PRO_1B",
     "janus-pro-7b-shape": "JANUS_PRO_7B",
+    "showo-512-shape": "SHOWO_512",  # model.type=showo
+    "showo-256-shape": "SHOWO_256",
 }
 # judge.type -> factory(judge config) for judges that need no model.
 JUDGES: dict[str, Callable[[Any], Judge]] = {"shapes_checker": _shapes_checker}
@@ -133,7 +135,7 @@ def builtin_model(path: str) -> BuiltinModel:
 
 
 def builtin_architecture(path: str) -> Any | None:
-    """The Janus architecture (`rayunify.models.factory.JanusArch`) a `builtin:*-shape` path names, else None."""
+    """The architecture (`JanusArch`, or `ShowoArch` for Show-o) a `builtin:*-shape` path names, else None."""
     name = path.removeprefix(BUILTIN_PREFIX)
     if not is_builtin(path) or name not in ARCHITECTURES:
         return None
