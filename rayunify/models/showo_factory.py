@@ -166,3 +166,16 @@ def cached_tiny_showo_dir(arch: ShowoArch = TINY_SHOWO, seed: int = 0) -> Path:
         save_showo_dir(tmp, *build_showo(arch, seed=seed))
         os.replace(tmp, path) if not path.exists() else shutil.rmtree(tmp)
     return path
+
+
+def build_showo_model(arch: ShowoArch = TINY_SHOWO, seed: int = 0, dtype=torch.float32, device="cpu", **kwargs):
+    """A random `ShowoUnifiedModel` of `arch` in memory (no folder), e.g. for benchmarks on real shapes."""
+    from rayunify.models.showo import ShowoUnifiedModel
+    from rayunify.models.showo_loading import ShowoModule, ShowoParts
+    from rayunify.models.showo_sequences import ShowoVocab
+
+    with torch.device(device):  # initialise where it will run
+        phi, vq, tokenizer, config = build_showo(arch, seed=seed)
+    vocab = ShowoVocab.from_tokenizer(tokenizer, config)
+    module = ShowoModule(phi.to(dtype), vq.to(dtype)).eval()
+    return ShowoUnifiedModel(ShowoParts(module, tokenizer, vocab, config, Path("llm"), Path("vq")), **kwargs)
