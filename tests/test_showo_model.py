@@ -188,3 +188,24 @@ def test_config_selects_the_family_and_refuses_the_clip_variant():
     assert ShowoModelConfig(lora={"target_modules": ["fc1"]}).lora.target_modules == ["fc1"]
     with pytest.raises(ValueError, match="variant=clip"):
         ShowoModelConfig(variant="clip")
+
+
+def test_judge_images_of_another_size_are_resized_and_centre_cropped(tiny):
+    wide = torch.randint(0, 256, (2, 40, 64, 3), dtype=torch.uint8).numpy()
+    assert tiny.image_codes(list(wide)).shape == (2, tiny.num_image_tokens)
+
+
+def test_weights_with_per_head_norms_load_with_qk_layernorm(tiny_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "qk"
+    shutil.copytree(tiny_dir, folder)
+    state = load_file(str(folder / "model.safetensors"))
+    head_dim = state["showo.model.layers.0.self_attn.q_proj.weight"].shape[0] // 4
+    for layer in range(2):
+        for norm in ("q_layernorm", "k_layernorm"):
+            state[f"showo.model.layers.{layer}.self_attn.{norm}.weight"] = torch.ones(head_dim)
+            state[f"showo.model.layers.{layer}.self_attn.{norm}.bias"] = torch.zeros(head_dim)
+    save_file(state, str(folder / "model.safetensors"))
+    um = ShowoUnifiedModel.from_pretrained(folder)
+    assert um.phi.config.qk_layernorm and um.phi.model.layers[0].self_attn.qk_layernorm

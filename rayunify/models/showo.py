@@ -269,8 +269,8 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         """Image tokens (packed or plain codes) → uint8 RGB (B, H, W, 3) through MAGVIT-v2."""
         codes = self.vocab.codes(image_tokens.to(self.device))
         pixels = self.parts.module.vq.decode_codes(codes).float()
-        pixels = ((pixels.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1)
-        return pixels.round().to(torch.uint8).cpu().numpy()
+        pixels = ((pixels.clamp(-1, 1) + 1) / 2 * 255).permute(0, 2, 3, 1)
+        return pixels.to(torch.uint8).cpu().numpy()  # truncated, as the public demo's astype(uint8)
 
     # ------------------------------------------------------------------ log-probs for the losses
     def image_logprobs(

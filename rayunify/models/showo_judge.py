@@ -41,14 +41,18 @@ class ShowoJudgeMixin:
         self.answer_prefix_ids, self.one_id, self.zero_id = question.answer_token_ids(self.tokenize)
 
     def image_codes(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """uint8 (H, W, 3) images → MAGVIT-v2 codes (B, N), resized to its resolution where they differ."""
+        """uint8 (H, W, 3) images → MAGVIT-v2 codes (B, N). Images of another size are resized as Show-o's
+        image_transform does (shorter side to the tokenizer's resolution, bicubic, then a centre crop)."""
         side = self.parts.module.vq.arch.resolution
-        pixels = torch.as_tensor(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        if pixels.shape[-2:] != (side, side):
-            pixels = F.interpolate(
-                pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False
-            )
-        return self.parts.module.vq.encode_codes(pixels.to(self._dtype))
+        pixels = torch.as_tensor(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255
+        height, width = pixels.shape[-2:]
+        if (height, width) != (side, side):
+            scale = side / min(height, width)
+            size = (max(side, round(height * scale)), max(side, round(width * scale)))
+            pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+            top, left = (size[0] - side) // 2, (size[1] - side) // 2
+            pixels = pixels[..., top : top + side, left : left + side]
+        return self.parts.module.vq.encode_codes((pixels * 2 - 1).to(self._dtype))
 
     def judge_inputs(
         self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None

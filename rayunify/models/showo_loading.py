@@ -76,8 +76,11 @@ def load_parts(path: str | Path, tokenizer_path: str | Path | None = None, vq_pa
     vocab = ShowoVocab.from_tokenizer(tokenizer, config)
     phi_config = PhiConfig.from_pretrained(llm_dir)
     phi_config.vocab_size = config["vocab_size"]
+    state = _backbone_state(path)
+    # Phi-1.5's config says qk_layernorm=false; follow the weights if they hold the per-head norms.
+    phi_config.qk_layernorm = any(".self_attn.q_layernorm." in k for k in state)
     phi = PhiForCausalLM._from_config(phi_config, attn_implementation="sdpa")
-    load_strict(phi, _backbone_state(path), f"Show-o weights in {path}")
+    load_strict(phi, state, f"Show-o weights in {path}")
     vq = MAGVITv2.from_pretrained(vq_dir)
     _check_vq(vq, config, vq_dir)
     module = ShowoModule(phi.to(dtype), vq).to(device).eval()
