@@ -209,3 +209,17 @@ def test_weights_with_per_head_norms_load_with_qk_layernorm(tiny_dir, tmp_path):
     save_file(state, str(folder / "model.safetensors"))
     um = ShowoUnifiedModel.from_pretrained(folder)
     assert um.phi.config.qk_layernorm and um.phi.model.layers[0].self_attn.qk_layernorm
+
+
+@pytest.mark.gpu
+def test_show_o_512_architecture_generates_replays_and_decodes_on_a_gpu():
+    from rayunify.models.showo_factory import SHOWO_512, build_showo_model
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 for the replay comparison
+    um = build_showo_model(SHOWO_512, device="cuda", steps=4)
+    assert um.phi.config.vocab_size == 58498 and um.vocab.code_offset == 50305 and um.vocab.mask == 58497
+    out = um.generate(PROMPTS, settings=SamplingSettings(guidance_scale=6.0), seed=[1, 2])
+    assert out.image_tokens.shape == (2, 1024)
+    replayed = um.image_logprobs(PROMPTS, out.image_tokens, geometry="cfg", guidance_scale=6.0)
+    assert torch.allclose(replayed, out.logprobs, atol=1e-3)
+    assert um.decode_images(out.image_tokens).shape == (2, 512, 512, 3)

@@ -119,13 +119,13 @@ def train_text_tokenizer(arch: ShowoArch):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )  # fmt: skip
     bpe.train_from_iterator(corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token=END_OF_TEXT,
-        eos_token=END_OF_TEXT,
-        unk_token=END_OF_TEXT,
-        padding_side="left",
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT, unk_token=END_OF_TEXT, padding_side="left"
     )
+    # A small corpus yields fewer merges than a real vocabulary: unused tokens give the embedding and the head
+    # their real shapes (Show-o-512's 58,498 rows), so timings and memory on this architecture are real.
+    tokenizer.add_tokens([f"<|unused_{i}|>" for i in range(arch.text_vocab_size - len(tokenizer))])
+    return tokenizer
 
 
 def build_showo(arch: ShowoArch = TINY_SHOWO, seed: int = 0):
