@@ -176,6 +176,18 @@ def test_lora_trains_only_adapters_and_the_reference_is_the_adapter_off(tiny_dir
     assert not any(p.requires_grad for n, p in um.module().named_parameters() if n.startswith("vq."))
 
 
+def test_a_lora_model_saves_merged_in_the_public_layout(tiny_dir, tmp_path):
+    um = ShowoUnifiedModel.from_pretrained(tiny_dir, trainable="lora", lora=LoraConfig(rank=4, alpha=8, target_modules=["fc1"]))
+    with torch.no_grad():
+        for _, p in um.trainable_named_parameters():
+            p.add_(0.1)
+    tokens = um.generate(PROMPTS[:1], seed=0).image_tokens
+    um.save_pretrained(tmp_path / "merged")
+    merged = ShowoUnifiedModel.from_pretrained(tmp_path / "merged")
+    assert (tmp_path / "merged" / "adapter").is_dir()
+    assert torch.allclose(merged.image_logprobs(PROMPTS[:1], tokens), um.image_logprobs(PROMPTS[:1], tokens), atol=1e-5)
+
+
 def test_lora_targets_that_match_no_layer_are_refused(tiny_dir):
     with pytest.raises(ValueError, match="o_proj"):
         ShowoUnifiedModel.from_pretrained(tiny_dir, trainable="lora", lora=LoraConfig(target_modules=["q_proj", "o_proj"]))
