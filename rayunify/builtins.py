@@ -46,6 +46,12 @@ def _tiny(seed: int) -> str:
     return str(cached_tiny_dir(seed=seed))
 
 
+def _showo_tiny(seed: int) -> str:
+    from rayunify.models.showo_factory import cached_tiny_showo_dir
+
+    return str(cached_tiny_showo_dir(seed=seed))
+
+
 def _shapes_model(size: str) -> Callable[[int], str]:
     def directory(seed: int) -> str:
         from rayunify.shapes.cache import cached_base_dir
@@ -81,6 +87,7 @@ def _shapes_checker(cfg: Any) -> Judge:
 
 MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny),
+    "showo-tiny": BuiltinModel("a tiny random Show-o (model.type=showo) for tests", _showo_tiny),
     "shapes-base": BuiltinModel("the ShapesWorld base model (trained on first use)", _shapes_model("base")),
     "shapes-noisy": BuiltinModel("the ShapesWorld base trained on noisy captions", _shapes_model("noisy")),
     "shapes-test": BuiltinModel("a small ShapesWorld base for tests", _shapes_model("test")),
@@ -99,6 +106,8 @@ PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
 ARCHITECTURES: dict[str, str] = {
     "janus-pro-1b-shape": "JANUS_PRO_1B",
     "janus-pro-7b-shape": "JANUS_PRO_7B",
+    "showo-512-shape": "SHOWO_512",  # model.type=showo
+    "showo-256-shape": "SHOWO_256",
 }
 # judge.type -> factory(judge config) for judges that need no model.
 JUDGES: dict[str, Callable[[Any], Judge]] = {"shapes_checker": _shapes_checker}
@@ -138,7 +147,7 @@ def builtin_model(path: str) -> BuiltinModel:
 
 
 def builtin_architecture(path: str) -> Any | None:
-    """The Janus architecture (`rayunify.models.factory.JanusArch`) a `builtin:*-shape` path names, else None."""
+    """The architecture (`JanusArch`, or `ShowoArch` for Show-o) a `builtin:*-shape` path names, else None."""
     name = path.removeprefix(BUILTIN_PREFIX)
     if not is_builtin(path) or name not in ARCHITECTURES:
         return None

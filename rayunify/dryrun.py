@@ -79,7 +79,8 @@ def _model_sizes(cfg: Config, config: Any) -> list[str]:
     run = run_shape(cfg, shape)
     trainable = "LoRA adapters" if cfg.model.trainable == "lora" else "the language model"
     learner, rollout = learner_memory(shape, run), rollout_memory(shape, run)
-    lines = [
+    lines = [] if cfg.model.type != "showo" else [_showo_note(cfg, config)]
+    lines += [
         f"model size: {shape.total_params / 1e9:.2f} B parameters, language model "
         f"{shape.language_model_params / 1e9:.2f} B, {shape.trainable_params / 1e6:.1f} M trainable ({trainable}), "
         f"{shape.num_image_tokens} image tokens",
@@ -93,10 +94,21 @@ def _model_sizes(cfg: Config, config: Any) -> list[str]:
     return lines
 
 
+def _showo_note(cfg: Config, config: Any) -> str:
+    from rayunify.models.showo_dryrun import estimator_note
+
+    return estimator_note(cfg, config)
+
+
 def model_shape(cfg: Config, config: Any) -> ModelShape:
     """Parameter counts from the architecture built on the meta device (no memory, no weights)."""
     import torch
     from transformers import JanusForConditionalGeneration
+
+    if cfg.model.type == "showo":
+        from rayunify.models.showo_dryrun import showo_model_shape
+
+        return showo_model_shape(cfg, config)
 
     with torch.device("meta"):
         model = JanusForConditionalGeneration(config)

@@ -30,7 +30,7 @@ class UserError(ValueError):
 @dataclass(frozen=True)
 class ModelCheck:
     description: str
-    config: Any | None  # transformers' JanusConfig where the architecture is known without loading weights
+    config: Any | None  # JanusConfig (Show-o: ShowoArch) where the architecture is known without loading weights
 
 
 def check_model(cfg: Config, need_weights: bool) -> ModelCheck:
@@ -45,9 +45,15 @@ def check_model(cfg: Config, need_weights: bool) -> ModelCheck:
 
 
 def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
+    if cfg.model.type == "showo":
+        from rayunify.models.showo_dryrun import check_showo_model
+
+        return ModelCheck(*check_showo_model(cfg, need_weights))
     path = cfg.model.path
     arch = builtins.builtin_architecture(path)
     if arch is not None:
+        if type(arch).__name__ == "ShowoArch":
+            raise UserError(f"model.path={path!r} is a Show-o architecture: set model.type=showo")
         if need_weights:
             builtins.builtin_model(path)  # raises: an architecture alone cannot train
         from rayunify.models.factory import janus_config

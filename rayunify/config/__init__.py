@@ -38,6 +38,7 @@ from rayunify.config.tree import (
     Resources,
     RolloutResources,
     SamplingConfig,
+    ShowoModelConfig,
     TrainerConfig,
 )
 
@@ -46,6 +47,6 @@ __all__ = [
     "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
     "LoggerConfig", "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig",
     "RayConfig", "Resources", "RewardTermConfig", "RolloutResources", "SFTConfig", "SamplingConfig",
-    "SelfJudgeConfig", "ShapesCheckerJudgeConfig",
+    "SelfJudgeConfig", "ShapesCheckerJudgeConfig", "ShowoModelConfig",
     "Strict", "TrainerConfig", "VLLMJudgeConfig", "dump_config", "load_config", "variants",
 ]  # fmt: skip

@@ -7,23 +7,30 @@ from typing import TYPE_CHECKING
 from rayunify.builtins import resolve_model_path
 
 if TYPE_CHECKING:
-    from rayunify.config import JanusModelConfig
+    from rayunify.config import ModelConfig
     from rayunify.models.base import UnifiedModel
 
 __all__ = ["build_model", "resolve_model_path"]
 
 
-def build_model(cfg: JanusModelConfig, device: str | None = None) -> UnifiedModel:
-    """The one factory for `model.type`: a local HF directory or a built-in model, wrapped for training."""
+def build_model(cfg: ModelConfig, device: str | None = None) -> UnifiedModel:
+    """The one factory for `model.type`: a local directory or a built-in model, wrapped for training."""
     import torch
 
     from rayunify.models.janus import JanusUnifiedModel, LoraSettings
 
-    if cfg.type != "janus":
-        raise ValueError(f"model.type={cfg.type!r} is not supported; choose one of: janus")
+    if cfg.type not in ("janus", "showo"):
+        raise ValueError(f"model.type={cfg.type!r} is not supported; choose one of: janus, showo")
     if device is None:
         device = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, cfg.dtype)
     lora = LoraSettings(**cfg.lora.model_dump())
     path = resolve_model_path(cfg.path, seed=cfg.builtin_seed)
+    if cfg.type == "showo":
+        from rayunify.models.showo import ShowoUnifiedModel
+
+        return ShowoUnifiedModel.from_pretrained(
+            path, cfg.tokenizer_path, cfg.vq_path, dtype=dtype, device=device, trainable=cfg.trainable, lora=lora,
+            estimator=cfg.logprob_estimator, steps=cfg.steps,
+        )  # fmt: skip
     return JanusUnifiedModel.from_pretrained(path, dtype=dtype, device=device, trainable=cfg.trainable, lora=lora)

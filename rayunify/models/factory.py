@@ -71,6 +71,10 @@ JANUS_PRO_7B = replace(
 )  # fmt: skip
 
 
+# Show-o's shapes live in showo_factory; named here too, where `builtin:*-shape` architectures are looked up.
+from rayunify.models.showo_factory import SHOWO_256, SHOWO_512  # noqa: E402, F401
+
+
 def default_corpus() -> list[str]:
     """Text the tiny tokenizer should know as whole words: the judge's question, answers and chat markup."""
     return [
