@@ -49,6 +49,7 @@ BENCHMARKS = (
     Benchmark("bench_judge.py", (), "judge: 32 ShapesWorld renders, random tiny Janus and the ShapesWorld base"),
     Benchmark("bench_shapes.py", ("--shipped",), "ShapesWorld checker, and the shipped base's VQ round trip"),
     Benchmark("bench_pipeline.py", ("--quick", "--steps", "6", "--warmup", "2"), "pipeline: tiny Janus, coin-flip judge, 8 prompts x 4 images a step", 900.0),  # fmt: skip
+    Benchmark("bench_showo_rollout.py", (), "Show-o rollout: small random Show-o, 64 codes, 16 steps, batch 1 and 4"),
     Benchmark("bench_build.py", (), "offline build memory: 2,000 vs 200 prompts x 10 images, tiny Janus", 900.0),
 )
 
