@@ -1,6 +1,7 @@
 """Bounded-memory rollouts and judging: `rollout.max_rows` cuts an actor's prompts into generate calls of
-whole prompts, `judge_actors.batch_size` cuts a chunk's images into judge calls. Neither changes what is
-drawn or judged. The roles run in-process here (no Ray): the cutting is theirs, not the cluster's.
+whole prompts, and the driver hands a chunk to its actors in parts of that size (one task each);
+`judge_actors.batch_size` cuts a part's images into judge calls. None of it changes what is drawn or judged.
+The roles run in-process here (no Ray): the cutting is theirs, not the cluster's.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rayunify.actors.workers import JudgeWorker, RolloutWorker
+from rayunify.actors.workers import JudgeWorker, Rollout, RolloutWorker, prompts_per_call
 from rayunify.config import ConfigError, load_config
 from rayunify.models import resolve_model_path
 from rayunify.types import Prompt
@@ -61,3 +62,32 @@ def test_judging_in_batches_gives_the_same_verdicts():
     for a, b in zip(judged["null"], judged["3"], strict=True):
         assert a.sample.sample_id == b.sample.sample_id and a.judgement.verdict == b.judgement.verdict
         assert a.judgement.score == pytest.approx(b.judgement.score, abs=1e-5)
+
+
+def judge_in_parts(judge: JudgeWorker, parts: list[Rollout], fraction: float) -> list:
+    return [item for part in parts for item in judge.judge_rollout(part, reference_fraction=fraction, seed=5)[0]]
+
+
+def test_a_chunk_handed_over_in_parts_is_the_chunk_in_one_task():
+    """The collector's parts: each a task of whole prompts; same images, sample ids and reference draws."""
+    referee = ["guard.reference.type=python", "guard.reference.import_path=fixture_judges:brighter_than_half"]
+    cfg = config("rollout.max_rows=8", "guard.enabled=true", "guard.fraction=0.5", *referee)  # 2 prompts a part
+    per_part = prompts_per_call(cfg)
+    assert per_part == 2
+    worker = RolloutWorker(cfg.model_dump(mode="json"))
+    whole = worker.generate(PROMPTS, N, seed=5, chunk=1)
+    parts = [worker.generate(PROMPTS[i : i + per_part], N, seed=5, chunk=1, first=i) for i in range(0, len(PROMPTS), per_part)]
+    assert [len(part.images) for part in parts] == [per_part * N] * 2  # no task holds more than its part
+    assert [s.sample_id for p in parts for s in p.samples] == [s.sample_id for s in whole.samples]
+    assert np.array_equal(np.concatenate([p.images for p in parts]), whole.images)
+    judge = JudgeWorker(cfg.model_dump(mode="json"))
+    one, split = judge_in_parts(judge, [whole], 0.5), judge_in_parts(judge, parts, 0.5)
+    assert [a.reference is None for a in one] == [b.reference is None for b in split]
+    assert any(a.reference is not None for a in one) and any(a.reference is None for a in one)
+
+
+def test_parts_need_max_rows():
+    worker = RolloutWorker(config().model_dump(mode="json"))
+    assert prompts_per_call(worker.cfg) is None
+    with pytest.raises(ValueError, match="only under rollout.max_rows"):
+        worker.generate(PROMPTS[2:], N, seed=5, chunk=0, first=2)

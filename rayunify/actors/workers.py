@@ -30,6 +30,14 @@ def _limit_threads(num_cpus: float) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
+def prompts_per_call(cfg: Config, n: int | None = None) -> int | None:
+    """Whole prompts per generate call under rollout.max_rows (CFG twins count); None: no bound. The driver
+    hands a chunk to its rollout actor in parts of this many prompts, so no actor holds more at once."""
+    if cfg.rollout.max_rows is None:
+        return None
+    return max(1, cfg.rollout.max_rows // cfg.sampling.rows_per_prompt(n))
+
+
 @dataclass
 class Rollout:
     """A chunk of generated samples with their decoded images (for the judge and for logging only)."""
@@ -39,6 +47,7 @@ class Rollout:
     images: np.ndarray  # (len(samples), H, W, 3) uint8
     generate_s: float
     decode_s: float
+    first_row: int = 0  # samples of its chunk before this part (a chunk handed over in parts)
 
 
 class ModelHolder(ModuleReceiver):
@@ -56,9 +65,12 @@ class ModelHolder(ModuleReceiver):
 
 
 class RolloutWorker(ModelHolder):
-    def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int) -> Rollout:
+    def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int, first: int = 0) -> Rollout:
+        """`first`: the index of prompts[0] within its chunk when the driver hands a chunk over in parts of
+        whole prompts (`prompts_per_call`); seeds and sample ids are the chunk's, so a part's images are the
+        ones the whole chunk in one task would draw."""
         start = time.perf_counter()
-        out = self._generate_in_calls([p.text for p in prompts], n, seed)
+        out = self._generate_in_calls([p.text for p in prompts], n, seed, first)
         generated = time.perf_counter()
         images = np.concatenate([self.unified.decode_images(t) for t in out.image_tokens.split(self._rows_per_call(n))])
         tokens = out.image_tokens.cpu().numpy()
@@ -66,7 +78,7 @@ class RolloutWorker(ModelHolder):
         behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens) if self.cfg.algorithm.type == "grpo" else None
         samples = [
             Sample(
-                sample_id=f"{seed}-{chunk}-{i}",
+                sample_id=f"{seed}-{chunk}-{first * n + i}",
                 prompt=prompts[i // n],
                 image_tokens=tokens[i],
                 policy_version=self.version,
@@ -75,7 +87,7 @@ class RolloutWorker(ModelHolder):
             )
             for i in range(len(tokens))
         ]
-        return Rollout(chunk, samples, images, generated - start, time.perf_counter() - generated)
+        return Rollout(chunk, samples, images, generated - start, time.perf_counter() - generated, first * n)
 
     @torch.no_grad()
     def behaviour_logprobs(self, prompts: list[Prompt], n: int, tokens: torch.Tensor) -> np.ndarray:
@@ -94,19 +106,20 @@ class RolloutWorker(ModelHolder):
 
     def _rows_per_call(self, n: int) -> int:
         """Samples per generate call under rollout.max_rows (whole prompts; CFG twins count); all if None."""
-        max_rows = self.cfg.rollout.max_rows
-        if max_rows is None:
-            return 2**62
-        return max(1, max_rows // self.cfg.sampling.rows_per_prompt(n)) * n
+        per_call = prompts_per_call(self.cfg, n)
+        return 2**62 if per_call is None else per_call * n
 
-    def _generate_in_calls(self, texts: list[str], n: int, seed: int) -> GenerationOutput:
+    def _generate_in_calls(self, texts: list[str], n: int, seed: int, first: int = 0) -> GenerationOutput:
         """rollout.max_rows None: one call seeded by `seed`. Otherwise calls of whole prompts, each prompt
-        seeded on its own (`prompt_seeds`), so its images are the same whatever max_rows is."""
+        seeded on its own (`prompt_seeds`, by its index in the chunk), so its images are the same whatever
+        max_rows is and however the chunk is handed over."""
         settings = self.cfg.sampling.settings()
-        if self.cfg.rollout.max_rows is None:
+        per_call = prompts_per_call(self.cfg, n)
+        if per_call is None:
+            if first:
+                raise ValueError("a chunk is handed over in parts only under rollout.max_rows")
             return self.unified.generate(texts, n=n, settings=settings, seed=seed)
-        per_call = self._rows_per_call(n) // n
-        seeds = prompt_seeds(seed, len(texts))
+        seeds = prompt_seeds(seed, first + len(texts))[first:]
         outs = [
             self.unified.generate(texts[i : i + per_call], n=n, settings=settings, seed=seeds[i : i + per_call])
             for i in range(0, len(texts), per_call)
@@ -214,14 +227,17 @@ class JudgeWorker:
 
     def judge_rollout(
         self, rollout: Rollout, reference_fraction: float, seed: int
-    ) -> tuple[list[JudgedSample], float]:
-        """Judge a chunk; the guard's reference also scores a seeded `reference_fraction` of it."""
+    ) -> tuple[list[JudgedSample], float, float]:
+        """Judge a chunk (or a part of one); the guard's reference also scores a seeded `reference_fraction`
+        of it, drawn as for the whole chunk. Returns the judged samples, the judging seconds and the
+        rollout's own seconds (so the driver need not keep the rollout, images and all, to time it)."""
         start = time.perf_counter()
         prompts = [s.prompt for s in rollout.samples]
         verdicts = self._judge_in_calls(self.judge, list(rollout.images), prompts)
         references: list[Any] = [None] * len(prompts)
         if self.reference is not None and reference_fraction > 0:
-            chosen = np.flatnonzero(np.random.default_rng(seed).random(len(prompts)) < reference_fraction)
+            draws = np.random.default_rng(seed).random(rollout.first_row + len(prompts))[rollout.first_row :]
+            chosen = np.flatnonzero(draws < reference_fraction)
             if len(chosen):
                 ref = self._judge_in_calls(self.reference, [rollout.images[i] for i in chosen], [prompts[i] for i in chosen])
                 for i, j in zip(chosen, ref, strict=True):
@@ -232,7 +248,7 @@ class JudgeWorker:
         ]
         if self.cfg.algorithm.type == "grpo":
             self._add_rewards(judged, rollout.images)
-        return judged, time.perf_counter() - start
+        return judged, time.perf_counter() - start, rollout.generate_s + rollout.decode_s
 
     def _add_rewards(self, judged: list[JudgedSample], images: np.ndarray) -> None:
         """GRPO: every sample's reward, from the training judge's judgement or the weighted reward judges."""

@@ -322,6 +322,13 @@ class TrainerConfig(Strict):
         1, gt=0, description="Offline: full passes (without replacement) over the data; a curriculum replay adds "
         "to it first (Algorithm 2), so its epoch and later ones are longer."
     )
+    build_chunk_prompts: int | None = Field(
+        256,
+        gt=0,
+        description="Offline: the build generates and judges this many prompts at a time, hands each chunk to the "
+        "training data and checkpoints after it, so memory does not grow with the prompt count and a build that "
+        "dies resumes (trainer.resume) from its last finished chunk. None: every prompt in one chunk.",
+    )
     push_every: int = Field(1, gt=0)
     eval_every: int = Field(10, gt=0)
     eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")

@@ -1,14 +1,19 @@
 """Collection: a step's prompts, generated on the rollout actors and judged on the judge actors.
 
-Prompts are split into one chunk per rollout actor; each chunk's judge task takes its rollout's ObjectRef,
-so images go from rollout to judge without a hop through the driver. A chunk whose actor died is re-run on
-a restarted actor with the same seed, so every prompt is processed exactly once.
+Prompts are split into one chunk per rollout actor, and a chunk into parts of whole prompts that fit one
+generate call (`rollout.max_rows`; one part when it is unset). Each part is a task of its own and its judge
+task takes the part's ObjectRef, so images go from rollout to judge without a hop through the driver, and
+an actor holds one part's images at a time, never a whole step's: the driver keeps no rollout but the first
+(for the step's image grid), so a part's images are freed once it is judged. Every task is submitted at
+launch, so each actor runs a step's parts before any weight push sent after them. A part whose actor died
+is re-run on a restarted actor with the same seed, so every prompt is processed exactly once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 
 from rayunify.batching import chunk_seed, chunks
@@ -18,30 +23,35 @@ from rayunify.types import JudgedSample
 
 
 @dataclass
-class Chunk:
+class Part:
+    """Whole prompts of one chunk, generated in one task: `first` is the index of prompts[0] in the chunk."""
+
+    chunk: int
+    first: int
     prompts: list[Any]
-    rollout_ref: Any
     judged_ref: Any
+    rollout_ref: Any  # kept for the launch's first part only (the image grid); None for the others
 
 
 @dataclass
 class Pending:
-    """One launched collection; `Collector.finish` waits for it."""
+    """One launched collection; `Collector.finish` waits for it. Parts in chunk order, then prompt order."""
 
     step: int
-    chunks: list[Chunk]
+    parts: list[Part]
 
 
 @dataclass
 class Collected:
     judged: list[JudgedSample]
     timings: dict[str, float]
-    first_rollout: Any  # chunk 0's Rollout (images for the step's image grid)
+    first_rollout: Any  # the first part's Rollout (images for the step's image grid)
     first_judged: list[JudgedSample]
 
 
 class Collector:
-    """Runs collections on the rollout and judge groups and keeps them alive (restarts, weight catch-up)."""
+    """Runs collections on the rollout and judge groups and keeps them alive (restarts, weight catch-up).
+    `part_prompts`: prompts per generate task (`prompts_per_call`); None: a chunk in one task."""
 
     def __init__(
         self,
@@ -51,52 +61,72 @@ class Collector:
         seed: int,
         reference_fraction: Callable[[int], float],  # the share of a step's samples the guard also scores
         retries: int = 3,
+        part_prompts: int | None = None,
     ) -> None:
         self.rollout, self.judges, self.live_judges = actors.rollout, actors.judges, actors.live_judges
         self.sync, self.samples_per_prompt, self.seed = sync, samples_per_prompt, seed
-        self.reference_fraction, self.retries = reference_fraction, retries
+        self.reference_fraction, self.retries, self.part_prompts = reference_fraction, retries, part_prompts
         self.restarts = 0
 
-    def launch(self, step: int, prompts: list[Any]) -> Pending:
-        """Split prompts over rollout actors; each chunk's judge task waits on its rollout (no driver hop)."""
-        parts = chunks(prompts, len(self.rollout))
-        return Pending(step, [self._launch_chunk(step, c, part) for c, part in enumerate(parts)])
+    def launch(self, step: int, prompts: list[Any], first_chunk: int = 0) -> Pending:
+        """Split prompts over rollout actors, and each actor's chunk into parts; each part's judge task waits
+        on its rollout (no driver hop). Parts are submitted round-robin over the chunks (a judge actor serving
+        several rollout actors takes their parts as they come). `first_chunk` numbers the chunks (seeds): an
+        offline build's chunks go on where the previous build chunk stopped."""
+        per_chunk = [
+            self._parts(first_chunk + c, chunk) for c, chunk in enumerate(chunks(prompts, len(self.rollout)))
+        ]
+        order = [part for row in zip_longest(*per_chunk) for part in row if part is not None]
+        launched = {(c, first): self._launch_part(step, c, first, part) for c, first, part in order}
+        parts = [launched[c, f] for row in per_chunk for c, f, _ in row]
+        for part in parts[1:]:
+            part.rollout_ref = None  # its judge task holds the images until judged; then they are freed
+        return Pending(step, parts)
 
-    def _launch_chunk(self, step: int, chunk: int, prompts: list[Any]) -> Chunk:
+    def _parts(self, chunk: int, prompts: list[Any]) -> list[tuple[int, int, list[Any]]]:
+        size = self.part_prompts or max(1, len(prompts))
+        return [(chunk, first, prompts[first : first + size]) for first in range(0, len(prompts), size)]
+
+    def _launch_part(self, step: int, chunk: int, first: int, prompts: list[Any]) -> Part:
         seed = chunk_seed(self.seed, step, chunk)
         rollout = self.rollout.actors[chunk % len(self.rollout)]
         judge = self.judges.actors[chunk % len(self.judges)]
-        rollout_ref = rollout.generate.remote(prompts, self.samples_per_prompt, seed, chunk)
-        return Chunk(prompts, rollout_ref, judge.judge_rollout.remote(rollout_ref, self.reference_fraction(step), seed))
+        rollout_ref = rollout.generate.remote(prompts, self.samples_per_prompt, seed, chunk, first)
+        judged_ref = judge.judge_rollout.remote(rollout_ref, self.reference_fraction(step), seed)
+        return Part(chunk, first, prompts, judged_ref, rollout_ref)
 
     def finish(self, pending: Pending) -> Collected:
-        """Wait for every chunk, re-running a chunk whose rollout or judge actor died."""
+        """Wait for every part, re-running a part whose rollout or judge actor died."""
         judged: list[JudgedSample] = []
-        generate_s, judge_s = [], []
+        generate_s: dict[int, float] = {}
+        judge_s: dict[int, float] = {}
         first: tuple[Any, list[JudgedSample]] = (None, [])
-        for index, chunk in enumerate(pending.chunks):
-            for attempt in range(self.retries + 1):
-                try:
-                    samples, seconds = ray_get(chunk.judged_ref)
-                    rollout = ray_get(chunk.rollout_ref)
-                    break
-                except ActorDied:
-                    if attempt == self.retries:
-                        raise
-                    self.restart_dead_actors()
-                    chunk = self._launch_chunk(pending.step, index, chunk.prompts)
+        for index, part in enumerate(pending.parts):
+            samples, judging, generating, rollout = self._wait(pending.step, part, keep_rollout=index == 0)
             judged.extend(samples)
-            generate_s.append(rollout.generate_s + rollout.decode_s)
-            judge_s.append(seconds)
+            generate_s[part.chunk] = generate_s.get(part.chunk, 0.0) + generating
+            judge_s[part.chunk] = judge_s.get(part.chunk, 0.0) + judging
             if index == 0:
                 first = (rollout, samples)
         timings = {
-            "time/generate_s": max(generate_s, default=0.0),
-            "time/judge_s": max(judge_s, default=0.0),
-            "busy/rollout_s": sum(generate_s),
-            "busy/judge_s": sum(judge_s),
+            "time/generate_s": max(generate_s.values(), default=0.0),
+            "time/judge_s": max(judge_s.values(), default=0.0),
+            "busy/rollout_s": sum(generate_s.values()),
+            "busy/judge_s": sum(judge_s.values()),
         }
         return Collected(judged, timings, *first)
+
+    def _wait(self, step: int, part: Part, keep_rollout: bool) -> tuple[list[JudgedSample], float, float, Any]:
+        for attempt in range(self.retries + 1):
+            try:
+                samples, judging, generating = ray_get(part.judged_ref)
+                return samples, judging, generating, ray_get(part.rollout_ref) if keep_rollout else None
+            except ActorDied:
+                if attempt == self.retries:
+                    raise
+                self.restart_dead_actors()
+                part = self._launch_part(step, part.chunk, part.first, part.prompts)
+        raise AssertionError("unreachable")
 
     def on_first_rollout(self, method: str, *args: Any) -> Any:
         """Evaluation, probe and export run on rollout actor 0 (it holds the current weights); if it died,

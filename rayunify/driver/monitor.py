@@ -48,6 +48,17 @@ def guard_due(cfg: Config, step: int) -> bool:
     return cfg.guard.enabled and (cfg.trainer.mode == "offline" or step % cfg.guard.every == 0)
 
 
+def guard_records(judged: list[JudgedSample]) -> tuple[list[VerdictRecord], list[str]]:
+    """The samples the guard's reference also scored, as the guard reads them, with their prompts' texts
+    (the guard clusters errors by prompt)."""
+    scored = [j for j in judged if j.reference is not None]
+    records = [
+        VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)  # type: ignore[union-attr]
+        for j in scored
+    ]
+    return records, [j.sample.prompt.text for j in scored]
+
+
 def reference_fraction(cfg: Config, step: int) -> float:
     """The share of a step's samples the guard's reference judge also scores."""
     return cfg.guard.fraction if guard_due(cfg, step) else 0.0
@@ -165,16 +176,15 @@ class Monitor:
     # ------------------------------------------------------------------ the guard
     def check_guard(self, step: int, judged: list[JudgedSample]) -> dict[str, float]:
         """Agreement with the reference on this step's samples (when due); an alarm may stop the run."""
+        return self.check_records(step, *guard_records(judged))
+
+    def check_records(self, step: int, records: list[VerdictRecord], prompts: list[str]) -> dict[str, float]:
+        """`check_guard` on records gathered beforehand (an offline build's chunks, kept across a resume)."""
         if not guard_due(self.cfg, step):
             return {}
-        scored = [j for j in judged if j.reference is not None]
-        if not scored:
+        if not records:
             return {}
-        records = [
-            VerdictRecord(j.sample.prompt.category, j.judgement.verdict, j.judgement.score, j.reference.verdict)  # type: ignore[union-attr]
-            for j in scored
-        ]
-        verdict = self.guard.observe(records, [j.sample.prompt.text for j in scored])  # errors clustered by prompt
+        verdict = self.guard.observe(records, prompts)  # errors clustered by prompt
         for alarm in verdict.alarms:
             self.progress.write(f"[guard] step {step}: {alarm}")
             if self.cfg.guard.stop_on_alarm:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rayunify.actors.collective import push_backend
 from rayunify.config import Config, dump_config
+from rayunify.driver.build import BUILD_FILE, OfflineBuild, load_build
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
 from rayunify.driver.grpo import GRPOLearning
@@ -37,6 +38,9 @@ class Hooks:
     def on_reference_logps(self, pairs: list[Any], step: int) -> None:
         """The batch's pairs hold their reference log-probs; the learner step comes next."""
 
+    def after_build_chunk(self, trainer: Trainer, chunk: int) -> None:
+        """An offline build's chunk is in the training data and its build checkpoint is written."""
+
 
 class Trainer:
     """Builds the run's actors and collaborators at construction; `run()` trains and always tears down."""
@@ -52,7 +56,9 @@ class Trainer:
         self.hooks = hooks or Hooks()
         self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
-        self.resume = cfg.trainer.resume and self.checkpoints.latest() is not None
+        self.build = OfflineBuild(self)  # an offline run's data set; resumable chunk by chunk
+        resumable = self.checkpoints.latest() is not None or (self.checkpoints.root / BUILD_FILE).is_file()
+        self.resume = cfg.trainer.resume and resumable
         if not self.resume:
             self.checkpoints.clear()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,8 +81,10 @@ class Trainer:
         backend = push_backend(cfg.learner.num_gpus, cfg.push_receiver_gpus())  # nccl only on distinct GPUs
         self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
                                timeout_s=cfg.learner.push_timeout_s)  # fmt: skip
+        from rayunify.actors.workers import prompts_per_call
+
         self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
-                                   partial(reference_fraction, cfg))  # fmt: skip
+                                   partial(reference_fraction, cfg), part_prompts=prompts_per_call(cfg))  # fmt: skip
         self.sync.restart_dead = self.collector.restart_dead_actors  # a receiver lost mid-push: restart, retry
         self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
@@ -125,10 +133,7 @@ class Trainer:
         and the later ones are longer. Each epoch ends with a guard check on fresh samples."""
         cfg, batch = self.cfg.trainer, self.cfg.learner.batch_size
         if self.step == 0:
-            judged = self.collect(self.collector.launch(0, ray_get(self.data.all_prompts.remote()))).judged
-            # The build's samples are the first fresh ones: the guard checks them (its reference already
-            # scored a share of them).
-            self.logger.log(0, {**self.add_to_buffer(judged), **self.monitor.check_guard(0, judged)})
+            self.build.run()  # chunk by chunk; a resumed build goes on from its last finished chunk
         epoch, left = ray_get(self.data.epoch_progress.remote(batch))
         self.progress.reset()
         self.progress.update(self.step)
@@ -272,18 +277,27 @@ class Trainer:
             f"  plots: rayunify report {self.run_dir}"
         )
 
-    def save_checkpoint(self) -> Path:
+    def driver_state(self) -> DriverState:
         m = self.monitor
         data = ray_get(self.data.state_dict.remote())
-        state = DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches)
-        return self.checkpoints.save(state, self.learner)
+        return DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches)
+
+    def save_checkpoint(self) -> Path:
+        return self.checkpoints.save(self.driver_state(), self.learner)
 
     def restore(self) -> None:
-        """Learner, buffer, curriculum, guard and step from the latest checkpoint; then weights are re-pushed
-        to every actor before anything is generated."""
+        """Learner, buffer, curriculum, guard and step from the latest checkpoint (or, with none yet, from an
+        offline build's checkpoint: the learner has not stepped); then weights are re-pushed to every actor
+        before anything is generated."""
         path = self.checkpoints.latest()
-        assert path is not None
-        state = self.checkpoints.load(path, self.learner)
+        build = load_build(self.checkpoints.root / BUILD_FILE)
+        if build is not None:
+            self.build.progress = build[1]  # a step checkpoint comes after the build: it is finished
+        if path is not None:
+            state = self.checkpoints.load(path, self.learner)
+        else:
+            assert build is not None
+            path, state = self.checkpoints.root / BUILD_FILE, build[0]
         ray_get(self.data.load_state_dict.remote(state.data))
         self.monitor.guard.load_state_dict(state.guard)
         self.monitor.probe, self.monitor.fixed_images = state.probe, state.fixed_images
