@@ -104,7 +104,7 @@ def local_cluster():
 def config(tmp_path: Path, name: str, *overrides: str):
     return load_config(None, [
         "model.path=builtin:tiny", "judge.type=python", "judge.import_path=test_offline_build:counting_judge",
-        f"judge.kwargs.log={tmp_path / name}.judged", "prompts.n_train=10", "prompts.n_eval=2",
+        f"judge.kwargs.log={tmp_path / name}.judged", "prompts.n_train=8", "prompts.n_eval=2",
         f"sampling.samples_per_prompt={N}", "sampling.guidance_scale=2.0", "rollout.max_rows=8",  # 2 prompts a part
         "rollout.num_cpus=0.5", "judge_actors.num_cpus=0.5", "algorithm.type=sft", "trainer.mode=offline",
         f"trainer.build_chunk_prompts={CHUNK}", "learner.batch_size=2", "trainer.eval_prompts=2",
@@ -128,6 +128,7 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
 
 
+@pytest.mark.slow  # three short runs: about 90 s on 2 loaded cores
 def test_a_killed_build_resumes_from_its_last_chunk_judging_each_prompt_once(tmp_path):
     straight = Build()
     run(config(tmp_path, "straight"), straight)
