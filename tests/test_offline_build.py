@@ -77,15 +77,19 @@ class Interrupt(Exception):
 
 
 class Build(Hooks):
-    """Keeps the training data as the build's last chunk leaves it; dies after `die_after` chunks; ends the
-    run after the first learner step's row (enough to see the build's data trained on)."""
+    """Keeps the training data as the build's last chunk leaves it; dies after `die_after` chunks; kills the
+    rollout actor after `kill_rollout_after` chunks (the next chunk's parts all fail, and are re-run on a
+    restarted actor); ends the run after the first learner step's row (the build's data trained on)."""
 
-    def __init__(self, die_after: int | None = None) -> None:
-        self.die_after, self.data, self.train_prompts = die_after, None, None
+    def __init__(self, die_after: int | None = None, kill_rollout_after: int | None = None) -> None:
+        self.die_after, self.kill_rollout_after = die_after, kill_rollout_after
+        self.data, self.train_prompts = None, None
 
     def after_build_chunk(self, trainer, chunk):
         if chunk + 1 == self.die_after:
             raise Interrupt(f"killed after build chunk {chunk}")
+        if chunk + 1 == self.kill_rollout_after:
+            ray.kill(trainer.collector.rollout.actors[0], no_restart=True)
         self.train_prompts = [p.prompt_id for p in ray_get(trainer.data.all_prompts.remote())]
         self.data = json.dumps(ray_get(trainer.data.state_dict.remote()), default=np.ndarray.tolist, sort_keys=True)
 
@@ -105,7 +109,7 @@ def config(tmp_path: Path, name: str, *overrides: str):
     return load_config(None, [
         "model.path=builtin:tiny", "judge.type=python", "judge.import_path=test_offline_build:counting_judge",
         f"judge.kwargs.log={tmp_path / name}.judged", "prompts.n_train=8", "prompts.n_eval=2",
-        f"sampling.samples_per_prompt={N}", "sampling.guidance_scale=2.0", "rollout.max_rows=8",  # 2 prompts a part
+        f"sampling.samples_per_prompt={N}", "sampling.guidance_scale=2.0", "rollout.max_rows=4",  # a prompt a part
         "rollout.num_cpus=0.5", "judge_actors.num_cpus=0.5", "algorithm.type=sft", "trainer.mode=offline",
         f"trainer.build_chunk_prompts={CHUNK}", "learner.batch_size=2", "trainer.eval_prompts=2",
         "guard.probe_size=0", "trainer.eval_fixed_images=false", "logger.type=jsonl", f"trainer.output_dir={tmp_path}",
@@ -130,7 +134,7 @@ def same(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow  # three short runs: about 90 s on 2 loaded cores
 def test_a_killed_build_resumes_from_its_last_chunk_judging_each_prompt_once(tmp_path):
-    straight = Build()
+    straight = Build(kill_rollout_after=1)  # and a lost rollout actor changes nothing either
     run(config(tmp_path, "straight"), straight)
     assert straight.train_prompts is not None and len(straight.train_prompts) == 8
     every_prompt_once = Counter({pid: N for pid in straight.train_prompts})
@@ -145,5 +149,6 @@ def test_a_killed_build_resumes_from_its_last_chunk_judging_each_prompt_once(tmp
     assert resumed.data == straight.data  # the same buffer, pairs, difficulty, pool and prompt order
     # The same logged rows: the start evaluation (first run), the build's row and the first learner step.
     got, want = rows(tmp_path, "killed"), rows(tmp_path, "straight")
+    assert want[2].pop("actors/restarts") == 1 and got[2].pop("actors/restarts") == 0
     assert len(got) == len(want) == 3 and all(same(a, b) for a, b in zip(got, want, strict=True))
     assert want[1]["data/groups"] == 8 and want[2]["train/loss"] > 0

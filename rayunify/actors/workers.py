@@ -65,10 +65,12 @@ class ModelHolder(ModuleReceiver):
 
 
 class RolloutWorker(ModelHolder):
-    def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int, first: int = 0) -> Rollout:
+    def generate(self, prompts: list[Prompt], n: int, seed: int, chunk: int, first: int = 0, after: Any = None) -> Rollout:
         """`first`: the index of prompts[0] within its chunk when the driver hands a chunk over in parts of
         whole prompts (`prompts_per_call`); seeds and sample ids are the chunk's, so a part's images are the
-        ones the whole chunk in one task would draw."""
+        ones the whole chunk in one task would draw. `after`: unused here; the driver passes an earlier
+        part's judgement so that Ray starts this task only once that part is judged (a bound on the images
+        waiting for the judge)."""
         start = time.perf_counter()
         out = self._generate_in_calls([p.text for p in prompts], n, seed, first)
         generated = time.perf_counter()

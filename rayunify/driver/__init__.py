@@ -2,6 +2,7 @@
 
   trainer.py       the loop: online (Algorithm 1) and offline (Algorithm 2), nothing else
   collector.py     generate + judge chunks on the rollout and judge actors; retries, actor restarts
+  build.py         the offline build: chunks of prompts, each handed to the data and checkpointed
   weight_sync.py   the one weight-push path (object store or broadcast) and the push group's lifecycle
   monitor.py       evaluation, the false-positive probe, fixed-image re-judging, the guard, image logs
   checkpointer.py  save / restore / rotate checkpoints with a typed driver state

@@ -4,9 +4,11 @@ Prompts are split into one chunk per rollout actor, and a chunk into parts of wh
 generate call (`rollout.max_rows`; one part when it is unset). Each part is a task of its own and its judge
 task takes the part's ObjectRef, so images go from rollout to judge without a hop through the driver, and
 an actor holds one part's images at a time, never a whole step's: the driver keeps no rollout but the first
-(for the step's image grid), so a part's images are freed once it is judged. Every task is submitted at
-launch, so each actor runs a step's parts before any weight push sent after them. A part whose actor died
-is re-run on a restarted actor with the same seed, so every prompt is processed exactly once.
+(for the step's image grid), so a part's images are freed once it is judged. A rollout task also waits for
+the judgement of its chunk's part `PARTS_AHEAD` before it, so a slow judge cannot pile a step's images up in
+the object store. Every task is submitted at launch, so each actor runs a step's parts before any weight
+push sent after them. A part whose actor died is re-run on a restarted actor with the same seed, so every
+prompt is processed exactly once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rayunify.driver.runtime import ActorDied, Actors, ray_get
 from rayunify.driver.weight_sync import WeightSync
 from rayunify.types import JudgedSample
 
+PARTS_AHEAD = 2  # parts a rollout actor may generate ahead of its judge: one being judged, one waiting
+
 
 @dataclass
 class Part:
@@ -31,6 +35,7 @@ class Part:
     prompts: list[Any]
     judged_ref: Any
     rollout_ref: Any  # kept for the launch's first part only (the image grid); None for the others
+    actors: tuple[Any, Any]  # the rollout and judge actors it ran on (a retry tells a replaced one)
 
 
 @dataclass
@@ -77,7 +82,11 @@ class Collector:
             self._parts(first_chunk + c, chunk) for c, chunk in enumerate(chunks(prompts, len(self.rollout)))
         ]
         order = [part for row in zip_longest(*per_chunk) for part in row if part is not None]
-        launched = {(c, first): self._launch_part(step, c, first, part) for c, first, part in order}
+        launched: dict[tuple[int, int], Part] = {}
+        for c, first, part in order:
+            before = first - PARTS_AHEAD * self.part_prompts if self.part_prompts else -1
+            after = launched[c, before].judged_ref if (c, before) in launched else None
+            launched[c, first] = self._launch_part(step, c, first, part, after)
         parts = [launched[c, f] for row in per_chunk for c, f, _ in row]
         for part in parts[1:]:
             part.rollout_ref = None  # its judge task holds the images until judged; then they are freed
@@ -87,13 +96,14 @@ class Collector:
         size = self.part_prompts or max(1, len(prompts))
         return [(chunk, first, prompts[first : first + size]) for first in range(0, len(prompts), size)]
 
-    def _launch_part(self, step: int, chunk: int, first: int, prompts: list[Any]) -> Part:
+    def _launch_part(self, step: int, chunk: int, first: int, prompts: list[Any], after: Any = None) -> Part:
+        """`after`: a judgement the rollout task waits for (Ray resolves it before the task runs)."""
         seed = chunk_seed(self.seed, step, chunk)
         rollout = self.rollout.actors[chunk % len(self.rollout)]
         judge = self.judges.actors[chunk % len(self.judges)]
-        rollout_ref = rollout.generate.remote(prompts, self.samples_per_prompt, seed, chunk, first)
+        rollout_ref = rollout.generate.remote(prompts, self.samples_per_prompt, seed, chunk, first, after)
         judged_ref = judge.judge_rollout.remote(rollout_ref, self.reference_fraction(step), seed)
-        return Part(chunk, first, prompts, judged_ref, rollout_ref)
+        return Part(chunk, first, prompts, judged_ref, rollout_ref, (rollout, judge))
 
     def finish(self, pending: Pending) -> Collected:
         """Wait for every part, re-running a part whose rollout or judge actor died."""
@@ -124,9 +134,14 @@ class Collector:
             except ActorDied:
                 if attempt == self.retries:
                     raise
-                self.restart_dead_actors()
+                if self._on_current_actors(part):  # else an earlier part's retry already replaced its actor
+                    self.restart_dead_actors()
                 part = self._launch_part(step, part.chunk, part.first, part.prompts)
         raise AssertionError("unreachable")
+
+    def _on_current_actors(self, part: Part) -> bool:
+        rollout = self.rollout.actors[part.chunk % len(self.rollout)]
+        return part.actors == (rollout, self.judges.actors[part.chunk % len(self.judges)])
 
     def on_first_rollout(self, method: str, *args: Any) -> Any:
         """Evaluation, probe and export run on rollout actor 0 (it holds the current weights); if it died,
