@@ -1,7 +1,8 @@
 """The loop. `train_online` reads like the paper's Algorithm 1 and `train_offline` like Algorithm 2; the
 mechanics live in collaborators: `Collector` (generate + judge, retries, actor restarts), `WeightSync`
-(the one push path), `Monitor` (evaluation, probe, guard, images), `Checkpointer`, and the algorithm's
-learner step (`PreferenceLearning` for DPO and SFT, `GRPOLearning`).
+(the one push path), `Monitor` (evaluation, probe, guard, images), `Checkpointer`, `OfflineBuild` (the
+offline data set, chunk by chunk, resumable), and the algorithm's learner step (`PreferenceLearning` for DPO
+and SFT, `GRPOLearning`).
 """
 
 from __future__ import annotations
