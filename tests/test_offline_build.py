@@ -81,9 +81,9 @@ class Build(Hooks):
     rollout actor after `kill_rollout_after` chunks (the next chunk's parts all fail, and are re-run on a
     restarted actor); ends the run after the first learner step's row (the build's data trained on)."""
 
-    def __init__(self, die_after: int | None = None, kill_rollout_after: int | None = None) -> None:
-        self.die_after, self.kill_rollout_after = die_after, kill_rollout_after
-        self.data, self.train_prompts = None, None
+    def __init__(self, log: Path, die_after: int | None = None, kill_rollout_after: int | None = None) -> None:
+        self.log, self.die_after, self.kill_rollout_after = log, die_after, kill_rollout_after
+        self.data, self.train_prompts, self.judged = None, None, Counter()
 
     def after_build_chunk(self, trainer, chunk):
         if chunk + 1 == self.die_after:
@@ -91,6 +91,7 @@ class Build(Hooks):
         if chunk + 1 == self.kill_rollout_after:
             ray.kill(trainer.collector.rollout.actors[0], no_restart=True)
         self.train_prompts = [p.prompt_id for p in ray_get(trainer.data.all_prompts.remote())]
+        self.judged = Counter(self.log.read_text().split())  # at the build's end (training judges fresh samples too)
         self.data = json.dumps(ray_get(trainer.data.state_dict.remote()), default=np.ndarray.tolist, sort_keys=True)
 
     def after_step(self, trainer):
@@ -134,18 +135,18 @@ def same(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow  # three short runs: about 90 s on 2 loaded cores
 def test_a_killed_build_resumes_from_its_last_chunk_judging_each_prompt_once(tmp_path):
-    straight = Build(kill_rollout_after=1)  # and a lost rollout actor changes nothing either
+    straight = Build(tmp_path / "straight.judged", kill_rollout_after=1)  # a lost rollout actor changes nothing
     run(config(tmp_path, "straight"), straight)
     assert straight.train_prompts is not None and len(straight.train_prompts) == 8
     every_prompt_once = Counter({pid: N for pid in straight.train_prompts})
-    assert Counter((tmp_path / "straight.judged").read_text().split()) == every_prompt_once
+    assert straight.judged == every_prompt_once
 
-    run(config(tmp_path, "killed"), Build(die_after=2))  # chunks 0 and 1 finished and checkpointed
+    run(config(tmp_path, "killed"), Build(tmp_path / "killed.judged", die_after=2))  # chunks 0 and 1 checkpointed
     judged_before = Counter((tmp_path / "killed.judged").read_text().split())
     assert sum(judged_before.values()) == 2 * CHUNK * N
-    resumed = Build()
+    resumed = Build(tmp_path / "killed.judged")
     run(config(tmp_path, "killed", "trainer.resume=true"), resumed)
-    assert Counter((tmp_path / "killed.judged").read_text().split()) == every_prompt_once  # none judged twice
+    assert resumed.judged == every_prompt_once  # across both runs: no prompt judged twice
     assert resumed.data == straight.data  # the same buffer, pairs, difficulty, pool and prompt order
     # The same logged rows: the start evaluation (first run), the build's row and the first learner step.
     got, want = rows(tmp_path, "killed"), rows(tmp_path, "straight")
