@@ -34,9 +34,9 @@ TINY_PASS_RATE = 0.6
 
 @pytest.fixture(scope="module")
 def tiny_vq():
-    start = time.perf_counter()
+    start = time.process_time()
     vq = train_vq(VQTrainConfig.tiny(), seed=0, progress=False)
-    return vq, time.perf_counter() - start
+    return vq, time.process_time() - start
 
 
 def test_tiny_vq_trains_fast_and_round_trips_pass_the_checker(tiny_vq):
@@ -46,10 +46,11 @@ def test_tiny_vq_trains_fast_and_round_trips_pass_the_checker(tiny_vq):
     assert tokens.shape == (300, 64) and tokens.dtype == torch.long
     assert int(tokens.max()) < vq.config.num_embeddings
     passed = np.mean([r.aligned for r in check_batch(decode_tokens(vq, tokens), specs)])
-    print(f"tiny VQ: trained in {seconds:.1f} s, {passed:.1%} of round trips pass the checker")
+    print(f"tiny VQ: trained in {seconds:.1f} CPU s, {passed:.1%} of round trips pass the checker")
     assert passed >= TINY_PASS_RATE
-    # Loose: on this shared 2-core machine it took ~40 s under load; the 30 s target holds when idle.
-    assert seconds <= 2 * TINY_TRAIN_SECONDS
+    # CPU time of this process (all its threads), not wall-clock, so other jobs on the machine cannot fail it;
+    # the 30 s target is wall-clock on an idle 2-core machine, hence the room for two threads and their waits.
+    assert seconds <= 4 * TINY_TRAIN_SECONDS
 
 
 def test_janus_decode_reproduces_the_training_reconstruction(tiny_vq):
