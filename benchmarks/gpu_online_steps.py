@@ -119,7 +119,7 @@ class OnlineSteps:
         with self.phase("generate"):
             rollout = r.rollout.generate(r.data.next_prompts(cfg.trainer.prompts_per_step), n, seed, 0)
         with self.phase("judge"):
-            judged, _ = r.judge.judge_rollout(rollout, 0.0, seed)
+            judged, _, _ = r.judge.judge_rollout(rollout, 0.0, seed)
         with self.phase("pair"):
             groups: dict[str, list[Any]] = {}
             for item in judged:
