@@ -118,13 +118,14 @@ def interval_tables(recipes: Mapping[str, Sequence[Path]], baseline: str | None 
     lines = [
         "Start → end, and the change with its 95% interval (paired bootstrap over prompts, seeds pooled):",
         "",
-        f"| recipe | seeds | {head} |",
-        "|" + "---|" * (len(INTERVAL_COLUMNS) + 2),
+        f"| recipe | seeds | {head} | gen_accuracy at the end, each seed |",
+        "|" + "---|" * (len(INTERVAL_COLUMNS) + 3),
     ]
     for name, dirs in recipes.items():
         start = eval_table(dirs, "start")
         cells = [_change_cell(start, ends[name], metric, group, resamples) for metric, group, _ in INTERVAL_COLUMNS]
-        lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + " |")
+        per_seed = ", ".join(f"{point(eval_table([d], 'final'), 'gen_accuracy'):.3f}" for d in dirs)
+        lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + f" | {per_seed} |")
     if baseline is not None:
         lines += ["", *_baseline_table(ends, baseline, resamples)]
     return "\n".join(lines)

@@ -91,6 +91,7 @@ def test_report_tables_pool_seeds_and_compare_with_a_baseline(tmp_path):
     text = interval_tables(recipes, baseline="dpo", resamples=200)
     assert "| dpo | 2 | 0.500 → 0.833 (+0.333 [" in text
     assert "| grpo | 2 | 0.500 → 0.500 (+0.000 [+0.000, +0.000])" in text  # the same images at both ends
+    assert text.count("| 0.833, 0.833 |") == 1 and text.count("| 0.500, 0.500 |") == 1  # each seed's end
     assert "| grpo | -0.333 [" in text
     with pytest.raises(ValueError, match="baseline 'sft'"):
         interval_tables(recipes, baseline="sft")
