@@ -88,7 +88,7 @@ class JanusUnifiedModel(UnifiedModel):
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
         path = check_model_dir(path, family="janus")
-        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
         processor = JanusProcessor.from_pretrained(path)
         if "boi_token_id" not in (getattr(model.generation_config, "generation_kwargs", None) or {}):
             from rayunify.models.factory import set_generation_defaults
@@ -230,7 +230,7 @@ class JanusUnifiedModel(UnifiedModel):
         images = self.decode_images(tokens) if decode else None
         return GenerationOutput(image_tokens=tokens, logprobs=logprobs, images=images)
 
-    def _prefill_for_generation(self, ids, mask, n: int, use_cfg: bool):
+    def _prefill_for_generation(self, ids, mask, n: int, use_cfg: bool) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """One forward over the prompts (and their unconditional twins), then the cache is shared by n samples."""
         from transformers import DynamicCache
 
@@ -238,7 +238,7 @@ class JanusUnifiedModel(UnifiedModel):
             ids = torch.cat([ids, self._unconditional_ids(ids)])
             mask = torch.cat([mask, mask])  # as transformers: the twin keeps the prompt's mask
         embeds = self.model.get_input_embeddings()(ids)
-        cache = DynamicCache(config=self.model.config.text_config)
+        cache: Any = DynamicCache(config=self.model.config.text_config)  # then a PreallocatedKV when lean
         out = self.language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=token_positions(mask), cache=cache, use_cache=True
         )

@@ -136,7 +136,8 @@ def encode_tokens(vq: JanusVQVAE, images: np.ndarray) -> torch.Tensor:
 def decode_tokens(vq: JanusVQVAE, tokens: torch.Tensor | np.ndarray) -> np.ndarray:
     """(B, 64) token ids -> (B, 32, 32, 3) uint8 images, through Janus's own `decode` (then clamped, as
     Janus's image postprocess does)."""
-    return pixels_to_images(vq.decode(torch.as_tensor(tokens, dtype=torch.long, device=vq.device)).cpu())
+    ids = torch.as_tensor(tokens, dtype=torch.long, device=vq.device)
+    return pixels_to_images(vq.decode(ids).cpu())  # type: ignore[arg-type]  # a long tensor is what LongTensor means
 
 
 def random_training_images(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -177,7 +178,7 @@ def _train(cfg: VQTrainConfig, seed: int, progress: bool, device: str) -> JanusV
         for module in vq.modules():
             if isinstance(module, torch.nn.Conv2d):
                 module.reset_parameters()
-    vq.to(device)
+    vq.to(device)  # type: ignore[arg-type]
     with torch.no_grad():  # start on the unit sphere the codes live on, like the re-seeded ones
         vq.quantize.embedding.weight.copy_(normalized_codebook(vq))
     vq.train()
