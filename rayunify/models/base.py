@@ -130,3 +130,23 @@ class UnifiedModel(abc.ABC):
     def vision_parameters(self) -> list[torch.nn.Parameter]:
         """The understanding branch's image encoder's parameters (pretrained alone before joint training)."""
         raise NotImplementedError(f"{type(self).__name__} does not support base training")
+
+    # ------------------------------------------------------------------ argument checks every family shares
+    def checked_image_tokens(self, prompts: Sequence[str], image_tokens: torch.Tensor, geometry: str) -> torch.Tensor:
+        """`image_tokens` on this model's device, after checking the geometry and the (B, N) shape."""
+        if geometry not in ("conditional", "cfg"):
+            raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
+        image_tokens = image_tokens.to(self.device)
+        if image_tokens.shape != (len(prompts), self.num_image_tokens):
+            raise ValueError(
+                f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
+            )
+        return image_tokens
+
+
+def check_judge_batch(images: Sequence[np.ndarray], prompts: Sequence[str]) -> None:
+    """A judge call needs one prompt per image, and at least one image."""
+    if len(images) != len(prompts):
+        raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
+    if len(images) == 0:
+        raise ValueError("judge got no images")

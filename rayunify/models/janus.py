@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from rayunify.checkpoints import check_model_dir
 from rayunify.judges import question
-from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel
+from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel, check_judge_batch
 from rayunify.models.decoding import EagerDecoder, GraphDecoder, token_positions
 from rayunify.models.kvcache import PreallocatedKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
@@ -340,13 +340,7 @@ class JanusUnifiedModel(UnifiedModel):
     ) -> torch.Tensor:
         """Teacher-forced log-probs (B, T); `drop_prompt` (B,) bool replaces those prompts by the
         unconditional one (for training the unconditional branch that guidance needs)."""
-        if geometry not in ("conditional", "cfg"):
-            raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
-        image_tokens = image_tokens.to(self.device)
-        if image_tokens.shape != (len(prompts), self.num_image_tokens):
-            raise ValueError(
-                f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
-            )
+        image_tokens = self.checked_image_tokens(prompts, image_tokens, geometry)
         ids, mask = self.generation_prompt_ids(prompts)
         if drop_prompt is not None:
             # Classifier-free-guidance training: dropped rows see the unconditional prompt, as sampling does.
@@ -372,10 +366,7 @@ class JanusUnifiedModel(UnifiedModel):
         self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
     ) -> dict[str, torch.Tensor]:
         """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
-        if len(images) != len(prompts):
-            raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
-        if len(images) == 0:
-            raise ValueError("judge got no images")
+        check_judge_batch(images, prompts)
         texts = []
         for i, prompt in enumerate(prompts):
             chat = self.processor.apply_chat_template(

@@ -278,13 +278,7 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         guidance_scale: float = 5.0, drop_prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """(B, N) per-position log-probs under the configured estimator (0 where it scores nothing)."""
-        if geometry not in ("conditional", "cfg"):
-            raise ValueError(f"geometry={geometry!r}: choose 'conditional' or 'cfg'")
-        image_tokens = image_tokens.to(self.device)
-        if image_tokens.shape != (len(prompts), self.num_image_tokens):
-            raise ValueError(
-                f"image_tokens has shape {tuple(image_tokens.shape)}; expected ({len(prompts)}, {self.num_image_tokens})"
-            )
+        image_tokens = self.checked_image_tokens(prompts, image_tokens, geometry)
         prefixes = self._prefixes(prompts)
         uncond_row = self._prefixes([""])
         if drop_prompt is not None:

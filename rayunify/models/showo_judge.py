@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rayunify.judges import question
-from rayunify.models.base import TeacherForcedJudge
+from rayunify.models.base import TeacherForcedJudge, check_judge_batch
 from rayunify.models.decoding import token_positions
 from rayunify.models.showo_masks import additive, mmu_attention
 from rayunify.models.showo_sequences import ShowoVocab, mmu_sequences
@@ -57,10 +57,7 @@ class ShowoJudgeMixin:
     def judge_inputs(
         self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
     ) -> dict[str, torch.Tensor]:
-        if len(images) != len(prompts):
-            raise ValueError(f"judge got {len(images)} images for {len(prompts)} prompts")
-        if len(images) == 0:
-            raise ValueError("judge got no images")
+        check_judge_batch(images, prompts)
         questions = [question.judge_question(p) for p in prompts]
         ids, valid, block_end = mmu_sequences(
             self.tokenizer, self.vocab, self.image_codes(images).cpu(), questions, answers
