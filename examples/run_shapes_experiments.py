@@ -1,7 +1,8 @@
 """Run the ShapesWorld experiments through `rayunify train` and write the results table.
 
-    python examples/run_shapes_experiments.py                      # all of configs/shapes/*.yaml but base
-    python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results
+    python examples/run_shapes_experiments.py                      # README's findings: every recipe, seeds 0 1 2
+    python examples/run_shapes_experiments.py --suite findings sft dpo --seeds 0   # some of a suite's runs
+    python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results    # configs/shapes/<name>.yaml
     python examples/run_shapes_experiments.py --suite objects      # README's single-object experiments
     python examples/run_shapes_experiments.py --suite grpo --seeds 0 1 2 --baseline online_dpo
 
@@ -54,7 +55,51 @@ _GRPO = (
     "trainer.steps=60",
     "trainer.output_dir=runs/shapes_grpo",
 )
+# "findings" (the default): every recipe on the default base, scored on the test split (30 prompts a category
+# × 4 images) and the fixed judge set, three seeds each. Offline runs evaluate at the start and the end only
+# (their figures are before → after); online runs every 20 steps, for the curves.
+_OFFLINE = ("trainer.eval_every=1000",)
+_ONLINE = ("trainer.eval_every=20",)
+_FINDINGS = [
+    *((name, name, [*_OFFLINE]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
+    # curriculum at the plain recipe's step budget: the replayed data shares it instead of lengthening epochs
+    *(
+        (
+            f"{name}_matched",
+            name,
+            [*_OFFLINE, "trainer.epoch_steps=first", f"trainer.run_name={name}_matched"],
+        )
+        for name in ("c_sft", "c_dpo")
+    ),
+    (
+        "sft_conditional",
+        "sft",
+        [*_OFFLINE, "sampling.geometry=conditional", "trainer.run_name=sft_conditional"],
+    ),
+    ("online_dpo", "online_dpo", [*_ONLINE]),
+    (
+        "online_dpo_conditional",
+        "online_dpo",
+        [*_ONLINE, "sampling.geometry=conditional", "trainer.run_name=online_dpo_conditional"],
+    ),
+    ("co_degradation", "co_degradation", [*_ONLINE]),
+]
+# What each findings table compares (recipe, against), paired over prompts with the seeds pooled.
+COMPARISONS = {
+    "findings": [
+        ("dpo", "sft"),
+        ("online_dpo", "dpo"),
+        ("c_sft", "sft"),
+        ("c_dpo", "dpo"),
+        ("c_sft_matched", "sft"),
+        ("c_dpo_matched", "dpo"),
+        ("sft_conditional", "sft"),
+        ("online_dpo_conditional", "online_dpo"),
+        ("co_degradation", "online_dpo"),
+    ],
+}
 SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
+    "findings": _FINDINGS,
     "objects": [
         *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
         ("online_dpo", "online_dpo", [*_OBJECTS]),
@@ -155,22 +200,23 @@ def markdown(results: list[dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="experiments (config names in configs/shapes/)")
+    parser.add_argument(
+        "names", nargs="*", help="experiments: config names in configs/shapes/, or with --suite its runs"
+    )
     parser.add_argument("--out", help="default: runs/shapes/results, or runs/shapes_<suite>/results")
     parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
-    parser.add_argument("--suite", choices=sorted(SUITES), help="a named set of runs instead of configs")
+    parser.add_argument(
+        "--suite", choices=sorted(SUITES), help="a named set of runs (default: findings, seeds 0 1 2)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds: every run once per seed")
     parser.add_argument("--baseline", help="with --seeds: the recipe the others are compared with")
-    parser.add_argument("--skip-existing", action="store_true", help="reuse runs whose eval_final.json exists")
+    parser.add_argument(
+        "--skip-existing", action="store_true", help="reuse runs whose eval_final.json exists"
+    )
     args = parser.parse_args()
-    if args.suite and args.names:
-        parser.error("give experiment names or --suite, not both")
-    if args.suite:
-        runs = [(name, config, [*overrides, *args.override]) for name, config, overrides in SUITES[args.suite]]
-    else:
-        names = args.names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
-        runs = [(name, name, args.override) for name in names]
-    runs = with_seeds(runs, args.seeds)
+    if not args.suite and not args.names:
+        args.suite, args.seeds = "findings", args.seeds or [0, 1, 2]
+    runs = selected_runs(parser, args)
     results = [
         (args.skip_existing and reuse(name, config, overrides)) or run_experiment(name, overrides, config)
         for name, config, overrides in runs
@@ -182,7 +228,9 @@ def main() -> int:
     if args.seeds:
         from rayunify.report import interval_tables, recipes_of
 
-        text += "\n\n" + interval_tables(recipes_of([r["run_dir"] for r in results]), args.baseline)
+        recipes = recipes_of([r["run_dir"] for r in results])
+        pairs = [(a, b) for a, b in COMPARISONS.get(args.suite or "", []) if a in recipes and b in recipes]
+        text += "\n\n" + interval_tables(recipes, args.baseline, comparisons=pairs)
     (out / "results.md").write_text(text + "\n")
     from rayunify.report import write_report
 
@@ -190,6 +238,24 @@ def main() -> int:
     print(text)
     print(f"\nwrote {out / 'results.md'}, {out / 'results.json'}, {out / 'curves.png'}")
     return 0 if all(r["exit_code"] == 0 for r in results) else 1
+
+
+def selected_runs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> list[tuple[str, str, list[str]]]:
+    """The suite's runs (only those named, where names are given), or the named configs, once per seed."""
+    if args.suite:
+        runs = [
+            (name, config, [*overrides, *args.override]) for name, config, overrides in SUITES[args.suite]
+        ]
+        unknown = sorted(set(args.names) - {name for name, *_ in runs})
+        if unknown:
+            parser.error(f"suite {args.suite!r} has no run {', '.join(unknown)}")
+        runs = [run for run in runs if not args.names or run[0] in args.names]
+    else:
+        names = args.names or sorted(p.stem for p in CONFIGS.glob("*.yaml") if p.stem != "base")
+        runs = [(name, name, args.override) for name in names]
+    return with_seeds(runs, args.seeds)
 
 
 if __name__ == "__main__":

@@ -196,18 +196,28 @@ class EpochPass:
     """Offline training's epochs: each a full pass over the items there are when it begins, in a seeded
     order without replacement, so every item is trained on exactly once per epoch (drawing each batch
     afresh would leave about a third of them unseen in an epoch of len/batch steps). Priorities do not
-    apply: an epoch visits everything. Items added during an epoch (none are, offline) wait for the next."""
+    apply: an epoch visits everything. Items added during an epoch (none are, offline) wait for the next.
+
+    `cap_to_first` keeps every epoch as long as the first: once a replay has enlarged the data, an epoch
+    visits a seeded subset of the first epoch's size, still without replacement. That is the matched-step
+    comparison of a curriculum with its plain recipe (the replayed data shares the plain recipe's budget)."""
 
     def __init__(self) -> None:
         self.epoch = -1  # epochs begun, minus one
         self.kind: Kind | None = None
         self.order: list[int] = []
         self.cursor = 0
+        self.first_size: int | None = None
 
-    def begin(self, kind: Kind, size: int, rng: np.random.Generator) -> int:
+    def begin(self, kind: Kind, size: int, rng: np.random.Generator, cap_to_first: bool = False) -> int:
         """The next epoch over `size` items of `kind`: returns its index."""
         self.epoch += 1
-        self.kind, self.order, self.cursor = kind, [int(i) for i in rng.permutation(size)], 0
+        order = [int(i) for i in rng.permutation(size)]
+        if self.first_size is None:
+            self.first_size = size
+        elif cap_to_first:
+            order = order[: self.first_size]
+        self.kind, self.order, self.cursor = kind, order, 0
         return self.epoch
 
     def active(self, kind: str) -> bool:
@@ -222,11 +232,18 @@ class EpochPass:
         return taken
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "kind": self.kind, "order": list(self.order), "cursor": self.cursor}
+        return {
+            "epoch": self.epoch,
+            "kind": self.kind,
+            "order": list(self.order),
+            "cursor": self.cursor,
+            "first_size": self.first_size,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.epoch, self.kind = int(state["epoch"]), state["kind"]
         self.order, self.cursor = [int(i) for i in state["order"]], int(state["cursor"])
+        self.first_size = state.get("first_size")
 
 
 def _prompt(item: Item) -> Prompt:

@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         help="95%% intervals from a paired bootstrap over prompts; runs named <recipe>_s<seed> pool as one recipe",
     )
     rep.add_argument("--baseline", help="with --intervals: compare every recipe's end figures with this recipe's")
+    rep.add_argument(
+        "--compare", action="append", default=[], metavar="RECIPE:AGAINST",
+        help="with --intervals: RECIPE's end figures minus AGAINST's (repeatable)",
+    )
 
     if argv[:1] == ["train"]:
         from rayunify.train import main as train_main
@@ -73,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from rayunify.report import write_report
 
-        print(write_report(args.runs, args.out, intervals=args.intervals, baseline=args.baseline))
+        pairs = [_recipe_pair(text) for text in args.compare]
+        print(
+            write_report(
+                args.runs, args.out, intervals=args.intervals, baseline=args.baseline, comparisons=pairs
+            )
+        )
         return 0
     return 2
 
@@ -105,6 +114,13 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps({k: report[k] for k in ("overall", "category_mean")}, indent=2))
     print(f"wrote {path}, {path.parent / 'verdicts.jsonl'} and {path.parent / 'samples.png'}")
     return 0
+
+
+def _recipe_pair(text: str) -> tuple[str, str]:
+    name, sep, against = text.partition(":")
+    if not sep or not name or not against:
+        raise SystemExit(f"--compare {text!r}: expected RECIPE:AGAINST, e.g. c_sft:sft")
+    return name, against
 
 
 if __name__ == "__main__":

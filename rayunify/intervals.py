@@ -29,19 +29,38 @@ REPEAT_MARK = "~"  # <prompt id>~k: the k-th repeat of a prompt's text
 
 def write_eval_records(items: Iterable[Any], path: str | Path) -> Path:
     """One JSON line per judged image (items carry .prompt, .own and .reference as evaluation makes them)."""
-    lines = [
-        json.dumps(
-            {
-                "prompt_id": i.prompt.prompt_id,
-                "category": i.prompt.category,
-                "own": int(i.own.verdict),
-                "score": float(i.own.score),
-                "reference": int(i.reference.verdict),
-            }
+    rows = [
+        (
+            i.prompt.prompt_id,
+            i.prompt.category,
+            int(i.own.verdict),
+            float(i.own.score),
+            int(i.reference.verdict),
         )
         for i in items
     ]
-    Path(path).write_text("".join(line + "\n" for line in lines))
+    return _write_records(rows, path)
+
+
+def write_judge_set_records(
+    texts: Sequence[str],
+    categories: Sequence[str],
+    labels: Sequence[bool],
+    judgements: Sequence[Any],
+    path: str | Path,
+) -> Path:
+    """The judge on the fixed judge set, in the same rows: the prompt is the text judged against, the
+    reference verdict is the image's label. Read back, `balanced_accuracy` is the judge's on the set."""
+    rows = [
+        (text, category, int(j.verdict), float(j.score), int(Verdict.ACCEPT if label else Verdict.REJECT))
+        for text, category, label, j in zip(texts, categories, labels, judgements, strict=True)
+    ]
+    return _write_records(rows, path)
+
+
+def _write_records(rows: Iterable[tuple[str, str, int, float, int]], path: str | Path) -> Path:
+    keys = ("prompt_id", "category", "own", "score", "reference")
+    Path(path).write_text("".join(json.dumps(dict(zip(keys, row, strict=True))) + "\n" for row in rows))
     return Path(path)
 
 
@@ -109,12 +128,21 @@ def _by_category(prompts: Sequence[str], categories: Mapping[str, str]) -> dict[
 
 def _metric_of(tables: Mapping[str, np.ndarray], metric: str, group: str) -> np.ndarray:
     if group == "overall":
-        return metric_arrays(sum(tables.values()))[metric]
+        return _metric(sum(tables.values()), metric)
     if group == "category_mean":
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a category no resample defines the metric for
-            return np.nanmean(np.stack([metric_arrays(t)[metric] for t in tables.values()]), axis=0)
-    return metric_arrays(tables[group])[metric]
+            return np.nanmean(np.stack([_metric(t, metric) for t in tables.values()]), axis=0)
+    return _metric(tables[group], metric)
+
+
+def _metric(table: np.ndarray, metric: str) -> np.ndarray:
+    """metrics.metric_arrays' figures, and the judge's balanced accuracy (mean of its true-positive and
+    true-negative rates: on a set balanced by label, chance is 0.5 whatever the judge's bias)."""
+    arrays = metric_arrays(table)
+    if metric == "balanced_accuracy":
+        return 1.0 - (arrays["judge_fpr"] + arrays["judge_fnr"]) / 2
+    return arrays[metric]
 
 
 def point(table: PromptTable, metric: str, group: str = "overall") -> float:

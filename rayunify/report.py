@@ -85,11 +85,13 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
 
 
 # (metric, group, column label) of the interval tables: the figures a finding is read from
-INTERVAL_COLUMNS = [
-    ("gen_accuracy", "overall", "gen_accuracy"),
-    ("gen_accuracy", "category_mean", "gen_accuracy, category mean"),
-    ("nonunified", "overall", "nonunified"),
-    ("judge_accuracy", "overall", "judge_accuracy"),
+INTERVAL_COLUMNS = [  # (records, metric, group, label): records "eval" are the model's own images,
+    # "judgeset" the fixed judge set (trainer.judge_set_size; left out of the table where a run lacks it)
+    ("eval", "gen_accuracy", "overall", "gen_accuracy"),
+    ("eval", "gen_accuracy", "category_mean", "gen_accuracy, category mean"),
+    ("eval", "nonunified", "overall", "nonunified"),
+    ("eval", "judge_accuracy", "overall", "judge_accuracy"),
+    ("judgeset", "balanced_accuracy", "overall", "judge set balanced accuracy"),
 ]
 SEED_SUFFIX = re.compile(r"_s\d+$")
 
@@ -102,32 +104,60 @@ def recipes_of(run_dirs: Sequence[str | Path]) -> dict[str, list[Path]]:
     return grouped
 
 
-def eval_table(run_dirs: Sequence[Path], tag: str) -> PromptTable:
-    paths = [d / f"eval_{tag}_records.jsonl" for d in run_dirs]
+def eval_table(run_dirs: Sequence[Path], tag: str, records: str = "eval") -> PromptTable:
+    paths = [d / f"{records}_{tag}_records.jsonl" for d in run_dirs]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"no per-image eval records (written by every run's evaluation): {', '.join(missing)}")
+        raise FileNotFoundError(
+            f"no per-image {records} records (written by every run's evaluation): {', '.join(missing)}"
+        )
     return read_eval_records(paths)
 
 
-def interval_tables(recipes: Mapping[str, Sequence[Path]], baseline: str | None = None, resamples: int = 2000) -> str:
-    """Markdown: each recipe's start → end with the paired 95% interval of the change, and with `baseline`
-    each recipe's end minus the baseline's end, paired over the same prompt draws. Seeds pool per prompt."""
-    ends = {name: eval_table(dirs, "final") for name, dirs in recipes.items()}
-    head = " | ".join(label for *_, label in INTERVAL_COLUMNS)
+def _columns(run_dirs: Sequence[Path]) -> list[tuple[str, str, str, str]]:
+    """INTERVAL_COLUMNS whose records every run has (a run without a judge set has no judgeset column)."""
+    return [
+        c for c in INTERVAL_COLUMNS if all((d / f"{c[0]}_final_records.jsonl").is_file() for d in run_dirs)
+    ]
+
+
+def interval_tables(
+    recipes: Mapping[str, Sequence[Path]],
+    baseline: str | None = None,
+    resamples: int = 2000,
+    comparisons: Sequence[tuple[str, str]] = (),
+) -> str:
+    """Markdown: each recipe's start → end with the paired 95% interval of the change; with `baseline` each
+    recipe's end minus the baseline's end, and for each (recipe, against) of `comparisons` that difference,
+    paired over the same prompt draws. Seeds pool per prompt."""
+    columns = _columns([d for dirs in recipes.values() for d in dirs])
+    head = " | ".join(label for *_, label in columns)
     lines = [
         "Start → end, and the change with its 95% interval (paired bootstrap over prompts, seeds pooled):",
         "",
         f"| recipe | seeds | {head} | gen_accuracy at the end, each seed |",
-        "|" + "---|" * (len(INTERVAL_COLUMNS) + 3),
+        "|" + "---|" * (len(columns) + 3),
     ]
     for name, dirs in recipes.items():
-        start = eval_table(dirs, "start")
-        cells = [_change_cell(start, ends[name], metric, group, resamples) for metric, group, _ in INTERVAL_COLUMNS]
+        cells = [
+            _change_cell(
+                eval_table(dirs, "start", records),
+                eval_table(dirs, "final", records),
+                metric,
+                group,
+                resamples,
+            )
+            for records, metric, group, _ in columns
+        ]
         per_seed = ", ".join(f"{point(eval_table([d], 'final'), 'gen_accuracy'):.3f}" for d in dirs)
         lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + f" | {per_seed} |")
     if baseline is not None:
-        lines += ["", *_baseline_table(ends, baseline, resamples)]
+        pairs = [(name, baseline) for name in recipes if name != baseline]
+        lines += ["", f"End figures minus {baseline}'s, with 95% intervals (paired over prompts):", ""]
+        lines += _difference_table(recipes, pairs, columns, resamples)
+    if comparisons:
+        lines += ["", "End figures, recipe minus recipe, with 95% intervals (paired over prompts):", ""]
+        lines += _difference_table(recipes, comparisons, columns, resamples)
     return "\n".join(lines)
 
 
@@ -138,31 +168,38 @@ def _change_cell(start: PromptTable, end: PromptTable, metric: str, group: str, 
     return f"{a:.3f} → {b:.3f} ({b - a:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
-def _baseline_table(ends: Mapping[str, PromptTable], baseline: str, resamples: int) -> list[str]:
-    if baseline not in ends:
-        raise ValueError(f"baseline {baseline!r} is not among the recipes ({', '.join(ends)})")
-    head = " | ".join(label for *_, label in INTERVAL_COLUMNS)
-    lines = [
-        f"End figures minus {baseline}'s, with 95% intervals (paired over prompts):",
-        "",
-        f"| recipe | {head} |",
-        "|" + "---|" * (len(INTERVAL_COLUMNS) + 1),
-    ]
-    for name, end in ends.items():
-        if name == baseline:
-            continue
+def _difference_table(
+    recipes: Mapping[str, Sequence[Path]],
+    pairs: Sequence[tuple[str, str]],
+    columns: Sequence[tuple[str, str, str, str]],
+    resamples: int,
+) -> list[str]:
+    for name in {n for pair in pairs for n in pair} - set(recipes):
+        raise ValueError(f"recipe {name!r} to compare is not among the recipes ({', '.join(recipes)})")
+    head = " | ".join(label for *_, label in columns)
+    lines = [f"| recipe | against | {head} |", "|" + "---|" * (len(columns) + 2)]
+    for name, against in pairs:
         cells = []
-        for metric, group, _ in INTERVAL_COLUMNS:
-            draws = bootstrap_arms({"base": ends[baseline], "this": end}, metric, group, resamples)
-            diff = point(end, metric, group) - point(ends[baseline], metric, group)
+        for records, metric, group, _ in columns:
+            base, this = (
+                eval_table(recipes[against], "final", records),
+                eval_table(recipes[name], "final", records),
+            )
+            draws = bootstrap_arms({"base": base, "this": this}, metric, group, resamples)
             lo, hi = interval(draws["this"] - draws["base"])
-            cells.append(f"{diff:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            cells.append(
+                f"{point(this, metric, group) - point(base, metric, group):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            )
+        lines.append(f"| {name} | {against} | " + " | ".join(cells) + " |")
     return lines
 
 
 def write_report(
-    run_dirs: list[str], out: str | None = None, intervals: bool = False, baseline: str | None = None
+    run_dirs: list[str],
+    out: str | None = None,
+    intervals: bool = False,
+    baseline: str | None = None,
+    comparisons: Sequence[tuple[str, str]] = (),
 ) -> Path:
     runs = {Path(d).name: read_run(Path(d)) for d in run_dirs}
     out_dir = Path(out) if out else Path(run_dirs[0]) / "report"
@@ -170,6 +207,6 @@ def write_report(
     plot = plot_runs(runs, out_dir / "curves.png")
     text = f"# rayunify report\n\n{summary_table(runs)}\n\n![curves]({plot.name})\n"
     if intervals:
-        text += "\n" + interval_tables(recipes_of(run_dirs), baseline) + "\n"
+        text += "\n" + interval_tables(recipes_of(run_dirs), baseline, comparisons=comparisons) + "\n"
     (out_dir / "report.md").write_text(text)
     return out_dir / "report.md"

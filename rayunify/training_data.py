@@ -135,9 +135,10 @@ class TrainingData:
         }
 
     # ------------------------------------------------------------------ batches
-    def begin_epoch(self, kind: str, batch_size: int) -> tuple[int, int]:
-        """Offline: a new pass over every item of `kind` held now (replays included). Returns (epoch, steps)."""
-        epoch = self.epochs.begin(kind, self.buffer.size(kind), self.rng)  # type: ignore[arg-type]
+    def begin_epoch(self, kind: str, batch_size: int, cap_to_first: bool = False) -> tuple[int, int]:
+        """Offline: a new pass over every item of `kind` held now (replays included), or with `cap_to_first`
+        over a seeded subset as large as the first epoch. Returns (epoch, steps)."""
+        epoch = self.epochs.begin(kind, self.buffer.size(kind), self.rng, cap_to_first)  # type: ignore[arg-type]
         return epoch, self.epochs.steps_left(batch_size)
 
     def epoch_progress(self, batch_size: int) -> tuple[int, int]:

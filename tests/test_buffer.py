@@ -152,3 +152,21 @@ def test_offline_epochs_are_full_passes_without_replacement_and_grow_with_added_
     assert [s.sample.sample_id for s in restored.sample("sft", 4, 0, None)] == [
         s.sample.sample_id for s in data.sample("sft", 4, 0, None)
     ]
+
+
+def test_capped_epochs_keep_the_first_epochs_length_after_a_replay_enlarges_the_data() -> None:
+    from rayunify.training_data import TrainingData
+
+    data = TrainingData([Prompt(f"p{i}", f"prompt {i}") for i in range(4)], seed=0)
+    data.buffer.add_sft([sft(f"p{i}") for i in range(8)])
+    assert data.begin_epoch("sft", 4, cap_to_first=True) == (0, 2)
+    for _ in range(2):
+        data.sample("sft", 4, 0, None)
+    data.buffer.add_sft([sft(f"q{i}") for i in range(4)])  # a replay recovered four images
+    assert data.begin_epoch("sft", 4, cap_to_first=True) == (1, 2)  # still 8 items, not 12
+    seen = [item.sample.sample_id for _ in range(2) for item in data.sample("sft", 4, 0, None)]
+    assert len(seen) == len(set(seen)) == 8  # without replacement, from all 12
+    restored = TrainingData([Prompt(f"p{i}", f"prompt {i}") for i in range(4)], seed=0)
+    restored.load_state_dict(data.state_dict())
+    assert restored.begin_epoch("sft", 4, cap_to_first=True) == (2, 2)
+    assert data.begin_epoch("sft", 4) == (2, 3)  # uncapped: the whole enlarged set

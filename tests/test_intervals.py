@@ -92,8 +92,10 @@ def test_report_tables_pool_seeds_and_compare_with_a_baseline(tmp_path):
     assert "| dpo | 2 | 0.500 → 0.833 (+0.333 [" in text
     assert "| grpo | 2 | 0.500 → 0.500 (+0.000 [+0.000, +0.000])" in text  # the same images at both ends
     assert text.count("| 0.833, 0.833 |") == 1 and text.count("| 0.500, 0.500 |") == 1  # each seed's end
-    assert "| grpo | -0.333 [" in text
-    with pytest.raises(ValueError, match="baseline 'sft'"):
+    assert "| grpo | dpo | -0.333 [" in text
+    pairs = interval_tables(recipes, resamples=200, comparisons=[("dpo", "grpo")])
+    assert "| dpo | grpo | +0.333 [" in pairs and "minus dpo's" not in pairs
+    with pytest.raises(ValueError, match="'sft' to compare"):
         interval_tables(recipes, baseline="sft")
 
 
@@ -102,3 +104,24 @@ def test_repeats_of_a_text_are_one_prompt(tmp_path):
     table = read_eval_records([write(tmp_path / "r.jsonl", rows(spec))])
     assert sorted(table.rows) == ["a", "b"]
     assert table.rows["a"].sum() > table.rows["b"].sum()
+
+
+def test_judge_set_records_give_the_judges_balanced_accuracy_and_a_report_column(tmp_path):
+    from rayunify.intervals import write_judge_set_records
+    from rayunify.report import interval_tables, recipes_of
+    from rayunify.types import Judgement, Verdict
+
+    texts, categories, labels = ["t1", "t1", "t2", "t2"], ["x", "x", "x", "x"], [True, False, True, False]
+    says = [Verdict.ACCEPT, Verdict.ACCEPT, Verdict.ACCEPT, Verdict.REJECT]  # TPR 1, TNR 1/2
+    judged = [Judgement(v, float(v == Verdict.ACCEPT), "") for v in says]
+    run = tmp_path / "sft_s0"
+    run.mkdir()
+    for tag in ("start", "final"):
+        write(run / f"eval_{tag}_records.jsonl", rows(START))
+        write_judge_set_records(texts, categories, labels, judged, run / f"judgeset_{tag}_records.jsonl")
+    table = read_eval_records([run / "judgeset_final_records.jsonl"])
+    assert sorted(table.rows) == ["t1", "t2"]
+    assert point(table, "balanced_accuracy") == pytest.approx(0.75)
+    assert "judge set balanced accuracy" in interval_tables(recipes_of([run]), resamples=50)
+    (run / "judgeset_final_records.jsonl").unlink()  # a run without a judge set: no such column
+    assert "judge set balanced accuracy" not in interval_tables(recipes_of([run]), resamples=50)

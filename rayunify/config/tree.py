@@ -322,6 +322,12 @@ class TrainerConfig(Strict):
         1, gt=0, description="Offline: full passes (without replacement) over the data; a curriculum replay adds "
         "to it first (Algorithm 2), so its epoch and later ones are longer."
     )
+    epoch_steps: Literal["all", "first"] = Field(
+        "all",
+        description="Offline: 'all' passes over everything held (a curriculum replay lengthens later epochs, as "
+        "the paper trains on the enlarged set); 'first' keeps every epoch as long as the first, drawing that many "
+        "items without replacement (a curriculum at the plain recipe's step budget).",
+    )
     build_chunk_prompts: int | None = Field(
         256,
         gt=0,

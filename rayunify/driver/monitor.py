@@ -13,7 +13,7 @@ import numpy as np
 
 from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
-from rayunify.intervals import write_eval_records
+from rayunify.intervals import write_eval_records, write_judge_set_records
 from rayunify.metrics import VerdictRecord, flatten, judge_set_report, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
@@ -90,11 +90,11 @@ class Monitor:
         self.probe = self._probe_set(items)
         self.fixed_images = self._fixed_images(items)
         self.judge_set = self.load_judge_set()
-        return {**metrics, **self.probe_metrics()}
+        return {**metrics, **self.probe_metrics("start")}
 
     def evaluate_all(self, tag: str, step: int) -> dict[str, float]:
         metrics, _ = self.evaluate(tag, step)
-        return {**metrics, **self.probe_metrics()}
+        return {**metrics, **self.probe_metrics(tag)}
 
     def evaluate(self, tag: str, step: int) -> tuple[dict[str, float], list[Any]]:
         from rayunify.evaluation import save_grid
@@ -110,7 +110,7 @@ class Monitor:
         self.logger.log_image(step, "eval/samples", path, caption=f"step {step}")
         return flatten(report, prefix="eval/"), items
 
-    def probe_metrics(self) -> dict[str, float]:
+    def probe_metrics(self, tag: str) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.probe is not None:
             p = self.probe
@@ -118,7 +118,7 @@ class Monitor:
         if self.fixed_images is not None:
             metrics.update(self._rejudge_fixed_images(self.fixed_images))
         if self.judge_set is not None:
-            metrics.update(self._judge_the_judge_set(self.judge_set))
+            metrics.update(self._judge_the_judge_set(self.judge_set, tag))
         return metrics
 
     def load_judge_set(self) -> Any | None:
@@ -138,8 +138,12 @@ class Monitor:
         self.progress.write(f"[judge set] {judge_set.summary()}")
         return judge_set
 
-    def _judge_the_judge_set(self, judge_set: Any) -> dict[str, float]:
+    def _judge_the_judge_set(self, judge_set: Any, tag: str) -> dict[str, float]:
         judgements = self.on_first_rollout("judge_images", judge_set.texts, judge_set.images)
+        path = self.run_dir / f"judgeset_{tag}_records.jsonl"
+        write_judge_set_records(
+            judge_set.texts, judge_set.categories, list(judge_set.labels), judgements, path
+        )
         report = judge_set_report(
             judge_set.categories, list(judge_set.labels), [j.score for j in judgements], [j.verdict for j in judgements]
         )

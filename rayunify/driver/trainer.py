@@ -157,7 +157,9 @@ class Trainer:
         """Replay first where the curriculum says so, then a pass over everything held. Returns (epoch, steps,
         metrics); an epoch over no data still takes one (skipped) step, so it is logged."""
         metrics = self.replay_discard_pool(epoch) if self.due_replay(epoch) else {}
-        epoch, steps = ray_get(self.data.begin_epoch.remote("pair" if self.dpo else "sft", self.cfg.learner.batch_size))
+        capped = self.cfg.trainer.epoch_steps == "first"
+        kind = "pair" if self.dpo else "sft"
+        epoch, steps = ray_get(self.data.begin_epoch.remote(kind, self.cfg.learner.batch_size, capped))
         metrics["data/epoch_steps"] = float(steps)
         remaining = self.cfg.trainer.epochs - epoch - 1
         self.progress.total = self.step + max(steps, 1) * (1 + remaining)  # later epochs: at least this long
