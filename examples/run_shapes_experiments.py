@@ -217,20 +217,21 @@ def main() -> int:
     if not args.suite and not args.names:
         args.suite, args.seeds = "findings", args.seeds or [0, 1, 2]
     runs = selected_runs(parser, args)
+    out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
+    out.mkdir(parents=True, exist_ok=True)
     results = [
         (args.skip_existing and reuse(name, config, overrides)) or run_experiment(name, overrides, config)
         for name, config, overrides in runs
     ]
-    out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     text = markdown(results)
     if args.seeds:
-        from rayunify.report import interval_tables, recipes_of
+        from rayunify.report import interval_tables, plot_changes, recipes_of
 
         recipes = recipes_of([r["run_dir"] for r in results])
         pairs = [(a, b) for a, b in COMPARISONS.get(args.suite or "", []) if a in recipes and b in recipes]
         text += "\n\n" + interval_tables(recipes, args.baseline, comparisons=pairs)
+        text += f"\n\n![changes]({plot_changes(recipes, out / 'changes.png').name})"
     (out / "results.md").write_text(text + "\n")
     from rayunify.report import write_report
 

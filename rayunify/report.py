@@ -84,9 +84,10 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-# (metric, group, column label) of the interval tables: the figures a finding is read from
-INTERVAL_COLUMNS = [  # (records, metric, group, label): records "eval" are the model's own images,
-    # "judgeset" the fixed judge set (trainer.judge_set_size; left out of the table where a run lacks it)
+# (records, metric, group, label) of the interval tables, the figures a finding is read from: records "eval"
+# are the model's own images, "judgeset" the fixed judge set (trainer.judge_set_size; no column where a run
+# lacks it)
+INTERVAL_COLUMNS = [
     ("eval", "gen_accuracy", "overall", "gen_accuracy"),
     ("eval", "gen_accuracy", "category_mean", "gen_accuracy, category mean"),
     ("eval", "nonunified", "overall", "nonunified"),
@@ -161,10 +162,46 @@ def interval_tables(
     return "\n".join(lines)
 
 
-def _change_cell(start: PromptTable, end: PromptTable, metric: str, group: str, resamples: int) -> str:
+def change_interval(
+    start: PromptTable, end: PromptTable, metric: str, group: str, resamples: int
+) -> tuple[float, float, float, float]:
+    """(start, end, low, high): the two figures and the paired 95% interval of end − start."""
     draws = bootstrap_arms({"start": start, "end": end}, metric, group, resamples)
-    a, b = point(start, metric, group), point(end, metric, group)
     lo, hi = interval(draws["end"] - draws["start"])
+    return point(start, metric, group), point(end, metric, group), lo, hi
+
+
+def plot_changes(recipes: Mapping[str, Sequence[Path]], path: Path, resamples: int = 2000) -> Path:
+    """One panel per interval column: each recipe's start → end change with its 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = _columns([d for dirs in recipes.values() for d in dirs])
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 0.45 * len(recipes) + 1.2), sharey=True)
+    ys = range(len(recipes))
+    for ax, (records, metric, group, label) in zip(axes, columns, strict=True):
+        for y, dirs in zip(ys, recipes.values(), strict=True):
+            a, b, lo, hi = change_interval(
+                eval_table(dirs, "start", records), eval_table(dirs, "final", records), metric, group, resamples
+            )
+            colour = "C2" if lo > 0 else "C3" if hi < 0 else "C7"  # clears above zero, below zero, or not
+            ax.errorbar(b - a, y, xerr=[[b - a - lo], [hi - b + a]], fmt="o", color=colour, capsize=3)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(f"{label}\nchange, 95% interval", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(list(ys), list(recipes), fontsize=7)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _change_cell(start: PromptTable, end: PromptTable, metric: str, group: str, resamples: int) -> str:
+    a, b, lo, hi = change_interval(start, end, metric, group, resamples)
     return f"{a:.3f} → {b:.3f} ({b - a:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
@@ -207,6 +244,7 @@ def write_report(
     plot = plot_runs(runs, out_dir / "curves.png")
     text = f"# rayunify report\n\n{summary_table(runs)}\n\n![curves]({plot.name})\n"
     if intervals:
-        text += "\n" + interval_tables(recipes_of(run_dirs), baseline, comparisons=comparisons) + "\n"
+        changes = plot_changes(recipes_of(run_dirs), out_dir / "changes.png")
+        text += f"\n{interval_tables(recipes_of(run_dirs), baseline, comparisons=comparisons)}\n\n![changes]({changes.name})\n"
     (out_dir / "report.md").write_text(text)
     return out_dir / "report.md"

@@ -34,6 +34,9 @@ def test_experiment_suites_are_valid_runs_with_distinct_directories():
         dirs = [script.run_dir_of(script.CONFIGS / f"{config}.yaml", overrides) for _, config, overrides in runs]
         assert len(set(dirs)) == len(runs), suite
         assert [d.name for d in dirs] == [name for name, _, _ in runs], suite
+    for suite, pairs in script.COMPARISONS.items():
+        names = {name for name, _, _ in script.SUITES[suite]}
+        assert {n for pair in pairs for n in pair} <= names, suite
 
 
 def test_dotted_overrides_and_variant_switch():

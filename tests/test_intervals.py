@@ -123,5 +123,10 @@ def test_judge_set_records_give_the_judges_balanced_accuracy_and_a_report_column
     assert sorted(table.rows) == ["t1", "t2"]
     assert point(table, "balanced_accuracy") == pytest.approx(0.75)
     assert "judge set balanced accuracy" in interval_tables(recipes_of([run]), resamples=50)
+    from rayunify.report import write_report
+
+    write(run / "metrics.jsonl", [{"step": 0, "eval/gen_accuracy": 0.5}])
+    report = write_report([str(run)], str(tmp_path / "report"), intervals=True)
+    assert (report.parent / "changes.png").stat().st_size > 0 and "![changes](changes.png)" in report.read_text()
     (run / "judgeset_final_records.jsonl").unlink()  # a run without a judge set: no such column
     assert "judge set balanced accuracy" not in interval_tables(recipes_of([run]), resamples=50)
