@@ -83,6 +83,7 @@ _FINDINGS = [
         [*_ONLINE, "sampling.geometry=conditional", "trainer.run_name=online_dpo_conditional"],
     ),
     ("co_degradation", "co_degradation", [*_ONLINE]),
+    ("online_grpo", "online_grpo", [*_ONLINE]),
 ]
 # What each findings table compares (recipe, against), paired over prompts with the seeds pooled.
 COMPARISONS = {
@@ -96,6 +97,7 @@ COMPARISONS = {
         ("sft_conditional", "sft"),
         ("online_dpo_conditional", "online_dpo"),
         ("co_degradation", "online_dpo"),
+        ("online_grpo", "online_dpo"),
     ],
 }
 SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
