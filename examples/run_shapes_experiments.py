@@ -24,6 +24,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,13 +143,35 @@ def with_seeds(runs: list[tuple[str, str, list[str]]], seeds: list[int] | None) 
     ]
 
 
-def run_experiment(name: str, overrides: list[str], config_name: str | None = None) -> dict:
+def run_experiment(name: str, overrides: list[str], config_name: str | None = None, log: Path | None = None) -> dict:
+    """One training run; its output goes to `log` where given (runs side by side), else to this terminal."""
     config = CONFIGS / f"{config_name or name}.yaml"
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), *overrides]
-    print(f"== {name}: {' '.join(cmd)}", flush=True)
-    code = subprocess.run(cmd, cwd=ROOT).returncode
+    print(f"== {name}: {' '.join(cmd)}" + (f" > {log}" if log else ""), flush=True)
+    if log is None:
+        code = subprocess.run(cmd, cwd=ROOT).returncode
+    else:
+        with open(log, "w") as stream:
+            code = subprocess.run(cmd, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT).returncode
+        print(f"== {name}: exit {code} after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     return summarize(name, run_dir_of(config, overrides), code, (time.perf_counter() - started) / 60)
+
+
+def run_all(runs: list[tuple[str, str, list[str]]], jobs: int, skip_existing: bool, out: Path) -> list[dict]:
+    """Every run, `jobs` at a time (each its own local Ray cluster; with more than one, each run's output
+    goes to out/logs/<name>.log). Results keep the order of `runs`."""
+    logs = out / "logs" if jobs > 1 else None
+    if logs:
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def one(run: tuple[str, str, list[str]]) -> dict:
+        name, config, overrides = run
+        log = logs / f"{name}.log" if logs else None
+        return (skip_existing and reuse(name, config, overrides)) or run_experiment(name, overrides, config, log)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, runs))
 
 
 def reuse(name: str, config_name: str, overrides: list[str]) -> dict | None:
@@ -215,16 +238,16 @@ def main() -> int:
     parser.add_argument(
         "--skip-existing", action="store_true", help="reuse runs whose eval_final.json exists"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (each its own local Ray cluster)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: at least 1")
     if not args.suite and not args.names:
         args.suite, args.seeds = "findings", args.seeds or [0, 1, 2]
     runs = selected_runs(parser, args)
     out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
     out.mkdir(parents=True, exist_ok=True)
-    results = [
-        (args.skip_existing and reuse(name, config, overrides)) or run_experiment(name, overrides, config)
-        for name, config, overrides in runs
-    ]
+    results = run_all(runs, args.jobs, args.skip_existing, out)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     text = markdown(results)
     if args.seeds:
