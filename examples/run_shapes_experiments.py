@@ -1,9 +1,9 @@
 """Run the ShapesWorld experiments through `rayunify train` and write the results table.
 
-    python examples/run_shapes_experiments.py                      # README's findings: every recipe, seeds 0 1 2
+    python examples/run_shapes_experiments.py --jobs 2             # README's findings: every recipe, seeds 0 1 2
     python examples/run_shapes_experiments.py --suite findings sft dpo --seeds 0   # some of a suite's runs
     python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results    # configs/shapes/<name>.yaml
-    python examples/run_shapes_experiments.py --suite objects      # README's single-object experiments
+    python examples/run_shapes_experiments.py --suite objects      # single objects from the noisy-caption base
     python examples/run_shapes_experiments.py --suite grpo --seeds 0 1 2 --baseline online_dpo
 
 Each experiment is a normal training run (same trainer, same configs users get). Before/after numbers are
@@ -13,8 +13,10 @@ results.md, results.json and curves.png (via `rayunify report`).
 
 With `--seeds`, every run repeats once per fine-tuning seed (`trainer.seed`; the base model stays the same,
 `model.builtin_seed`), and results.md adds each recipe's figures with 95% intervals from a paired bootstrap
-over prompts (rayunify.intervals: the images of all seeds pooled per prompt), and with `--baseline` each
-recipe's end figures minus the baseline's, paired the same way.
+over prompts (rayunify.intervals: the images of all seeds pooled per prompt), with `--baseline` each
+recipe's end figures minus the baseline's, and the suite's COMPARISONS, paired the same way; changes.png
+draws each recipe's change with its interval. `--jobs N` runs N at a time, each its own local Ray cluster
+(README states the findings suite's wall clock).
 """
 
 from __future__ import annotations
