@@ -179,8 +179,9 @@ def plot_changes(recipes: Mapping[str, Sequence[Path]], path: Path, resamples: i
     import matplotlib.pyplot as plt
 
     columns = _columns([d for dirs in recipes.values() for d in dirs])
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 0.45 * len(recipes) + 1.2), sharey=True)
-    ys = range(len(recipes))
+    size = (3.3 * len(columns), 0.45 * len(recipes) + 1.2)
+    fig, grid = plt.subplots(1, len(columns), figsize=size, sharey=True, squeeze=False)
+    axes, ys = grid[0], range(len(recipes))
     for ax, (records, metric, group, label) in zip(axes, columns, strict=True):
         for y, dirs in zip(ys, recipes.values(), strict=True):
             a, b, lo, hi = change_interval(
