@@ -86,6 +86,12 @@ _FINDINGS = [
         [*_ONLINE, "sampling.geometry=conditional", "trainer.run_name=online_dpo_conditional"],
     ),
     ("co_degradation", "co_degradation", [*_ONLINE]),
+    # the laxest threshold of the validation sweep, with SFT: it trains on every image its judge accepts
+    (
+        "co_degradation_sft",
+        "sft",
+        [*_OFFLINE, "judge.accept_threshold=0.01", "trainer.run_name=co_degradation_sft"],
+    ),
     ("online_grpo", "online_grpo", [*_ONLINE]),
 ]
 # What each findings table compares (recipe, against), paired over prompts with the seeds pooled.
@@ -100,6 +106,7 @@ COMPARISONS = {
         ("sft_conditional", "sft"),
         ("online_dpo_conditional", "online_dpo"),
         ("co_degradation", "online_dpo"),
+        ("co_degradation_sft", "sft"),
         ("online_grpo", "online_dpo"),
     ],
 }
