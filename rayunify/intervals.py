@@ -138,7 +138,9 @@ def _metric_of(tables: Mapping[str, np.ndarray], metric: str, group: str) -> np.
 
 def _metric(table: np.ndarray, metric: str) -> np.ndarray:
     """metrics.metric_arrays' figures, and the judge's balanced accuracy (mean of its true-positive and
-    true-negative rates: on a set balanced by label, chance is 0.5 whatever the judge's bias)."""
+    true-negative rates: on a set balanced by label, chance is 0.5 whatever the judge's bias). Derived here,
+    not in metric_arrays, because metric_arrays' keys are what every evaluation logs: only the judge set,
+    which is balanced by construction, has a use for it."""
     arrays = metric_arrays(table)
     if metric == "balanced_accuracy":
         return 1.0 - (arrays["judge_fpr"] + arrays["judge_fnr"]) / 2
