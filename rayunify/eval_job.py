@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rayunify import preflight
-from rayunify.preflight import UserError
 from rayunify.config import Config
 from rayunify.evaluation import JudgedImage, save_grid
 from rayunify.export import BenchmarkExporter, PromptImages
 from rayunify.metrics import VerdictRecord, bootstrap_intervals, by_category, judge_set_report
+from rayunify.preflight import UserError
 from rayunify.types import Prompt
 
 GRID_IMAGES = 48
