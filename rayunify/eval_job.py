@@ -58,8 +58,7 @@ def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     preflight.check_judge("guard.reference", cfg.guard.reference, prompts)
     exporter = None
     if settings.export:
-        origins = prompt_set.origins if settings.split == "eval" else None
-        exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples, origins)
+        exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples, prompt_set.origins)
         print(exporter.describe())
     out.mkdir(parents=True, exist_ok=True)
     chunks = [prompts[i : i + settings.chunk_prompts] for i in range(0, len(prompts), settings.chunk_prompts)]

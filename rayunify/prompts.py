@@ -52,7 +52,8 @@ class PromptSet:
     eval: list[Prompt]
     files: list[FileReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # Each eval prompt's file and line where it came from a file: the benchmark exports number images by it.
+    # Each prompt's file and line where it came from a file (an eval prompt's eval file first): the benchmark
+    # exports number images by it.
     origins: dict[str, SourceLine] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
@@ -94,7 +95,6 @@ def load_prompt_set(cfg: PromptsConfig) -> PromptSet:
             raise ValueError(f"{len(pool)} prompts are too few to hold out an eval split: give prompts.eval_path")
         held_out = {p.prompt_id for p in evaluation}
         pool = [p for p in pool if p.prompt_id not in held_out]
-        eval_origins = {p.prompt_id: train_origins[p.prompt_id] for p in evaluation if p.prompt_id in train_origins}
         notes.append(
             f"eval: no eval source given, so {len(evaluation)} of {len(pool) + len(evaluation)} prompts were held "
             f"out of training (seeded, by category; at most prompts.n_eval={cfg.n_eval} and 1/{HELD_OUT_SHARE})"
@@ -108,7 +108,7 @@ def load_prompt_set(cfg: PromptsConfig) -> PromptSet:
     notes += _overlap_note(train, evaluation, cfg.overlap)
     if len(train) < len(pool):
         notes.append(f"train: a seeded sample of {len(train)} of {len(pool)} prompts (prompts.n_train)")
-    return PromptSet(train, evaluation, files, notes, eval_origins)
+    return PromptSet(train, evaluation, files, notes, {**train_origins, **eval_origins})
 
 
 def _builtin_prompt_set(cfg: PromptsConfig) -> PromptSet:
