@@ -2,7 +2,8 @@
 
 It reads the same config tree as training (`model`, `prompts`, `sampling`, `guard.reference` as the
 referee), generates `samples` images per prompt, has the model judge its own images and the referee judge
-them too, and writes into `--out`:
+them too, and writes into `--out` (refused if it holds an earlier evaluation: nothing is mixed or
+overwritten):
 - `eval.json`: pooled and category-mean figures and one entry per category, with 95% intervals from a
   bootstrap over prompt texts (`intervals`; a split's repeats of one text resample together), with
   `trainer.judge_set_size` > 0 the judge on the fixed judge set (`judgeset`: AUROC, balanced accuracy),
