@@ -2,7 +2,8 @@
 
 It reads the same config tree as training (`model`, `prompts`, `sampling`, `guard.reference` as the
 referee), generates `samples` images per prompt, has the model judge its own images and the referee judge
-them too, and writes into `--out`:
+them too, and writes into `--out` (refused if it holds an earlier evaluation: nothing is mixed or
+overwritten):
 - `eval.json`: pooled and category-mean figures and one entry per category, with 95% intervals from a
   bootstrap over prompt texts (`intervals`; a split's repeats of one text resample together), with
   `trainer.judge_set_size` > 0 the judge on the fixed judge set (`judgeset`: AUROC, balanced accuracy),
@@ -28,6 +29,7 @@ from rayunify.config import Config
 from rayunify.evaluation import JudgedImage, save_grid
 from rayunify.export import BenchmarkExporter, PromptImages
 from rayunify.metrics import VerdictRecord, bootstrap_intervals, by_category, judge_set_report
+from rayunify.preflight import UserError
 from rayunify.types import Prompt
 
 GRID_IMAGES = 48
@@ -49,11 +51,16 @@ class EvalSettings:
 def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     """Everything above, checked first (model, prompts, referee, export layout) so nothing fails half-way."""
     out = Path(out_dir)
+    refuse_earlier_outputs(out)
     preflight.check_model(cfg, need_weights=True)
     prompt_set = preflight.check_prompts(cfg)
+    print("\n".join(prompt_set.describe()))  # the per-file report `rayunify train` prints
     prompts = (prompt_set.eval if settings.split == "eval" else prompt_set.train)[: settings.max_prompts]
     preflight.check_judge("guard.reference", cfg.guard.reference, prompts)
-    exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples) if settings.export else None
+    exporter = None
+    if settings.export:
+        exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples, prompt_set.origins)
+        print(exporter.describe())
     out.mkdir(parents=True, exist_ok=True)
     chunks = [prompts[i : i + settings.chunk_prompts] for i in range(0, len(prompts), settings.chunk_prompts)]
     records, texts, grid = [], [], []
@@ -76,6 +83,19 @@ def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     (out / "eval.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     save_grid(grid, out / "samples.png")
     return out / "eval.json"
+
+
+# What an evaluation writes into --out: a folder holding any of them holds an earlier evaluation.
+OUTPUTS = ("eval.json", "verdicts.jsonl", "samples.png", "geneval", "t2i_compbench")
+
+
+def refuse_earlier_outputs(out: Path) -> None:
+    """An evaluation never overwrites or mixes with an earlier one: the benchmark scorers would read old and
+    new images together, and the old figures would be replaced without a word."""
+    found = [name for name in OUTPUTS if (out / name).exists()]
+    if found:
+        raise UserError(f"--out {out} already holds an earlier evaluation ({', '.join(found)}): give a new --out "
+                        "(or remove those first); nothing was written")  # fmt: skip
 
 
 def _judge_set_report(cfg: Config, prompts: list[Prompt], settings: EvalSettings) -> dict[str, dict[str, float]]:

@@ -35,12 +35,17 @@ def test_compbench_train_and_val_files_load_with_a_report():
     assert "1 duplicate line(s) dropped, byte-order mark stripped" in report and "eval: 15 prompts" in report
 
 
-def test_val_files_mixed_into_train_are_refused_unless_allowed():
-    with pytest.raises(ValueError, match=r"15 of 15 eval prompts are also training prompts.*allow_overlap"):
-        prompt_set(f"prompts.path={DATASET}", f"prompts.eval_path={DATASET}/*_val.txt")
-    allowed = prompt_set(f"prompts.path={DATASET}", f"prompts.eval_path={DATASET}/*_val.txt", "prompts.allow_overlap=true")
-    assert any("files of several splits (train, val)" in n for n in allowed.notes)
-    assert any("15 of 15 eval prompts are also training prompts" in n for n in allowed.notes)
+def test_val_files_mixed_into_train_are_dropped_from_training_refused_or_kept_as_configured():
+    dropped = prompt_set(f"prompts.path={DATASET}", f"prompts.eval_path={DATASET}/*_val.txt")
+    assert len(dropped.train) == 23 and not {p.prompt_id for p in dropped.train} & {p.prompt_id for p in dropped.eval}
+    # each val file read as training reports the lines it lost; read as eval, it loses none
+    assert [len(f.in_eval) for f in dropped.files if f.path.endswith("_val.txt")] == [4, 6, 5, 0, 0, 0]
+    assert any("dropped 15 of 38 prompts that are also eval prompts (prompts.overlap=drop" in n for n in dropped.notes)
+    with pytest.raises(ValueError, match=r"15 of 15 eval prompts are also training prompts.*prompts.overlap=drop"):
+        prompt_set(f"prompts.path={DATASET}", f"prompts.eval_path={DATASET}/*_val.txt", "prompts.overlap=refuse")
+    kept = prompt_set(f"prompts.path={DATASET}", f"prompts.eval_path={DATASET}/*_val.txt", "prompts.overlap=keep")
+    assert any("files of several splits (train, val)" in n for n in kept.notes)
+    assert any("15 of 15 eval prompts are also training prompts" in n for n in kept.notes) and len(kept.train) == 38
 
 
 def test_a_forced_train_format_does_not_apply_to_the_geneval_eval_file():

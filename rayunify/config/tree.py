@@ -137,9 +137,12 @@ class PromptsConfig(Strict):
     eval_format: Literal["auto", "jsonl", "txt", "t2i_compbench", "geneval"] = Field(
         "auto", description="Like format, for eval_path."
     )
-    allow_overlap: bool = Field(
-        False, description="Accept eval prompts that are also training prompts (refused by default: the figures "
-        "would measure memorisation)."
+    overlap: Literal["drop", "refuse", "keep"] = Field(
+        "drop",
+        description="Prompts in both the training and the eval source (the official T2I-CompBench files share two "
+        "spatial prompts between train and val). drop: removed from training, each text reported; refuse: an "
+        "error when a sampled eval prompt is also a sampled training prompt; keep: trained on and evaluated "
+        "(the figures then partly measure memorisation), reported.",
     )
     dataset: str | None = Field(None, description="source=hf_dataset: a `datasets` name or a local dataset path.")
     split: str = Field("train", description="source=hf_dataset: the training split.")
@@ -166,6 +169,14 @@ class PromptsConfig(Strict):
         from rayunify.builtins import prompt_source
 
         return None if value is None else prompt_source("shapes").check_categories(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_allow_overlap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "allow_overlap" in data:
+            raise ValueError("prompts.allow_overlap was replaced by prompts.overlap: drop (the default), refuse, "
+                             "or keep (what allow_overlap=true did)")  # fmt: skip
+        return data
 
     @model_validator(mode="after")
     def _source_needs_its_location(self) -> PromptsConfig:
