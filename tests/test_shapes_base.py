@@ -22,7 +22,7 @@ from rayunify.shapes import data as shapes_data
 from rayunify.shapes.base_training import train_base
 from rayunify.shapes.cache import cached_base_dir
 from rayunify.shapes.checker import check_batch
-from rayunify.shapes.data import ShapesData, one_attribute_away
+from rayunify.shapes.data import ShapesData, balanced_choice, one_attribute_away
 from rayunify.shapes.objectives import JudgeLoss, PatchProbe
 from rayunify.shapes.recipe import SIZES, split_prompts
 from rayunify.shapes.render import render
@@ -219,10 +219,21 @@ def test_understanding_batches_are_balanced_and_labelled_by_the_checker(test_mod
     data = ShapesData(vq, prompts, SIZES["test"], np.random.default_rng(0))
     images, texts, verdicts = data.understanding_batch(16)
     assert len(images) == len(texts) == len(verdicts) == 16
-    assert sum(v == Verdict.ACCEPT for v in verdicts) == 8
+    # How many of the 32 candidates survive the VQ round trip as right depends on the trained VQ's last bits
+    # (and so on the host's kernels): at most half are accepted, and a shortfall is made up by rejected ones.
+    # The exact rule is `balanced_choice`'s test below; here the labels must be the checker's.
+    assert 1 <= sum(v == Verdict.ACCEPT for v in verdicts) <= 8
     specs = {p.text: Spec.from_dict(p.spec) for p in prompts}
     truth = [r.aligned for r in check_batch(np.stack(images), [specs[t] for t in texts])]
     assert truth == [v == Verdict.ACCEPT for v in verdicts]
+
+
+@pytest.mark.parametrize(("n_accepted", "n_rejected", "want_accepted"), [(20, 12, 8), (7, 25, 7), (30, 2, 14), (0, 32, 0)])
+def test_balanced_choice_takes_half_accepted_where_the_candidates_allow(n_accepted, n_rejected, want_accepted):
+    accepted = np.random.default_rng(0).permutation(np.array([True] * n_accepted + [False] * n_rejected))
+    chosen = balanced_choice(accepted, 16)
+    assert len(chosen) == len(set(chosen.tolist())) == 16
+    assert int(accepted[chosen].sum()) == want_accepted
 
 
 def test_own_samples_are_split_by_the_checker_and_drawn_into_understanding_batches(test_model: Path):

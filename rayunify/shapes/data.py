@@ -129,9 +129,7 @@ class ShapesData:
         for i in np.nonzero(kinds == "own")[0]:
             prompts[i], images[i] = self._own_sample()
         accepted = np.array([r.aligned for r in check_batch(images, [self.specs[p.text] for p in prompts])])
-        pos, neg = np.nonzero(accepted)[0], np.nonzero(~accepted)[0]
-        n_pos = min(max(n // 2, n - len(neg)), len(pos))
-        chosen = np.concatenate([pos[:n_pos], neg[: n - n_pos]])
+        chosen = balanced_choice(accepted, n)
         chosen = chosen[self.rng.permutation(len(chosen))]
         verdicts = [Verdict.ACCEPT if accepted[i] else Verdict.REJECT for i in chosen]
         return [images[i] for i in chosen], [prompts[i].text for i in chosen], verdicts
@@ -153,6 +151,14 @@ class ShapesData:
             dy, dx = self.rng.integers(side - h + 1), self.rng.integers(side - w + 1)
             grid[y : y + h, x : x + w] = donor_grid[dy : dy + h, dx : dx + w]
         return out
+
+
+def balanced_choice(accepted: np.ndarray, n: int) -> np.ndarray:
+    """Indices of n candidates, half accepted and half rejected where the candidates allow: the first n // 2
+    accepted ones, more of them only when too few were rejected, and rejected ones for the rest."""
+    pos, neg = np.nonzero(accepted)[0], np.nonzero(~accepted)[0]
+    n_pos = min(max(n // 2, n - len(neg)), len(pos))
+    return np.concatenate([pos[:n_pos], neg[: n - n_pos]])
 
 
 def one_attribute_away(spec: Spec, rng: np.random.Generator, by_kind: bool = False) -> Spec:
