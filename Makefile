@@ -10,7 +10,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-kernels test-vllm lint bench clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The tests whose figures come out of float kernels (marked `kernels`), again under a second kernel setting of
+# this host: AVX2 where the host has AVX-512, else torch's plain build. An assertion that holds only on one
+# CPU's kernels fails here before it fails on a user's machine.
+test-kernels: $(STAMP)
+	ATEN_CPU_CAPABILITY=$$($(BIN)/python -c "import torch; print('avx2' if torch.backends.cpu.get_cpu_capability() == 'AVX512' else 'default')") \
+	MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q -m kernels tests
+
+# The vLLM judge against a real vLLM server, from its own environment (built once by .ci/vllm_env.sh).
+test-vllm: $(STAMP)
+	RAYUNIFY_VLLM_PYTHON=$$(.ci/vllm_env.sh) $(BIN)/python -m pytest -q -m slow tests/test_judges_vlm.py -k vllm
 
 lint: $(STAMP)
 	$(BIN)/ruff check rayunify tests benchmarks

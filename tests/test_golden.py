@@ -27,6 +27,8 @@ import pytest
 
 from rayunify.numerics import is_portable, portable_env
 
+pytestmark = pytest.mark.kernels  # figures of trained models: rerun under a second kernel setting
+
 TESTS = Path(__file__).parent
 GOLDEN = TESTS / "golden"
 UPDATE = os.environ.get("RAYUNIFY_UPDATE_GOLDEN") == "1"
@@ -93,7 +95,6 @@ def test_a_changed_figure_fails_the_comparison():
     assert differences({"pairs": 3}, {"pairs": 4})
     assert differences({"pairs": 3.0}, {"pairs": 3})  # a type change is a change
     import torch
-
     from golden_runs import tensor_summary
 
     weights = torch.randn(64, 32)

@@ -37,6 +37,8 @@ from rayunify.shapes.world import (
 )
 from rayunify.types import Verdict
 
+pytestmark = pytest.mark.kernels  # figures of trained models: rerun under a second kernel setting
+
 REQUIRED_METRICS = ("gen_accuracy", "nonunified", "judge_accuracy", "judge_fpr", "judge_fnr", "weak_generation", "invalid_rate")
 
 
