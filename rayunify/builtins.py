@@ -25,6 +25,7 @@ class BuiltinModel:
 
     description: str
     directory: Callable[[int], str]  # seed -> local directory in the HF layout
+    family: str = "janus"  # the model.type it is loaded as
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _shapes_checker(cfg: Any) -> Judge:
 
 MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny),
-    "showo-tiny": BuiltinModel("a tiny random Show-o (model.type=showo) for tests", _showo_tiny),
+    "showo-tiny": BuiltinModel("a tiny random Show-o for tests", _showo_tiny, family="showo"),
     "shapes-base": BuiltinModel("the ShapesWorld base model (trained on first use)", _shapes_model("base")),
     "shapes-noisy": BuiltinModel("the ShapesWorld base trained on noisy captions", _shapes_model("noisy")),
     "shapes-test": BuiltinModel("a small ShapesWorld base for tests", _shapes_model("test")),
@@ -126,6 +127,17 @@ def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
 
 # judge.type -> why a built-in judge cannot score these prompts (None: it can).
 JUDGE_PROMPT_CHECKS: dict[str, Callable[[Sequence[Prompt]], str | None]] = {"shapes_checker": _shapes_checker_problem}
+
+
+def builtin_family(path: str) -> str | None:
+    """The model family (`model.type`) a `builtin:` model or architecture is; None for any other path or an
+    unknown name (which `builtin_model` explains)."""
+    name = path.removeprefix(BUILTIN_PREFIX)
+    if not is_builtin(path):
+        return None
+    if name in ARCHITECTURES:
+        return "showo" if ARCHITECTURES[name].startswith("SHOWO") else "janus"
+    return MODELS[name].family if name in MODELS else None
 
 
 def is_builtin(path: str) -> bool:

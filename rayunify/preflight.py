@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -77,17 +76,18 @@ def check_prompts(cfg: Config) -> PromptSet:
 
 
 def judge_roles(cfg: Config) -> list[tuple[str, Any]]:
+    """Every judge the run loads: the training judge, GRPO's reward judges, and `guard.reference`, which is
+    also the evaluations' referee, so it is loaded (and checked) even with the guard off."""
     roles = [("judge", cfg.judge)]
-    if cfg.guard.enabled:
-        roles.append(("guard.reference", cfg.guard.reference))
     for index, term in enumerate(getattr(cfg.algorithm, "rewards", None) or []):
         roles.append((f"algorithm.rewards[{index}]", term.judge))
+    roles.append(("guard.reference" if cfg.guard.enabled else "guard.reference (the evaluations' referee)", cfg.guard.reference))
     return roles
 
 
 def check_judges(cfg: Config, prompts: Sequence[Prompt], complete: bool = True) -> list[str]:
-    """Each judge (and the guard's reference) checked against the prompts it will score; one line each.
-    `complete=False` (dry runs): a referee's model directory needs no weights yet."""
+    """Each judge checked against the prompts it will score; one line each. `complete=False` (dry runs): a
+    referee's model directory needs no weights yet."""
     return [f"{role}: {check_judge(role, judge_cfg, prompts, complete)}" for role, judge_cfg in judge_roles(cfg)]
 
 
@@ -132,14 +132,20 @@ def role_requests(cfg: Config) -> list[RoleRequest]:
     ]
 
 
-def local_nodes(cfg: Config) -> list[dict[str, float]]:
-    """The one node of the local cluster the driver would start: CPUs as the driver sets them (enough for
-    every actor unless `ray.num_cpus` says otherwise) and the GPUs this machine has."""
-    import torch
+def local_cluster_cpus(cfg: Config) -> int:
+    """The logical CPUs a local cluster declares: `ray.num_cpus`, else enough for every actor and at least
+    this machine's usable cores (actors limit their own threads, so asking for more than the cores is fine)."""
+    from rayunify.machine import usable_cpus
 
     needed = math.ceil(sum(r.count * r.cpus for r in role_requests(cfg)))
-    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, needed)
-    return [{"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}]
+    return cfg.ray.num_cpus or max(usable_cpus(), needed)
+
+
+def local_nodes(cfg: Config) -> list[dict[str, float]]:
+    """The one node of the local cluster the driver would start: its logical CPUs and this machine's GPUs."""
+    from rayunify.machine import gpus
+
+    return [{"CPU": float(local_cluster_cpus(cfg)), "GPU": float(len(gpus()))}]
 
 
 def check_algorithm(cfg: Config) -> None:
