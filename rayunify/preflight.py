@@ -163,10 +163,11 @@ def check_run(cfg: Config) -> PromptSet:
     return prompt_set
 
 
-def check_cluster(cfg: Config, nodes: list[dict[str, float]]) -> None:
-    """The actors against the nodes of the cluster the run joined: a placement that can never be met is an
-    error now, not a wait without end."""
-    problems = placement_problems(role_requests(cfg), nodes)
+def check_cluster(cfg: Config, nodes: list[dict[str, float]], roles: Sequence[str] | None = None) -> None:
+    """The actors (of `roles`; None: all) against the nodes of the cluster the job joined: a placement that can
+    never be met is an error now, not a wait without end."""
+    requests = [r for r in role_requests(cfg) if roles is None or r.role in roles]
+    problems = placement_problems(requests, nodes)
     if problems:
         raise UserError("; ".join(problems))
 

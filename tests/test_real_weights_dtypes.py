@@ -35,7 +35,9 @@ def saved_janus(tmp_path_factory):
 
 
 def _judge_and_generate(family: str, path) -> None:
-    cfg = load_config(None, [f"model.type={family}", f"model.path={path}", "model.dtype=bfloat16", "model.device=cpu"])
+    cfg = load_config(
+        None, [f"model.type={family}", f"model.path={path}", "model.dtype=bfloat16", "model.device=cpu"]
+    )
     model = build_model(cfg.model)
     assert next(p for p in model.module().parameters() if p.requires_grad).dtype == torch.bfloat16
     out = model.generate(["a red circle", "a blue square"], n=1, seed=0, decode=True)
