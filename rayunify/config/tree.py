@@ -13,6 +13,7 @@ from pydantic import (
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.health import HealthConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
     JudgeConfig,
@@ -397,6 +398,7 @@ class Config(Strict):
     judge_actors: JudgeResources = Field(default_factory=JudgeResources)  # where judging runs; `judge` what judges
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
