@@ -113,7 +113,8 @@ class CurriculumConfig(Strict):
     levels: list[str] | None = Field(
         None,
         description="adaptive: the prompt categories in admission order, easiest first (every training category must "
-        "be listed). None: the categories in the order they first appear in the training prompts.",
+        "be listed). None: ordered by the start evaluation's acceptance rate (the model's own judge), highest "
+        "first; the order the training prompts first name them breaks ties, unmeasured categories come last.",
     )
 
 

@@ -55,6 +55,7 @@ class Trainer:
         prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
         print("\n".join(prompt_set.describe()))
         train_prompts, eval_prompts = prompt_set.train, prompt_set.eval
+        self.train_prompts = train_prompts
         self.hooks = hooks or Hooks()
         self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
@@ -103,7 +104,8 @@ class Trainer:
             if self.resume:
                 self.restore()
             else:
-                self.logger.log(0, self.monitor.start())
+                start = self.monitor.start()
+                self.logger.log(0, {**start, **self.order_curriculum()})
             if self.cfg.trainer.mode == "online":
                 self.train_online()
             else:
@@ -111,6 +113,24 @@ class Trainer:
             self.finish()
         finally:
             self.resources.close()
+
+    def order_curriculum(self) -> dict[str, float]:
+        """Adaptive curriculum without `curriculum.levels`: levels by the start evaluation's acceptance rate,
+        highest first (file order breaks ties), said on stdout and logged as curriculum/level/<category>."""
+        from rayunify.levels import levels_by_acceptance
+        from rayunify.prompts import curriculum_levels
+
+        cur = self.cfg.curriculum
+        if cur.type != "adaptive":
+            return {}
+        file_order = curriculum_levels(self.train_prompts, cur.levels)
+        if cur.levels is not None:  # the user's order wins
+            self.progress.write(f"curriculum levels as configured, easiest first: {', '.join(file_order)}")
+            return {f"curriculum/level/{category}": float(level) for level, category in enumerate(file_order)}
+        order = levels_by_acceptance(file_order, self.monitor.start_acceptance)
+        ray_get(self.data.set_levels.remote(order.levels))
+        self.progress.write(order.describe())
+        return order.metrics()
 
     def train_online(self) -> None:
         cfg = self.cfg.trainer
