@@ -1,8 +1,8 @@
 """`rayunify train --dry-run`: check every part of a run without weights and say what would run.
 
-Runs the driver's preflight checks (model directory or architecture, prompt files with their report, each
-judge against the prompts it will score, the actors' resources against the cluster) and adds what only a
-dry run shows: the model's size and a memory estimate per GPU at the configured batch sizes. A model
+Runs the driver's preflight checks (model directory or architecture, prompt files with their report, prompt
+lengths against the model's text slot and context, each judge the run loads against the prompts it will
+score, the actors' resources against this machine) and adds what only a dry run shows: the model's size and a memory estimate per GPU at the configured batch sizes. A model
 directory needs only config.json and its tokenizer; `builtin:janus-pro-1b-shape` / `-7b-shape` need nothing.
 """
 
@@ -34,6 +34,7 @@ def dry_run(cfg: Config) -> int:
         lines.append(f"model: {model.description}")
         prompt_set = preflight.check_prompts(cfg)
         lines += prompt_set.describe()
+        lines.append(preflight.check_prompt_lengths(cfg, prompt_set.train + prompt_set.eval))
         lines += preflight.check_judges(cfg, prompt_set.train + prompt_set.eval, complete=False)
         lines += _resources(cfg)
         lines.append(_learner_summary(cfg))

@@ -54,6 +54,7 @@ def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     prompts = (prompt_set.eval if settings.split == "eval" else prompt_set.train)[: settings.max_prompts]
     if not prompts:
         raise preflight.UserError(f"the {settings.split} split has no prompts to evaluate")
+    preflight.check_prompt_lengths(cfg, prompts)
     preflight.check_judge("guard.reference", cfg.guard.reference, prompts)
     exporter = BenchmarkExporter(out, settings.export, prompts, settings.samples) if settings.export else None
     out.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,27 @@ def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     return ModelCheck(f"{directory} ({note})", JanusConfig.from_dict(json.loads((directory / "config.json").read_text())))
 
 
+def check_prompt_lengths(cfg: Config, prompts: Sequence[Prompt]) -> str:
+    """Every prompt against the model's text slot and context (`rayunify.models.prompt_fit`); one line. A
+    built-in that would have to be trained first, and an architecture without a tokenizer, are checked when the
+    run has the model (`Trainer` checks again after resolving the path, before any actor starts)."""
+    path = cfg.model.path
+    if builtins.builtin_architecture(path) is not None:
+        return "prompt lengths: not checked (an architecture has no tokenizer; the run checks its checkpoint's)"
+    directory = builtins.existing_model_dir(path, seed=cfg.model.builtin_seed)
+    if directory is None:
+        return f"prompt lengths: checked when the run has built {path}"
+    from rayunify.models.prompt_fit import PromptTooLong, check_prompt_fit
+
+    tokenizer_path = getattr(cfg.model, "tokenizer_path", None)
+    try:
+        return check_prompt_fit(cfg.model.type, directory, [p.text for p in prompts], tokenizer_path)
+    except PromptTooLong as err:
+        raise UserError(f"prompts: {err} (model.path={path})") from None
+    except (OSError, ValueError) as err:  # a tokenizer or config that does not load: the model check's business
+        raise UserError(f"prompt lengths: cannot read the tokenizer of {directory}: {err}") from None
+
+
 def check_prompts(cfg: Config) -> PromptSet:
     try:
         return load_prompt_set(cfg.prompts)

@@ -84,3 +84,13 @@ def test_rollout_actors_that_no_node_can_hold_are_refused_at_once(tmp_path, caps
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "the run asks for 128 GPU (rollout 2 x 64)" in err and "Traceback" not in err
+
+
+def test_a_prompt_longer_than_the_text_slot_is_refused_before_generating(tmp_path, capsys):
+    (tmp_path / "long_val.txt").write_text("a " + "very " * 200 + "long prompt\n")
+    argv = ["eval", "--out", str(tmp_path / "out"), "--model", "builtin:showo-tiny", *COMMON[1:5],
+            f"prompts.path={DATASET}/color_train.txt", f"prompts.eval_path={tmp_path / 'long_val.txt'}"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "prompt 'a very very" in err and "Show-o's text slot holds 30" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, hooks: Hooks | None = None) -> None:
         from rayunify.builtins import is_builtin, resolve_model_path
-        from rayunify.preflight import check_run
+        from rayunify.preflight import check_prompt_lengths, check_run
         from rayunify.runlog import RunLogger
 
         prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
@@ -69,6 +69,7 @@ class Trainer:
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
             path = resolve_model_path(cfg.model.path, seed=cfg.model.builtin_seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
+        print(check_prompt_lengths(cfg, train_prompts + eval_prompts))  # the built model's tokenizer
         self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
         self.step = self.skipped_batches = 0
         self.trained = False  # whether the latest learner step had anything to train on
