@@ -15,14 +15,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def seed_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
     ev.add_argument("--max-prompts", type=positive_int, help="only the first N prompts of the (stratified) split")
     ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_int, default=0)
     ev.add_argument(
         "--judge-set-model", help="the model whose samples make the fixed judge set (trainer.judge_set_size > 0); "
         "default: with --run, the run's starting model; else the model evaluated",
@@ -121,6 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
         if args.model:
             overrides.append(f"model.path={args.model}")
         cfg = load_config(config, overrides)
+        _check_judge_set_model(judge_set_model, cfg.trainer.judge_set_size)
         samples = args.samples if args.samples is not None else cfg.trainer.eval_samples_per_prompt
         settings = EvalSettings(samples, args.split, args.max_prompts, args.export, args.seed, judge_set_model=judge_set_model)
         path = eval_job(cfg, args.out, settings)
@@ -131,6 +140,14 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps({k: report[k] for k in ("overall", "category_mean")}, indent=2))
     print(f"wrote {path}, {path.parent / 'verdicts.jsonl'} and {path.parent / 'samples.png'}")
     return 0
+
+
+def _check_judge_set_model(path: str | None, size: int) -> None:
+    from rayunify.builtins import is_builtin
+    from rayunify.preflight import UserError
+
+    if path and size > 0 and not is_builtin(path) and not Path(path).is_dir():
+        raise UserError(f"--judge-set-model {path}: no such model directory")
 
 
 def _recipe_pair(text: str) -> tuple[str, str]:

@@ -36,6 +36,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
         ("--samples", "two", "argument --samples: expected a whole number, got 'two'"),
         ("--max-prompts", "0", "argument --max-prompts: must be at least 1, got 0"),
         ("--split", "test", "argument --split: invalid choice: 'test'"),
+        ("--seed", "-1", "argument --seed: must be at least 0, got -1"),
     ],
 )
 def test_a_bad_option_is_one_line_naming_it(capsys, tmp_path, option, value, message):
