@@ -25,6 +25,10 @@ class BuiltinModel:
 
     description: str
     directory: Callable[[int], str]  # seed -> local directory in the HF layout
+    family: str = "janus"  # the model.type it is loaded as
+    # seed -> its directory if it is there or made in seconds, None if it would have to be trained first (what a
+    # dry run may read without starting a long build); None: `directory` is always quick.
+    existing: Callable[[int], str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,16 @@ def _shapes_model(size: str) -> Callable[[int], str]:
     return directory
 
 
+def _existing_shapes_model(size: str) -> Callable[[int], str | None]:
+    def existing(seed: int) -> str | None:
+        from rayunify.shapes.cache import existing_base_dir
+
+        found = existing_base_dir(size, seed)
+        return None if found is None else str(found)
+
+    return existing
+
+
 def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None, eval_split: str | None):
     from rayunify.shapes.splits import prompt_split
 
@@ -87,10 +101,16 @@ def _shapes_checker(cfg: Any) -> Judge:
 
 MODELS: dict[str, BuiltinModel] = {
     "tiny": BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny),
-    "showo-tiny": BuiltinModel("a tiny random Show-o (model.type=showo) for tests", _showo_tiny),
-    "shapes-base": BuiltinModel("the ShapesWorld base model (trained on first use)", _shapes_model("base")),
-    "shapes-noisy": BuiltinModel("the ShapesWorld base trained on noisy captions", _shapes_model("noisy")),
-    "shapes-test": BuiltinModel("a small ShapesWorld base for tests", _shapes_model("test")),
+    "showo-tiny": BuiltinModel("a tiny random Show-o for tests", _showo_tiny, family="showo"),
+    "shapes-base": BuiltinModel(
+        "the ShapesWorld base model (trained on first use)", _shapes_model("base"), existing=_existing_shapes_model("base")
+    ),
+    "shapes-noisy": BuiltinModel(
+        "the ShapesWorld base trained on noisy captions", _shapes_model("noisy"), existing=_existing_shapes_model("noisy")
+    ),
+    "shapes-test": BuiltinModel(
+        "a small ShapesWorld base for tests", _shapes_model("test"), existing=_existing_shapes_model("test")
+    ),
 }
 PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
     "shapes": BuiltinPromptSource(
@@ -128,6 +148,17 @@ def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
 JUDGE_PROMPT_CHECKS: dict[str, Callable[[Sequence[Prompt]], str | None]] = {"shapes_checker": _shapes_checker_problem}
 
 
+def builtin_family(path: str) -> str | None:
+    """The model family (`model.type`) a `builtin:` model or architecture is; None for any other path or an
+    unknown name (which `builtin_model` explains)."""
+    name = path.removeprefix(BUILTIN_PREFIX)
+    if not is_builtin(path):
+        return None
+    if name in ARCHITECTURES:
+        return "showo" if ARCHITECTURES[name].startswith("SHOWO") else "janus"
+    return MODELS[name].family if name in MODELS else None
+
+
 def is_builtin(path: str) -> bool:
     return path.startswith(BUILTIN_PREFIX)
 
@@ -159,6 +190,14 @@ def builtin_architecture(path: str) -> Any | None:
 def resolve_model_path(path: str, seed: int = 0) -> str:
     """`builtin:NAME` -> its cached local directory (built on first use); any other path unchanged."""
     return builtin_model(path).directory(seed) if is_builtin(path) else path
+
+
+def existing_model_dir(path: str, seed: int = 0) -> str | None:
+    """`resolve_model_path` without a long build: a built-in's directory only if it is there or quick to make."""
+    if not is_builtin(path):
+        return path
+    entry = builtin_model(path)
+    return entry.directory(seed) if entry.existing is None else entry.existing(seed)
 
 
 def prompt_source(name: str) -> BuiltinPromptSource:

@@ -8,9 +8,34 @@ import sys
 from pathlib import Path
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line naming it (exit 2), not a usage block; `--help` still shows the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _whole_number(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def seed_int(text: str) -> int:
+    return _whole_number(text, 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="rayunify", description="Self-improvement of unified multimodal models.")
+    parser = OneLineParser(prog="rayunify", description="Self-improvement of unified multimodal models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run the trainer (see `rayunify train --help`)", add_help=False)
 
@@ -22,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--config", help="YAML config (e.g. the recipe a model was trained with)")
     ev.add_argument("--run", help="a run directory: its config.yaml and its final_model (or latest checkpoint)")
     ev.add_argument("--model", help="shorthand for model.path=... (HF directory or builtin:NAME)")
-    ev.add_argument("--samples", type=int, help="images per prompt (default trainer.eval_samples_per_prompt)")
+    ev.add_argument("--samples", type=positive_int, help="images per prompt (default trainer.eval_samples_per_prompt)")
     ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
-    ev.add_argument("--max-prompts", type=int, help="only the first N prompts of the (stratified) split")
+    ev.add_argument("--max-prompts", type=positive_int, help="only the first N prompts of the (stratified) split")
     ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_int, default=0)
     ev.add_argument(
         "--judge-set-model", help="the model whose samples make the fixed judge set (trainer.judge_set_size > 0); "
         "default: with --run, the run's starting model; else the model evaluated",
@@ -60,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         from rayunify.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["eval"]:  # options and dotted overrides in any order
+        return _eval(ev.parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)
-    if args.command == "eval":
-        return _eval(args)
     if args.command == "shapes-base":
         from rayunify.shapes.base_training import train_base
 
@@ -104,7 +129,8 @@ def _eval(args: argparse.Namespace) -> int:
         if args.model:
             overrides.append(f"model.path={args.model}")
         cfg = load_config(config, overrides)
-        samples = args.samples or cfg.trainer.eval_samples_per_prompt
+        _check_judge_set_model(judge_set_model, cfg.trainer.judge_set_size)
+        samples = args.samples if args.samples is not None else cfg.trainer.eval_samples_per_prompt
         settings = EvalSettings(samples, args.split, args.max_prompts, args.export, args.seed, judge_set_model=judge_set_model)
         path = eval_job(cfg, args.out, settings)
     except (ConfigError, UserError, ExportError, FileNotFoundError) as err:
@@ -114,6 +140,14 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps({k: report[k] for k in ("overall", "category_mean")}, indent=2))
     print(f"wrote {path}, {path.parent / 'verdicts.jsonl'} and {path.parent / 'samples.png'}")
     return 0
+
+
+def _check_judge_set_model(path: str | None, size: int) -> None:
+    from rayunify.builtins import is_builtin
+    from rayunify.preflight import UserError
+
+    if path and size > 0 and not is_builtin(path) and not Path(path).is_dir():
+        raise UserError(f"--judge-set-model {path}: no such model directory")
 
 
 def _recipe_pair(text: str) -> tuple[str, str]:

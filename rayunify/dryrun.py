@@ -1,8 +1,8 @@
 """`rayunify train --dry-run`: check every part of a run without weights and say what would run.
 
-Runs the driver's preflight checks (model directory or architecture, prompt files with their report, each
-judge against the prompts it will score, the actors' resources against the cluster) and adds what only a
-dry run shows: the model's size and a memory estimate per GPU at the configured batch sizes. A model
+Runs the driver's preflight checks (model directory or architecture, prompt files with their report, prompt
+lengths against the model's text slot and context, each judge the run loads against the prompts it will
+score, the actors' resources against this machine) and adds what only a dry run shows: the model's size and a memory estimate per GPU at the configured batch sizes. A model
 directory needs only config.json and its tokenizer; `builtin:janus-pro-1b-shape` / `-7b-shape` need nothing.
 """
 
@@ -34,8 +34,9 @@ def dry_run(cfg: Config) -> int:
         lines.append(f"model: {model.description}")
         prompt_set = preflight.check_prompts(cfg)
         lines += prompt_set.describe()
+        lines.append(preflight.check_prompt_lengths(cfg, prompt_set.train + prompt_set.eval))
         lines += preflight.check_judges(cfg, prompt_set.train + prompt_set.eval, complete=False)
-        lines.append(_resources(cfg))
+        lines += _resources(cfg)
         lines.append(_learner_summary(cfg))
         if model.config is not None:
             lines += _model_sizes(cfg, model.config)
@@ -49,15 +50,30 @@ def dry_run(cfg: Config) -> int:
     return 0
 
 
-def _resources(cfg: Config) -> str:
-    """Against this machine as a local cluster. Only a note: a GPU recipe is often checked on a machine without
-    GPUs before it goes to the cluster, and the run checks again against the cluster it joins, before any
-    actor starts."""
+def _resources(cfg: Config) -> list[str]:
+    """What this machine really has, then the actors against it as a local cluster. Only a note: a GPU recipe
+    is often checked on a machine without GPUs before it goes to the cluster, and the run checks again against
+    the cluster it joins (its nodes as Ray reports them), before any actor starts."""
+    from rayunify.machine import this_machine
+
+    machine = this_machine()
     requests = preflight.role_requests(cfg)
+    declared = preflight.local_cluster_cpus(cfg)
+    lines = [f"this machine: {machine.describe()}"]
+    if cfg.ray.address:
+        lines.append(f"cluster: ray.address={cfg.ray.address}; the run checks the actors against its nodes when it joins")
+    if declared > machine.cpus:
+        asked = sum(r.count * r.cpus for r in requests)
+        lines.append(
+            f"a local cluster would declare {declared} logical CPUs on these {machine.cpus} cores (the actors ask for "
+            f"{asked:g}; each limits its threads to its num_cpus, so they share the cores)"
+        )
     problems = placement_problems(requests, preflight.local_nodes(cfg))
     if problems:
-        return f"resources: {_asked(requests)}; NOT on this machine as a local cluster: {'; '.join(problems)}"
-    return f"resources: {_asked(requests)}; fits this machine as a local cluster"
+        lines.append(f"resources: {_asked(requests)}; NOT on this machine as a local cluster: {'; '.join(problems)}")
+    else:
+        lines.append(f"resources: {_asked(requests)}; fits this machine as a local cluster")
+    return lines
 
 
 def _asked(requests: list[Any]) -> str:

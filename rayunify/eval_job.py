@@ -56,6 +56,9 @@ def eval_job(cfg: Config, out_dir: str | Path, settings: EvalSettings) -> Path:
     prompt_set = preflight.check_prompts(cfg)
     print("\n".join(prompt_set.describe()))  # the per-file report `rayunify train` prints
     prompts = (prompt_set.eval if settings.split == "eval" else prompt_set.train)[: settings.max_prompts]
+    if not prompts:
+        raise preflight.UserError(f"the {settings.split} split has no prompts to evaluate")
+    preflight.check_prompt_lengths(cfg, prompts)
     preflight.check_judge("guard.reference", cfg.guard.reference, prompts)
     exporter = None
     if settings.export:
@@ -145,6 +148,12 @@ def _on_ray(cfg: Config, chunks: list[list[Prompt]], settings: EvalSettings) -> 
     from rayunify.actors.workers import RolloutWorker
 
     started = init_ray(cfg)
+    try:  # a placement that can never be met is one line now, not a wait that ends in a timeout
+        preflight.check_cluster(cfg, [n["Resources"] for n in ray.nodes() if n["Alive"]], roles=("rollout",))
+    except preflight.UserError:
+        if started:
+            stop_ray()
+        raise
     group = ActorGroup(
         RolloutWorker, cfg.rollout.num_actors, num_cpus=cfg.rollout.num_cpus, num_gpus=cfg.rollout.num_gpus,
         resources=cfg.rollout.resources,

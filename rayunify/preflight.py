@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +68,27 @@ def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     return ModelCheck(f"{directory} ({note})", JanusConfig.from_dict(json.loads((directory / "config.json").read_text())))
 
 
+def check_prompt_lengths(cfg: Config, prompts: Sequence[Prompt]) -> str:
+    """Every prompt against the model's text slot and context (`rayunify.models.prompt_fit`); one line. A
+    built-in that would have to be trained first, and an architecture without a tokenizer, are checked when the
+    run has the model (`Trainer` checks again after resolving the path, before any actor starts)."""
+    path = cfg.model.path
+    if builtins.builtin_architecture(path) is not None:
+        return "prompt lengths: not checked (an architecture has no tokenizer; the run checks its checkpoint's)"
+    directory = builtins.existing_model_dir(path, seed=cfg.model.builtin_seed)
+    if directory is None:
+        return f"prompt lengths: checked when the run has built {path}"
+    from rayunify.models.prompt_fit import PromptTooLong, check_prompt_fit
+
+    tokenizer_path = getattr(cfg.model, "tokenizer_path", None)
+    try:
+        return check_prompt_fit(cfg.model.type, directory, [p.text for p in prompts], tokenizer_path)
+    except PromptTooLong as err:
+        raise UserError(f"prompts: {err} (model.path={path})") from None
+    except (OSError, ValueError) as err:  # a tokenizer or config that does not load: the model check's business
+        raise UserError(f"prompt lengths: cannot read the tokenizer of {directory}: {err}") from None
+
+
 def check_prompts(cfg: Config) -> PromptSet:
     try:
         return load_prompt_set(cfg.prompts)
@@ -77,17 +97,18 @@ def check_prompts(cfg: Config) -> PromptSet:
 
 
 def judge_roles(cfg: Config) -> list[tuple[str, Any]]:
+    """Every judge the run loads: the training judge, GRPO's reward judges, and `guard.reference`, which is
+    also the evaluations' referee, so it is loaded (and checked) even with the guard off."""
     roles = [("judge", cfg.judge)]
-    if cfg.guard.enabled:
-        roles.append(("guard.reference", cfg.guard.reference))
     for index, term in enumerate(getattr(cfg.algorithm, "rewards", None) or []):
         roles.append((f"algorithm.rewards[{index}]", term.judge))
+    roles.append(("guard.reference" if cfg.guard.enabled else "guard.reference (the evaluations' referee)", cfg.guard.reference))
     return roles
 
 
 def check_judges(cfg: Config, prompts: Sequence[Prompt], complete: bool = True) -> list[str]:
-    """Each judge (and the guard's reference) checked against the prompts it will score; one line each.
-    `complete=False` (dry runs): a referee's model directory needs no weights yet."""
+    """Each judge checked against the prompts it will score; one line each. `complete=False` (dry runs): a
+    referee's model directory needs no weights yet."""
     return [f"{role}: {check_judge(role, judge_cfg, prompts, complete)}" for role, judge_cfg in judge_roles(cfg)]
 
 
@@ -132,14 +153,20 @@ def role_requests(cfg: Config) -> list[RoleRequest]:
     ]
 
 
-def local_nodes(cfg: Config) -> list[dict[str, float]]:
-    """The one node of the local cluster the driver would start: CPUs as the driver sets them (enough for
-    every actor unless `ray.num_cpus` says otherwise) and the GPUs this machine has."""
-    import torch
+def local_cluster_cpus(cfg: Config) -> int:
+    """The logical CPUs a local cluster declares: `ray.num_cpus`, else enough for every actor and at least
+    this machine's usable cores (actors limit their own threads, so asking for more than the cores is fine)."""
+    from rayunify.machine import usable_cpus
 
     needed = math.ceil(sum(r.count * r.cpus for r in role_requests(cfg)))
-    cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, needed)
-    return [{"CPU": float(cpus), "GPU": float(torch.cuda.device_count())}]
+    return cfg.ray.num_cpus or max(usable_cpus(), needed)
+
+
+def local_nodes(cfg: Config) -> list[dict[str, float]]:
+    """The one node of the local cluster the driver would start: its logical CPUs and this machine's GPUs."""
+    from rayunify.machine import gpus
+
+    return [{"CPU": float(local_cluster_cpus(cfg)), "GPU": float(len(gpus()))}]
 
 
 def check_algorithm(cfg: Config) -> None:
@@ -157,10 +184,11 @@ def check_run(cfg: Config) -> PromptSet:
     return prompt_set
 
 
-def check_cluster(cfg: Config, nodes: list[dict[str, float]]) -> None:
-    """The actors against the nodes of the cluster the run joined: a placement that can never be met is an
-    error now, not a wait without end."""
-    problems = placement_problems(role_requests(cfg), nodes)
+def check_cluster(cfg: Config, nodes: list[dict[str, float]], roles: Sequence[str] | None = None) -> None:
+    """The actors (of `roles`; None: all) against the nodes of the cluster the job joined: a placement that can
+    never be met is an error now, not a wait without end."""
+    requests = [r for r in role_requests(cfg) if roles is None or r.role in roles]
+    problems = placement_problems(requests, nodes)
     if problems:
         raise UserError("; ".join(problems))
 

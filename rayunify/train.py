@@ -18,6 +18,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from rayunify.config import ConfigError, load_config  # noqa: E402
 from rayunify.driver.trainer import Hooks, LearnerFailure, Trainer  # noqa: E402
 from rayunify.guard import CoDegradationAlarm  # noqa: E402
+from rayunify.health import NoTrainingSignal  # noqa: E402
 from rayunify.preflight import UserError  # noqa: E402
 
 __all__ = ["Hooks", "LearnerFailure", "Trainer", "main"]
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(err, file=sys.stderr)
         return 2
-    except (LearnerFailure, CoDegradationAlarm) as err:
+    except (LearnerFailure, CoDegradationAlarm, NoTrainingSignal) as err:
         print(f"\nrun stopped: {err}", file=sys.stderr)
         return 1
     return 0

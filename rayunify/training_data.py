@@ -22,8 +22,9 @@ from rayunify.types import JudgedSample, PreferencePair, Prompt
 
 
 class TrainingData:
-    """`levels`: the adaptive curriculum's categories, easiest first (`rayunify.prompts.curriculum_levels`);
-    None: the prompts' categories in the order they first appear. `keep_groups` (GRPO): judged groups are
+    """`levels`: the adaptive curriculum's categories, easiest first (`rayunify.prompts.curriculum_levels`;
+    `set_levels` replaces them before the first group); None: the prompts' categories in the order they first
+    appear. `keep_groups` (GRPO): judged groups are
     also kept whole, with their rewards, until `take_groups` hands them to the learner."""
 
     def __init__(
@@ -44,6 +45,7 @@ class TrainingData:
         self.buffer = ReplayBuffer(capacity=capacity, alpha=cur.priority_alpha if adaptive else 0.0)
         self.tracker = DifficultyTracker(decay=1.0 - cur.smoothing if adaptive else 1.0)
         self.pool = DiscardPool(replay_at=cur.replay_at if cur.type != "none" else ())
+        self.admit_threshold = cur.admit_threshold
         self.schedule = self._admission(adaptive, levels, cur.admit_threshold)
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(self.prompts)).tolist()
@@ -61,6 +63,15 @@ class TrainingData:
             return None
         categories = list(order or dict.fromkeys(p.category for p in self.prompts))
         return AdmissionSchedule.from_categories(self.prompts, categories, pass_threshold=threshold)
+
+    def set_levels(self, levels: Sequence[str]) -> None:
+        """The adaptive curriculum's levels, easiest first, set before any group is added (the driver orders
+        them by the start evaluation when `curriculum.levels` is unset)."""
+        if self.schedule is None:
+            return
+        if self.counters["groups"]:
+            raise RuntimeError("curriculum levels are set before the first group is added")
+        self.schedule = self._admission(True, levels, self.admit_threshold)
 
     # ------------------------------------------------------------------ prompts
     def next_prompts(self, k: int) -> list[Prompt]:

@@ -53,9 +53,9 @@ def test_dry_run_on_a_show_o_folder_and_a_missing_one(stand_ins, tmp_path, capsy
     assert "model directory /models/show-o-512x512 does not exist" in capsys.readouterr().err
 
 
-def test_a_show_o_architecture_under_model_type_janus_is_refused():
-    from rayunify import preflight
+def test_a_show_o_built_in_sets_the_family_and_a_contradiction_is_refused():
+    from rayunify.config import ConfigError
 
-    cfg = load_config(None, ["model.path=builtin:showo-512-shape"])  # model.type defaults to janus
-    with pytest.raises(preflight.UserError, match="set model.type=showo"):
-        preflight.check_model(cfg, need_weights=False)
+    assert load_config(None, ["model.path=builtin:showo-512-shape"]).model.type == "showo"
+    with pytest.raises(ConfigError, match="is a showo model but model.type='janus': set model.type=showo"):
+        load_config(None, ["model.type=janus", "model.path=builtin:showo-512-shape"])

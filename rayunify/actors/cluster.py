@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -50,13 +49,9 @@ def init_ray(cfg: Config) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    needed = (
-        cfg.rollout.num_actors * cfg.rollout.num_cpus
-        + cfg.judge_actors.num_actors * cfg.judge_actors.num_cpus
-        + cfg.learner.num_ranks * cfg.learner.num_cpus
-    )
-    # Logical CPUs: actors limit their own threads, so asking for more than the cores is fine locally.
-    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, math.ceil(needed))
+    from rayunify.preflight import local_cluster_cpus
+
+    num_cpus = local_cluster_cpus(cfg)
     # A private loopback cluster for this run: no token file, no usage report, never someone else's cluster.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -7,12 +7,14 @@ that name the key and the keys allowed there. A file may start from another with
   base.py        strict sections and `type`-tagged variants
   judges.py      judge sections (self, built-in, python, hf_vlm, vllm, noisy)
   algorithms.py  DPO, SFT, GRPO
+  health.py      when a run that trains nothing warns and stops
   tree.py        the whole run (`Config`) and its other sections
   loading.py     load_config (inherit, overrides, renamed keys, errors that explain) and dump_config
 """
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig, GRPOConfig, RewardTermConfig, SFTConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.health import HealthConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
     JudgeConfig,
@@ -44,7 +46,7 @@ from rayunify.config.tree import (
 
 __all__ = [
     "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DPOConfig", "GRPOConfig",
-    "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
+    "GuardConfig", "HFVLMJudgeConfig", "HealthConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
     "LoggerConfig", "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig",
     "RayConfig", "Resources", "RewardTermConfig", "RolloutResources", "SFTConfig", "SamplingConfig",
     "SelfJudgeConfig", "ShapesCheckerJudgeConfig", "ShowoModelConfig",

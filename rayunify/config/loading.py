@@ -26,6 +26,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         _apply_override(raw, item)
     _refuse_renamed_keys(raw)
+    _family_from_builtin(raw)
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
@@ -40,6 +41,27 @@ def _refuse_renamed_keys(raw: dict[str, Any]) -> None:
     for old, new in RENAMED_KEYS.items():
         if old in raw:
             raise ConfigError(f"config key {old!r} was renamed to {new!r} (the judge actors' resources): rename it")
+
+
+def _family_from_builtin(raw: dict[str, Any]) -> None:
+    """A built-in model names its family: `model.type` follows it when unset, and contradicting it is an error
+    (a Show-o loaded as Janus would fail minutes later on a missing tokenizer)."""
+    from rayunify.builtins import builtin_family  # pure
+
+    model = raw.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("path"), str):
+        return
+    family = builtin_family(model["path"])
+    if family is None:
+        return
+    given = model.get("type")
+    if given is None:
+        model["type"] = family
+    elif given != family:
+        raise ConfigError(
+            f"model.path={model['path']!r} is a {family} model but model.type={given!r}: "
+            f"set model.type={family} (or leave it out)"
+        )
 
 
 def _read_with_inherit(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

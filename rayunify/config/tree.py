@@ -13,6 +13,7 @@ from pydantic import (
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.health import HealthConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
     JudgeConfig,
@@ -112,7 +113,8 @@ class CurriculumConfig(Strict):
     levels: list[str] | None = Field(
         None,
         description="adaptive: the prompt categories in admission order, easiest first (every training category must "
-        "be listed). None: the categories in the order they first appear in the training prompts.",
+        "be listed). None: ordered by the start evaluation's acceptance rate (the model's own judge), highest "
+        "first; the order the training prompts first name them breaks ties, unmeasured categories come last.",
     )
 
 
@@ -408,6 +410,7 @@ class Config(Strict):
     judge_actors: JudgeResources = Field(default_factory=JudgeResources)  # where judging runs; `judge` what judges
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)

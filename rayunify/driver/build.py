@@ -132,6 +132,8 @@ class OfflineBuild:
         metrics = ray_get(t.data.add_groups.remote(group_by_prompt(collected.judged), 0))
         metrics["time/pair_s"] = time.perf_counter() - started
         self.progress.add(metrics, collected.judged)
+        for warning in t.health.observe_verdicts(f"offline build, chunk {index + 1}", [j.judgement for j in collected.judged]):
+            t.progress.write(warning)
 
 
 def group_by_prompt(judged: list[JudgedSample]) -> list[list[JudgedSample]]:

@@ -14,6 +14,7 @@ import numpy as np
 from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
 from rayunify.intervals import write_eval_records, write_judge_set_records
+from rayunify.levels import acceptance_by_category
 from rayunify.metrics import VerdictRecord, flatten, judge_set_report, unification_metrics
 from rayunify.types import JudgedSample, Verdict
 
@@ -82,11 +83,13 @@ class Monitor:
         self.probe: ProbeSet | None = None
         self.fixed_images: FixedImages | None = None
         self.judge_set: Any | None = None  # trainer.judge_set_size > 0: the fixed, labelled set (judgeset/*)
+        self.start_acceptance: dict[str, float] = {}  # the model's own acceptance rate per category at the start
 
     # ------------------------------------------------------------------ evaluation, probe, fixed images
     def start(self) -> dict[str, float]:
         """The base model's evaluation; its images also make the probe and the fixed-image set."""
         metrics, items = self.evaluate("start", 0)
+        self.start_acceptance = acceptance_by_category((i.prompt.category, i.own.verdict) for i in items)
         self.probe = self._probe_set(items)
         self.fixed_images = self._fixed_images(items)
         self.judge_set = self.load_judge_set()

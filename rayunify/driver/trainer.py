@@ -23,6 +23,7 @@ from rayunify.driver.monitor import Monitor, reference_fraction
 from rayunify.driver.preference import PreferenceLearning
 from rayunify.driver.runtime import make_progress, ray_get, start_actors
 from rayunify.driver.weight_sync import WeightSync
+from rayunify.health import TrainingHealth
 from rayunify.types import JudgedSample
 
 
@@ -48,12 +49,13 @@ class Trainer:
 
     def __init__(self, cfg: Config, hooks: Hooks | None = None) -> None:
         from rayunify.builtins import is_builtin, resolve_model_path
-        from rayunify.preflight import check_run
+        from rayunify.preflight import check_prompt_lengths, check_run
         from rayunify.runlog import RunLogger
 
         prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
         print("\n".join(prompt_set.describe()))
         train_prompts, eval_prompts = prompt_set.train, prompt_set.eval
+        self.train_prompts = train_prompts
         self.hooks = hooks or Hooks()
         self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
         self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
@@ -67,8 +69,11 @@ class Trainer:
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
             path = resolve_model_path(cfg.model.path, seed=cfg.model.builtin_seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
+        print(check_prompt_lengths(cfg, train_prompts + eval_prompts))  # the built model's tokenizer
         self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
         self.step = self.skipped_batches = 0
+        self.trained = False  # whether the latest learner step had anything to train on
+        self.health = TrainingHealth(cfg.health, judge_name=cfg.judge.type)
         self.resources = ExitStack()  # every actor, the logger, the progress bar: closed in reverse order
         try:
             actors = start_actors(cfg, train_prompts, self.resources)
@@ -100,7 +105,8 @@ class Trainer:
             if self.resume:
                 self.restore()
             else:
-                self.logger.log(0, self.monitor.start())
+                start = self.monitor.start()
+                self.logger.log(0, {**start, **self.order_curriculum()})
             if self.cfg.trainer.mode == "online":
                 self.train_online()
             else:
@@ -108,6 +114,24 @@ class Trainer:
             self.finish()
         finally:
             self.resources.close()
+
+    def order_curriculum(self) -> dict[str, float]:
+        """Adaptive curriculum without `curriculum.levels`: levels by the start evaluation's acceptance rate,
+        highest first (file order breaks ties), said on stdout and logged as curriculum/level/<category>."""
+        from rayunify.levels import levels_by_acceptance
+        from rayunify.prompts import curriculum_levels
+
+        cur = self.cfg.curriculum
+        if cur.type != "adaptive":
+            return {}
+        file_order = curriculum_levels(self.train_prompts, cur.levels)
+        if cur.levels is not None:  # the user's order wins
+            self.progress.write(f"curriculum levels as configured, easiest first: {', '.join(file_order)}")
+            return {f"curriculum/level/{category}": float(level) for level, category in enumerate(file_order)}
+        order = levels_by_acceptance(file_order, self.monitor.start_acceptance)
+        ray_get(self.data.set_levels.remote(order.levels))
+        self.progress.write(order.describe())
+        return order.metrics()
 
     def train_online(self) -> None:
         cfg = self.cfg.trainer
@@ -119,6 +143,7 @@ class Trainer:
             if cfg.sync == "async" and self.step + 1 < cfg.steps:
                 pending = self.collector.launch(self.step + 1, self.next_prompts())  # overlaps training
             train_metrics = self.learner_step()  # DPO or SFT on a difficulty-ranked batch
+            self.check_health([j.judgement for j in collected.judged])
             push_metrics = self.push_weights() if (self.step + 1) % cfg.push_every == 0 else {}
             if self.due_replay(self.step):  # Algorithm 2: regenerate the discard pool with the current model
                 data_metrics.update(self.replay_discard_pool(self.step))
@@ -144,6 +169,7 @@ class Trainer:
                 epoch, left, begun = self.begin_epoch(epoch + 1)
                 metrics.update(begun)
             metrics.update(self.learner_step())
+            self.check_health([])
             left -= 1
             if (self.step + 1) % cfg.push_every == 0:
                 metrics.update(self.push_weights())
@@ -210,6 +236,7 @@ class Trainer:
         (every group all-accept or all-reject, or too stale): skip, count, go on."""
         version = self.learner.versions()[0]
         items, counts = self.algorithm.take(version, self.max_staleness())
+        self.trained = bool(items)
         if not items:
             self.skipped_batches += 1
             return {**counts, "train/skipped_batches": float(self.skipped_batches), "time/train_s": 0.0}
@@ -222,6 +249,11 @@ class Trainer:
         metrics.update({"time/train_s": time.perf_counter() - started, "train/skipped_batches": float(self.skipped_batches)})
         metrics["train/staleness_max"] = float(max(self.algorithm.lags(items, version)))
         return metrics
+
+    def check_health(self, verdicts: list[Any]) -> None:
+        """Warn when the judge answers off-format or nothing was trained on; stop after health.patience."""
+        for warning in self.health.observe_step(self.step, self.trained, verdicts):
+            self.progress.write(warning)
 
     def max_staleness(self) -> int | None:
         """Sync: strictly on-policy (0). Async: the configured lag. Offline: a fixed data set, no bound."""
@@ -262,8 +294,9 @@ class Trainer:
             metrics.update(self.monitor.evaluate_all(f"step{self.step}", self.step))
         self.logger.log(self.step, metrics)
         self.progress.update(1)
+        loss = metrics.get("train/loss")  # a skipped step has no loss: say so rather than show nan
         self.progress.set_postfix(
-            loss=f"{metrics.get('train/loss', float('nan')):.3f}", non=f"{metrics.get('data/nonunified', float('nan')):.2f}"
+            loss="skipped" if loss is None else f"{loss:.3f}", non=f"{metrics.get('data/nonunified', float('nan')):.2f}"
         )
         if self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()

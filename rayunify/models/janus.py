@@ -29,6 +29,7 @@ from rayunify.judges import question
 from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel, check_judge_batch
 from rayunify.models.decoding import EagerDecoder, GraphDecoder, token_positions
 from rayunify.models.kvcache import PreallocatedKV
+from rayunify.models.prompt_fit import generation_chats, judge_texts
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
 Trainable = Literal["language_model", "lora"]
@@ -171,12 +172,7 @@ class JanusUnifiedModel(UnifiedModel):
         for i, prompt in enumerate(prompts):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ValueError(f"prompt {i} is empty or not a string: {prompt!r}")
-        chats = [
-            self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "text", "text": p}]}], add_generation_prompt=True
-            )
-            for p in prompts
-        ]
+        chats = generation_chats(self.processor, prompts)
         enc = self.processor(text=chats, generation_mode="image", padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         too_long = mask.sum(-1) + self.num_image_tokens > self.max_length
@@ -367,14 +363,7 @@ class JanusUnifiedModel(UnifiedModel):
     ) -> dict[str, torch.Tensor]:
         """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
         check_judge_batch(images, prompts)
-        texts = []
-        for i, prompt in enumerate(prompts):
-            chat = self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question.judge_question(prompt)}]}],
-                add_generation_prompt=True,
-            )
-            text = chat if self.processor.use_default_system_prompt else question.SYSTEM_PROMPT + chat
-            texts.append(text + (answers[i] if answers is not None else ""))
+        texts = judge_texts(self.processor, prompts, answers)
         enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
@@ -463,3 +452,4 @@ class JanusUnifiedModel(UnifiedModel):
 
     def vision_parameters(self) -> list[torch.nn.Parameter]:
         return list(self._vision_model.parameters())
+

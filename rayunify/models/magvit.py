@@ -217,14 +217,19 @@ class MAGVITv2(nn.Module):
         self.decoder = Decoder(self.arch)
         self.quantize = LookupFreeQuantizer(self.arch.bits)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.conv_in.weight.dtype
+
     @torch.no_grad()
     def encode_codes(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [−1, 1] → (B, H·W / downsample²) codes."""
-        return self.quantize.codes(self.encoder(pixels))
+        """(B, 3, H, W) in [−1, 1] → (B, H·W / downsample²) codes. Pixels are cast to the tokenizer's own dtype:
+        it need not be the language model's (a real-weights load keeps MAGVIT in float32 under a bf16 Phi)."""
+        return self.quantize.codes(self.encoder(pixels.to(self.dtype)))
 
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        """(B, N) codes → (B, 3, H, W) pixels, nominally in [−1, 1]."""
-        return self.decoder(self.quantize.latent(codes))
+        """(B, N) codes → (B, 3, H, W) pixels, nominally in [−1, 1], in the tokenizer's dtype."""
+        return self.decoder(self.quantize.latent(codes).to(self.dtype))
 
     # ---------------------------------------------------------------- files
     def save_pretrained(self, path: str | Path) -> None:

@@ -52,7 +52,7 @@ class ShowoJudgeMixin:
             pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
             top, left = (size[0] - side) // 2, (size[1] - side) // 2
             pixels = pixels[..., top : top + side, left : left + side]
-        return self.parts.module.vq.encode_codes((pixels * 2 - 1).to(self._dtype))
+        return self.parts.module.vq.encode_codes(pixels * 2 - 1)  # MAGVIT casts to its own dtype
 
     def judge_inputs(
         self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None

@@ -26,6 +26,15 @@ def base_dir_name(size: str, seed: int) -> str:
     return f"shapes-{size}-{cache_key(size_config(size), seed)}"
 
 
+def existing_base_dir(size: str = "base", seed: int = 0) -> Path | None:
+    """The base of `size` and `seed` if it is shipped or already cached; None if it would be trained."""
+    name = base_dir_name(size, seed)
+    for path in (SHIPPED / name, cache_root() / name):
+        if (path / INFO_FILE).is_file():
+            return path
+    return None
+
+
 def cached_base_dir(size: str = "base", seed: int = 0, progress: bool = True) -> Path:
     """The base model of `size` and `seed`: the shipped one if its recipe is unchanged, else trained on first
     use and cached under `cache_root()`.
