@@ -1,4 +1,4 @@
-"""`rayunify` command line: train, eval, shapes-base, report."""
+"""`rayunify` command line: train, eval, report, and the commands plugins add (ShapesWorld: shapes-base)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from rayunify import builtins
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `rayunify` parser (`train` parses its own arguments: `rayunify.train.build_parser`)."""
     parser = argparse.ArgumentParser(prog="rayunify", description="Self-improvement of unified multimodal models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run the trainer (see `rayunify train --help`)", add_help=False)
@@ -34,14 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--out", required=True)
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prompts.eval_path=... rollout.num_actors=4")
 
-    base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
-    base.add_argument("--out", required=True)
-    base.add_argument(
-        "--verify", action="store_true", help="train into --out and compare with the shipped base of the same recipe"
-    )
-    base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
-    base.add_argument("--seed", type=int, default=0)
-    base.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the cached built-in bases train on cpu")
+    for name, command in builtins.COMMANDS.items():  # plugins' commands, e.g. ShapesWorld's shapes-base
+        command.add_arguments(sub.add_parser(name, help=command.help))
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
     rep.add_argument("runs", nargs="+")
@@ -56,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --intervals: RECIPE's end figures minus AGAINST's (repeatable)",
     )
 
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     if argv[:1] == ["train"]:
         from rayunify.train import main as train_main
 
@@ -63,17 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "eval":
         return _eval(args)
-    if args.command == "shapes-base":
-        from rayunify.shapes.base_training import train_base
-
-        train_base(args.out, size=args.size, seed=args.seed, device=args.device)
-        if not args.verify:
-            return 0
-        from rayunify.shapes.cache import compare_with_shipped
-
-        report = compare_with_shipped(args.out, args.size, args.seed)
-        print(json.dumps(report, indent=2))
-        return 0 if report["identical_weights"] else 1
     if args.command == "report":
         from rayunify.report import write_report
 
@@ -84,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    return 2
+    return builtins.COMMANDS[args.command].run(args)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -7,8 +7,9 @@ are numpy arrays: Ray moves them through the object store without a copy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -96,3 +97,11 @@ class PreferencePair:
     @property
     def policy_version(self) -> int:
         return min(self.chosen.policy_version, self.rejected.policy_version)
+
+
+class Judge(Protocol):
+    """Anything that labels images against their prompts (`rayunify.judges.base.build_judge` makes one)."""
+
+    name: str
+
+    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Judgement]: ...

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from rayunify.builtins import PROMPT_SOURCES, prompt_source
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
 from rayunify.config.judges import (
@@ -21,6 +23,7 @@ from rayunify.config.judges import (
     ShapesCheckerJudgeConfig,
     VLLMJudgeConfig,
 )
+from rayunify.config.transport import push_backend
 from rayunify.types import SamplingSettings
 
 
@@ -118,8 +121,9 @@ class CurriculumConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------- the rest
 class PromptsConfig(Strict):
-    source: Literal["shapes", "file", "hf_dataset"] = Field(
-        "shapes", description="shapes: ShapesWorld's generator; file: prompt files; hf_dataset: a `datasets` dataset."
+    source: str = Field(
+        "shapes", description="file: prompt files; hf_dataset: a `datasets` dataset; or a prompt source a plugin "
+        "registers (shapes: ShapesWorld's generator).",
     )
     path: str | None = Field(
         None, description="source=file: a prompt file, a directory of them or a glob (e.g. dataset/*_train.txt)."
@@ -160,12 +164,23 @@ class PromptsConfig(Strict):
         "n_eval are then upper bounds. None: all.",
     )
 
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in ("file", "hf_dataset"):
+            prompt_source(value)  # raises, naming the sources there are
+        return value
+
     @field_validator("categories")
     @classmethod
-    def _known_categories(cls, value: list[str] | None) -> list[str] | None:
-        from rayunify.builtins import prompt_source
-
-        return None if value is None else prompt_source("shapes").check_categories(value)
+    def _known_categories(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        source = info.data.get("source")  # None: the source was invalid (reported on its own)
+        if value is None or source in (None, "file", "hf_dataset"):
+            return value
+        check = prompt_source(source).check_categories
+        if check is None:
+            raise ValueError(f"source={source} has no categories")
+        return check(value)
 
     @model_validator(mode="after")
     def _source_needs_its_location(self) -> PromptsConfig:
@@ -173,13 +188,11 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.path is required when prompts.source=file")
         if self.source == "hf_dataset" and not self.dataset:
             raise ValueError("prompts.dataset is required when prompts.source=hf_dataset")
-        if self.categories is not None and self.source != "shapes":
+        if self.categories is not None and self.source in ("file", "hf_dataset"):
             raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
         if self.source == "file" and self.eval_split is not None:
             raise ValueError("prompts.eval_split applies to source=shapes or hf_dataset (files: prompts.eval_path)")
         if self.source not in ("file", "hf_dataset") and self.eval_split is not None:
-            from rayunify.builtins import prompt_source
-
             splits = prompt_source(self.source).eval_splits
             if self.eval_split not in splits:
                 raise ValueError(
@@ -405,8 +418,6 @@ class Config(Strict):
     def _judge_set_has_labels(self) -> Config:
         if self.trainer.judge_set_size == 0:
             return self
-        from rayunify.builtins import PROMPT_SOURCES
-
         source = PROMPT_SOURCES.get(self.prompts.source)
         if source is None or source.judge_set is None:
             raise ValueError(
@@ -429,8 +440,6 @@ class Config(Strict):
     @model_validator(mode="after")
     def _broadcast_needs_distinct_gpus(self) -> Config:
         if self.learner.weight_transport == "broadcast":
-            from rayunify.actors.collective import push_backend  # the rule the driver applies (no ray there)
-
             try:
                 push_backend(self.learner.num_gpus, self.push_receiver_gpus())
             except ValueError as err:

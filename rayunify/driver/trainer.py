@@ -13,8 +13,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rayunify.actors.collective import push_backend
 from rayunify.config import Config, dump_config
+from rayunify.config.transport import push_backend
 from rayunify.driver.build import BUILD_FILE, OfflineBuild, load_build
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
