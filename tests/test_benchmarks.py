@@ -58,8 +58,8 @@ def test_decode_step_bytes_counts_weights_and_the_mean_filled_cache():
         from bench_rollout import decode_step_bytes
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    from rayunify.models.factory import TINY, build_janus
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.factory import TINY, build_janus
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     um = JanusUnifiedModel(*build_janus(TINY, seed=0))
     weights, kv = decode_step_bytes(um, rows=8, prompt_tokens=10)

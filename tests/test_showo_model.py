@@ -10,10 +10,10 @@ import torch
 
 from rayunify.config import LoraConfig, ShowoModelConfig
 from rayunify.models import build_model
-from rayunify.models.magvit import MagvitArch, MAGVITv2
-from rayunify.models.showo import ShowoUnifiedModel
-from rayunify.models.showo_factory import build_showo, save_showo_dir
-from rayunify.models.showo_sampling import prompt_mask
+from rayunify.models.showo.factory import build_showo, save_showo_dir
+from rayunify.models.showo.magvit import MagvitArch, MAGVITv2
+from rayunify.models.showo.model import ShowoUnifiedModel
+from rayunify.models.showo.sampling import prompt_mask
 from rayunify.types import SamplingSettings, Verdict
 
 PROMPTS = ["a red circle", "a blue square left of a red circle"]
@@ -225,7 +225,7 @@ def test_weights_with_per_head_norms_load_with_qk_layernorm(tiny_dir, tmp_path):
 
 @pytest.mark.gpu
 def test_show_o_512_architecture_generates_replays_and_decodes_on_a_gpu():
-    from rayunify.models.showo_factory import SHOWO_512, build_showo_model
+    from rayunify.models.showo.factory import SHOWO_512, build_showo_model
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 for the replay comparison
     um = build_showo_model(SHOWO_512, device="cuda", steps=4)

@@ -3,7 +3,7 @@ trainer and Ray sections."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -23,82 +23,15 @@ from rayunify.config.judges import (
     ShapesCheckerJudgeConfig,
     VLLMJudgeConfig,
 )
+from rayunify.config.models import JanusModelConfig, ModelConfig
+from rayunify.config.resources import (
+    _CUSTOM_RESOURCES_HELP,
+    JudgeResources,
+    RolloutResources,
+    _check_custom_resources,
+)
 from rayunify.config.transport import push_backend
 from rayunify.types import SamplingSettings
-
-
-# ---------------------------------------------------------------------------------------------- model
-class LoraConfig(Strict):
-    rank: int = Field(16, gt=0, description="LoRA rank r.")
-    alpha: int = Field(32, gt=0, description="LoRA scaling alpha (effective scale alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Linear layers of the language model that get adapters.",
-    )
-
-
-class ModelCommon(Strict):
-    """What every model family's section has."""
-
-    builtin_seed: int = Field(
-        0, description="Which seed's model builtin:NAME is (the built-in bases are trained per seed). Not "
-        "trainer.seed, so runs with several fine-tuning seeds start from one base.",
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
-
-
-class JanusModelConfig(ModelCommon):
-    type: Literal["janus"] = "janus"
-    path: str = Field(
-        "builtin:shapes-base",
-        description="A local HF directory (e.g. a Janus-Pro-1B download), or builtin:tiny (random tiny Janus), "
-        "builtin:shapes-base / builtin:shapes-test (the ShapesWorld base, trained and cached on first use).",
-    )
-    trainable: Literal["language_model", "lora"] = Field(
-        "language_model", description="language_model: the paper's default; lora: peft adapters on it."
-    )
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-
-
-class ShowoModelConfig(ModelCommon):
-    type: Literal["showo"] = "showo"
-    path: str = Field(
-        "builtin:showo-tiny",
-        description="A Show-o folder (config.json + showo.* safetensors, e.g. showlab/show-o-512x512), or "
-        "builtin:showo-tiny (a tiny random Show-o for tests).",
-    )
-    tokenizer_path: str | None = Field(None, description="Phi-1.5's config and tokenizer (default: path/llm).")
-    vq_path: str | None = Field(None, description="MAGVIT-v2's folder (default: path/vq).")
-    variant: Literal["magvit", "clip"] = Field(
-        "magvit", description="magvit: understanding reads MAGVIT-v2 codes; clip (CLIP-ViT features) is not supported yet."
-    )
-    logprob_estimator: Literal["trajectory", "masked"] = Field(
-        "trajectory",
-        description="trajectory: sum over sampling steps of log p of the tokens committed at that step (replays the "
-        "recorded path, one forward per step); masked: one forward under a cosine-schedule mask seeded by the prompt.",
-    )
-    steps: int | None = Field(None, gt=0, description="Sampling steps T (None: 50 at 1,024 image tokens, else 18).")
-    trainable: Literal["language_model", "lora"] = Field(
-        "language_model", description="language_model: the whole Phi backbone; lora: peft adapters on it."
-    )
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="Targets default to q_proj, k_proj, v_proj, dense, fc1, fc2.")
-
-    @model_validator(mode="after")
-    def _supported_variant(self) -> ShowoModelConfig:
-        if self.variant == "clip":
-            raise ValueError("model.variant=clip: Show-o's CLIP-ViT variant is not supported yet (use magvit)")
-        if "target_modules" not in self.lora.model_fields_set:  # LoraConfig's default names Janus's layers
-            targets = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
-            object.__setattr__(self, "lora", LoraConfig(**{**self.lora.model_dump(), "target_modules": targets}))
-        return self
-
-
-if TYPE_CHECKING:
-    ModelConfig = JanusModelConfig | ShowoModelConfig
-else:
-    ModelConfig = variants(JanusModelConfig, ShowoModelConfig)
 
 
 # ---------------------------------------------------------------------------------------------- curriculum
@@ -221,49 +154,6 @@ class SamplingConfig(Strict):
 
 
 # Ray's own names: asked for through num_cpus / num_gpus, or not per actor at all.
-_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
-_CUSTOM_RESOURCES_HELP = (
-    "Custom Ray resources each actor (learner: each rank) asks for besides CPUs and GPUs, to place a role on "
-    "chosen nodes: e.g. {learner_node: 1}, with `ray start --resources='{\"learner_node\": 2}'` on the nodes "
-    "meant for it. A restarted actor goes wherever these resources are free."
-)
-
-
-def _check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
-    for name, amount in resources.items():
-        if name in _BUILTIN_RESOURCES:
-            raise ValueError(f"resources: {name!r} is Ray's own; set num_cpus / num_gpus instead")
-        if amount < 0:
-            raise ValueError(f"resources: {name}={amount} must be >= 0")
-    return resources
-
-
-class Resources(Strict):
-    num_actors: int = Field(1, ge=1)
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
-
-    _custom = field_validator("resources")(_check_custom_resources)
-
-
-class RolloutResources(Resources):
-    max_rows: int | None = Field(
-        None,
-        gt=0,
-        description="Rows per generate call, CFG twins included (a prompt takes samples_per_prompt rows, twice with "
-        "guidance_scale > 1): an actor's prompts go through in calls of whole prompts, so KV-cache memory is "
-        "bounded by this, not by prompts per step. A prompt draws the same images whatever it is. None: all of "
-        "an actor's prompts in one call.",
-    )
-
-
-class JudgeResources(Resources):
-    batch_size: int | None = Field(
-        None, gt=0, description="Images per judge call (bounds the judge's memory). None: a chunk's images at once."
-    )
-
-
 class LearnerConfig(Strict):
     num_ranks: int = Field(1, ge=1)
     num_cpus: float = Field(1, ge=0)

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rayunify.types import Geometry, Judgement, SamplingSettings
+
+
+@dataclass
+class LoraSettings:
+    """peft adapters on the language model (`model.lora`); both families take the same settings."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def cache_root() -> Path:
+    """Where built-in models are cached: $RAYUNIFY_CACHE, else ~/.cache/rayunify."""
+    return Path(os.environ.get("RAYUNIFY_CACHE", Path.home() / ".cache" / "rayunify"))
+
+
+def token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Padding-aware positions: 0 at each row's first real token (left padding keeps position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @dataclass

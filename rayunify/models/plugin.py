@@ -3,37 +3,36 @@ tests, and the real architectures (random weights on the meta device) that dry r
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from rayunify.builtins import BuiltinModel, register_architecture, register_model
 
-# builtin name -> the architecture constant in rayunify.models.factory
+# builtin name -> (the family's factory module, its architecture constant)
 ARCHITECTURES = {
-    "janus-pro-1b-shape": "JANUS_PRO_1B",
-    "janus-pro-7b-shape": "JANUS_PRO_7B",
-    "showo-512-shape": "SHOWO_512",  # model.type=showo
-    "showo-256-shape": "SHOWO_256",
+    "janus-pro-1b-shape": ("rayunify.models.janus.factory", "JANUS_PRO_1B"),
+    "janus-pro-7b-shape": ("rayunify.models.janus.factory", "JANUS_PRO_7B"),
+    "showo-512-shape": ("rayunify.models.showo.factory", "SHOWO_512"),  # model.type=showo
+    "showo-256-shape": ("rayunify.models.showo.factory", "SHOWO_256"),
 }
 
 
 def _tiny(seed: int) -> str:
-    from rayunify.models.factory import cached_tiny_dir
+    from rayunify.models.janus.factory import cached_tiny_dir
 
     return str(cached_tiny_dir(seed=seed))
 
 
 def _showo_tiny(seed: int) -> str:
-    from rayunify.models.showo_factory import cached_tiny_showo_dir
+    from rayunify.models.showo.factory import cached_tiny_showo_dir
 
     return str(cached_tiny_showo_dir(seed=seed))
 
 
-def _architecture(constant: str) -> Callable[[], Any]:
+def _architecture(module: str, constant: str) -> Callable[[], Any]:
     def load() -> Any:
-        from rayunify.models import factory
-
-        return getattr(factory, constant)
+        return getattr(importlib.import_module(module), constant)  # torch loads only when one is asked for
 
     return load
 
@@ -41,5 +40,5 @@ def _architecture(constant: str) -> Callable[[], Any]:
 def register() -> None:
     register_model("tiny", BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny))
     register_model("showo-tiny", BuiltinModel("a tiny random Show-o (model.type=showo) for tests", _showo_tiny))
-    for name, constant in ARCHITECTURES.items():
-        register_architecture(name, _architecture(constant))
+    for name, (module, constant) in ARCHITECTURES.items():
+        register_architecture(name, _architecture(module, constant))

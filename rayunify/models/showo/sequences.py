@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rayunify.models.showo_factory import PAD, SPECIAL_TOKENS
+from rayunify.models.showo.factory import PAD, SPECIAL_TOKENS
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from rayunify.models.base import GenerationOutput, UnifiedModel
-from rayunify.models.showo_judge import ShowoJudgeMixin
-from rayunify.models.showo_loading import ShowoParts, load_parts, save_parts
-from rayunify.models.showo_masks import additive, t2i_attention
-from rayunify.models.showo_sampling import masked_logprobs, prompt_mask, sample, trajectory_logprobs
-from rayunify.models.showo_sequences import ShowoVocab, image_block, t2i_prefixes
+from rayunify.models.showo.judge import ShowoJudgeMixin
+from rayunify.models.showo.loading import ShowoParts, load_parts, save_parts
+from rayunify.models.showo.masks import additive, t2i_attention
+from rayunify.models.showo.sampling import masked_logprobs, prompt_mask, sample, trajectory_logprobs
+from rayunify.models.showo.sequences import ShowoVocab, image_block, t2i_prefixes
 from rayunify.types import Geometry, SamplingSettings
 
 Estimator = Literal["trajectory", "masked"]
