@@ -50,6 +50,9 @@ class Sample:
     # GRPO: per-token log-probs (num_image_tokens,) float32 of these tokens under the policy that drew them,
     # in the distribution the learner scores (geometry, guidance): the denominator of the PPO ratio.
     behaviour_logprobs: np.ndarray | None = None
+    # Show-o: the sampling step (0-based) that committed each image token, (num_image_tokens,) int64; its
+    # `trajectory` estimator replays that path. None for families that draw tokens in order (Janus).
+    commit_steps: np.ndarray | None = None
 
 
 class Verdict(enum.IntEnum):

@@ -49,6 +49,8 @@ class GenerationOutput:
     image_tokens: torch.Tensor  # (B*n, T) int64
     logprobs: torch.Tensor  # (B*n, T) behaviour log-probs of the drawn tokens, at temperature 1
     images: np.ndarray | None = None  # (B*n, H, W, 3) uint8, only when decoding was asked for
+    # (B*n, T) int64, families that commit tokens out of order (Show-o): the step that committed each token.
+    commit_steps: torch.Tensor | None = None
 
 
 @dataclass
@@ -97,10 +99,12 @@ class UnifiedModel(abc.ABC):
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
         drop_prompt: torch.Tensor | None = None,
+        commit_steps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients;
         `drop_prompt` (B,) bool puts the unconditional prompt in those rows (training classifier-free
-        guidance's unconditional branch)."""
+        guidance's unconditional branch); `commit_steps` (B, T): the sampler's path, for families that draw
+        tokens out of order (`GenerationOutput.commit_steps`)."""
 
     @abc.abstractmethod
     def module(self) -> torch.nn.Module:

@@ -333,9 +333,11 @@ class JanusUnifiedModel(JanusJudging, UnifiedModel):
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
         drop_prompt: torch.Tensor | None = None,
+        commit_steps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced log-probs (B, T); `drop_prompt` (B,) bool replaces those prompts by the
-        unconditional one (for training the unconditional branch that guidance needs)."""
+        unconditional one (for training the unconditional branch that guidance needs). Janus draws tokens in
+        order: `commit_steps` (Show-o's) is not used."""
         image_tokens = self.checked_image_tokens(prompts, image_tokens, geometry)
         ids, mask = self.generation_prompt_ids(prompts)
         if drop_prompt is not None:
