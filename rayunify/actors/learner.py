@@ -119,6 +119,8 @@ class LearnerWorker:
             LOCAL_RANK="0",
         )
         use_cuda = torch.cuda.is_available()
+        if not use_cuda:  # named, so DeepSpeed skips detecting it and warning once per rank that it fell back to CPU
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         t0 = time.perf_counter()
         import deepspeed
 
