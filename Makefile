@@ -12,7 +12,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export WANDB_MODE ?= offline
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test lint lock bench clean
+.PHONY: venv demo test lint docs docs-check lock bench clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check rayunify tests benchmarks examples docs
 	$(BIN)/mypy
 
+# The documentation site (docs/, mkdocs.yml): regenerate the configuration and CLI references from the code,
+# then build it into site/ with --strict (a broken link or a nav entry without its page fails).
+# docs-check (for CI) rewrites nothing: it fails when a generated page is stale, then builds into a temp dir.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-check: $(STAMP)
+	$(BIN)/python docs/gen_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$(mktemp -d)"
+
 # Refresh the pinned versions after changing dependencies in pyproject.toml: upgrade .venv as you mean to
 # (e.g. `.venv/bin/pip install -U "ray[default]"`), run `make test`, then `make lock` and commit the file.
 # torch is pinned without its local build tag (+cpu, +cu128), so the CPU and the CUDA build both satisfy it.
@@ -47,4 +58,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/write_measured.py
 
 clean:
-	rm -rf $(VENV) runs outputs
+	rm -rf $(VENV) runs outputs site

@@ -28,20 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
     ev.add_argument("--max-prompts", type=int, help="only the first N prompts of the (stratified) split")
     ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seeds the images drawn (the same seed, the same images)")
     ev.add_argument(
         "--judge-set-model", help="the model whose samples make the fixed judge set (trainer.judge_set_size > 0); "
         "default: with --run, the run's starting model; else the model evaluated",
     )  # fmt: skip
-    ev.add_argument("--out", required=True)
+    ev.add_argument("--out", required=True, help="output directory: eval.json, verdicts.jsonl, samples.png, exports")
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prompts.eval_path=... rollout.num_actors=4")
 
     for name, command in builtins.COMMANDS.items():  # plugins' commands, e.g. ShapesWorld's shapes-base
         command.add_arguments(sub.add_parser(name, help=command.help))
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
-    rep.add_argument("runs", nargs="+")
-    rep.add_argument("--out", default=None)
+    rep.add_argument("runs", nargs="+", help="run directories (each with its metrics.jsonl)")
+    rep.add_argument("--out", default=None, help="where plots and the markdown summary go (default: <first run>/report)")
     rep.add_argument(
         "--intervals", action="store_true",
         help="95%% intervals from a paired bootstrap over prompts; runs named <recipe>_s<seed> pool as one recipe",

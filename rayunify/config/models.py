@@ -12,7 +12,7 @@ from rayunify.config.base import Strict, variants
 class LoraConfig(Strict):
     rank: int = Field(16, gt=0, description="LoRA rank r.")
     alpha: int = Field(32, gt=0, description="LoRA scaling alpha (effective scale alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Linear layers of the language model that get adapters.",
@@ -26,7 +26,9 @@ class ModelCommon(Strict):
         0, description="Which seed's model builtin:NAME is (the built-in bases are trained per seed). Not "
         "trainer.seed, so runs with several fine-tuning seeds start from one base.",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="The dtype the model loads and trains in (bfloat16 on GPUs that have it)."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
 
 
@@ -40,7 +42,7 @@ class JanusModelConfig(ModelCommon):
     trainable: Literal["language_model", "lora"] = Field(
         "language_model", description="language_model: the paper's default; lora: peft adapters on it."
     )
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters when trainable=lora.")
 
 
 class ShowoModelConfig(ModelCommon):

@@ -25,9 +25,9 @@ def _check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
 
 
 class Resources(Strict):
-    num_actors: int = Field(1, ge=1)
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
+    num_actors: int = Field(1, ge=1, description="Actors of this role; a step's prompts are split between them.")
+    num_cpus: float = Field(1, ge=0, description="CPUs per actor (also its torch threads).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per actor; a fraction shares a GPU with other actors.")
     resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
 
     _custom = field_validator("resources")(_check_custom_resources)

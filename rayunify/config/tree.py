@@ -89,8 +89,8 @@ class PromptsConfig(Strict):
     column: str = Field("prompt", description="source=hf_dataset: the column that holds the prompt text.")
     category_column: str | None = Field(None, description="source=hf_dataset: a column holding the category.")
     n_train: int = Field(256, gt=0, description="At most this many training prompts (a seeded subset of larger sources).")
-    n_eval: int = Field(64, gt=0)
-    seed: int = 0
+    n_eval: int = Field(64, gt=0, description="At most this many evaluation prompts.")
+    seed: int = Field(0, description="Seeds the subset and the held-out split of the prompts.")
     categories: list[str] | None = Field(
         None,
         description="source=shapes: only these ShapesWorld categories (e.g. [single_object, colour]); n_train and "
@@ -137,9 +137,11 @@ class PromptsConfig(Strict):
 
 class SamplingConfig(Strict):
     samples_per_prompt: int = Field(4, ge=2, description="N images per prompt (the paper uses 10).")
-    guidance_scale: float = Field(5.0, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int | None = Field(None, gt=0)
+    guidance_scale: float = Field(
+        5.0, ge=1, description="Classifier-free guidance s: uncond + s · (cond − uncond); 1: no guidance (one pass)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of image tokens.")
+    top_k: int | None = Field(None, gt=0, description="Sample from the k likeliest tokens (Janus only). None: all.")
     geometry: Literal["conditional", "cfg"] = Field(
         "conditional", description="Which distribution log-probs are taken under, for policy and reference alike."
     )
@@ -155,19 +157,19 @@ class SamplingConfig(Strict):
 
 # Ray's own names: asked for through num_cpus / num_gpus, or not per actor at all.
 class LearnerConfig(Strict):
-    num_ranks: int = Field(1, ge=1)
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
+    num_ranks: int = Field(1, ge=1, description="DeepSpeed ranks (one Ray actor each); gloo on CPU, NCCL on GPUs.")
+    num_cpus: float = Field(1, ge=0, description="CPUs per rank.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per rank.")
     resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage: what the ranks shard.")
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
     batch_size: int = Field(
         8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks; GRPO: the most prompts' "
         "groups (× samples_per_prompt images) one step trains on, in ppo_epochs passes of mini_batch_size images."
     )  # fmt: skip
-    bf16: bool = False
+    bf16: bool = Field(False, description="DeepSpeed bf16 training (GPUs).")
     weight_transport: Literal["object_store", "broadcast"] = Field(
         "object_store",
         description="How pushes travel: one object in Ray's object store read by every receiver, or a "
@@ -188,33 +190,39 @@ class LearnerConfig(Strict):
 class GuardConfig(Strict):
     """The co-degradation guard: a reference judge re-scores a share of fresh samples every `every` steps."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the co-degradation guard (checks, alarms, the probe).")
     reference: variants(  # type: ignore[valid-type]
         ShapesCheckerJudgeConfig, SelfJudgeConfig, PythonJudgeConfig, HFVLMJudgeConfig, VLLMJudgeConfig
     ) = Field(
         default_factory=ShapesCheckerJudgeConfig
     )
     every: int = Field(1, gt=0, description="Online: steps between checks. Offline: the build and every epoch's end.")
-    fraction: float = Field(0.25, gt=0, le=1)
+    fraction: float = Field(0.25, gt=0, le=1, description="Share of a checked step's samples the reference re-scores.")
     min_agreement: float = Field(0.6, ge=0, le=1, description="Alarm below this judge-reference agreement.")
     window: int = Field(
         3, gt=0, description="Checks pooled for the agreement alarm; the trend compares the latest `window` "
         "checks with the `window` before them."
     )
-    stop_on_alarm: bool = False
+    stop_on_alarm: bool = Field(False, description="On an alarm: save a checkpoint and stop, with the measurements.")
     probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
 
 
 class LoggerConfig(Strict):
-    type: Literal["wandb", "jsonl"] = "wandb"
-    project: str = "rayunify"
-    run_name: str | None = None
+    type: Literal["wandb", "jsonl"] = Field(
+        "wandb", description="wandb (offline unless WANDB_API_KEY / WANDB_MODE say otherwise) besides metrics.jsonl, or jsonl only."
+    )
+    project: str = Field("rayunify", description="wandb project.")
+    run_name: str | None = Field(None, description="wandb run name. None: trainer.run_name.")
     image_every: int = Field(5, gt=0, description="Steps between image grids with verdicts.")
 
 
 class TrainerConfig(Strict):
-    mode: Literal["online", "offline"] = "online"
-    sync: Literal["sync", "async"] = "sync"
+    mode: Literal["online", "offline"] = Field(
+        "online", description="online: generate, judge and train every step; offline: build the data set once, then epochs."
+    )
+    sync: Literal["sync", "async"] = Field(
+        "sync", description="sync: strictly on-policy; async: the next step's collection overlaps training."
+    )
     max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
     steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs of full passes).")
     prompts_per_step: int = Field(
@@ -238,10 +246,10 @@ class TrainerConfig(Strict):
         "training data and checkpoints after it, so memory does not grow with the prompt count and a build that "
         "dies resumes (trainer.resume) from its last finished chunk. None: every prompt in one chunk.",
     )
-    push_every: int = Field(1, gt=0)
-    eval_every: int = Field(10, gt=0)
+    push_every: int = Field(1, gt=0, description="Learner steps between weight pushes to the rollout actors and live judges.")
+    eval_every: int = Field(10, gt=0, description="Steps between evaluations (and probes, fixed-image and judge-set checks).")
     eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
-    eval_samples_per_prompt: int = Field(2, gt=0)
+    eval_samples_per_prompt: int = Field(2, gt=0, description="Images per eval prompt at each evaluation.")
     eval_fixed_images: bool = Field(
         True, description="Re-judge the start evaluation's images at every evaluation (fixed/*): whether the judge "
         "itself changed, apart from the images it judges."
@@ -251,12 +259,12 @@ class TrainerConfig(Strict):
         "the starting model's own samples for the eval prompts, labelled by the prompt source's checker), re-judged "
         "at every evaluation (judgeset/*: AUROC of P(yes), balanced accuracy). 0: off. source=shapes only."
     )
-    checkpoint_every: int = Field(10, gt=0)
-    keep_checkpoints: int = Field(2, gt=0)
-    resume: bool = False
-    seed: int = 0
-    output_dir: str = "runs"
-    run_name: str = "run"
+    checkpoint_every: int = Field(10, gt=0, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
+    resume: bool = Field(False, description="Continue from the run's latest checkpoint (`--resume` sets it).")
+    seed: int = Field(0, description="Seeds sampling, pairing and the data order (not the built-in base: model.builtin_seed).")
+    output_dir: str = Field("runs", description="Where run directories go.")
+    run_name: str = Field("run", description="The run directory's name under output_dir.")
 
     @model_validator(mode="after")
     def _async_needs_staleness(self) -> TrainerConfig:
@@ -284,7 +292,7 @@ class TrainerConfig(Strict):
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
-    num_cpus: int | None = None
+    num_cpus: int | None = Field(None, description="CPUs of a local cluster this run starts. None: the machine's.")
 
 
 class Config(Strict):

@@ -72,12 +72,12 @@ def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
 
 
 def _base_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, help="the model directory to write (HF layout)")
     parser.add_argument(
         "--verify", action="store_true", help="train into --out and compare with the shipped base of the same recipe"
     )
-    parser.add_argument("--size", choices=list(BASE_SIZES), default="base")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=list(BASE_SIZES), default="base", help="the recipe: builtin:shapes-<size>")
+    parser.add_argument("--seed", type=int, default=0, help="the base's seed (model.builtin_seed)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the cached built-in bases train on cpu")
 
 
