@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rayunify.actors import name_cpu_accelerator
 from rayunify.algos import check_finite
 from rayunify.procs import free_port
 from rayunify.weights import DEFAULT_BUCKET_MB, Bucket, WeightUpdate, pack_buckets, tensors_checksum
@@ -119,8 +120,7 @@ class LearnerWorker:
             LOCAL_RANK="0",
         )
         use_cuda = torch.cuda.is_available()
-        if not use_cuda:  # named, so DeepSpeed skips detecting it and warning once per rank that it fell back to CPU
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        name_cpu_accelerator()
         t0 = time.perf_counter()
         import deepspeed
 

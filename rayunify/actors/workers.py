@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rayunify.actors import name_cpu_accelerator
 from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
 from rayunify.batching import prompt_seeds
 from rayunify.config import Config
@@ -28,6 +29,7 @@ def _limit_threads(num_cpus: float) -> None:
     threads = max(1, int(num_cpus))
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    name_cpu_accelerator()  # every model-holding actor starts here
 
 
 def prompts_per_call(cfg: Config, n: int | None = None) -> int | None:
