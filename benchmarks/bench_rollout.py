@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from rayunify.models.factory import JANUS_PRO_1B, TINY, build_janus
-from rayunify.models.janus import JanusUnifiedModel
+from rayunify.models.janus.factory import JANUS_PRO_1B, TINY, build_janus
+from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.types import SamplingSettings
 
 ARCHS = {

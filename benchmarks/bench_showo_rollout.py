@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from rayunify.models.showo_factory import SHOWO_256, SHOWO_512, TINY_SHOWO, build_showo_model
-from rayunify.models.showo_sampling import sample
+from rayunify.models.showo.factory import SHOWO_256, SHOWO_512, TINY_SHOWO, build_showo_model
+from rayunify.models.showo.sampling import sample
 from rayunify.types import SamplingSettings
 
 SMALL = dataclasses.replace(
@@ -40,8 +40,8 @@ def reference_logits(um):
     """Full sequence, full-vocabulary head, every step."""
 
     def logits(prefixes: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        from rayunify.models.showo_masks import additive, t2i_attention
-        from rayunify.models.showo_sequences import image_block
+        from rayunify.models.showo.masks import additive, t2i_attention
+        from rayunify.models.showo.sequences import image_block
 
         ids = torch.cat([prefixes, image_block(um.vocab, um.vocab.image_ids(state))], dim=1)
         mask = additive(t2i_attention(ids, um.vocab.pad, um.vocab.soi, um.vocab.eoi), um._dtype)

@@ -50,7 +50,7 @@ def overrides(args: argparse.Namespace, model_path: str, cuda: bool) -> list[str
 def random_model_dir(arch_name: str, device: str) -> str:
     """A random-weight model of `arch_name` saved in the HF layout (the workers load models from directories);
     built on `device` in bf16 on CUDA, so a 1B-class model takes seconds."""
-    from rayunify.models.factory import JANUS_PRO_1B, TINY, build_janus
+    from rayunify.models.janus.factory import JANUS_PRO_1B, TINY, build_janus
 
     arch = {"janus-pro-1b": JANUS_PRO_1B, "tiny": TINY}[arch_name]
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

@@ -4,12 +4,13 @@ Each benchmark runs in a subprocess of its own (this checkout's `rayunify` first
 limit. Its row takes the `summary:` lines it prints (else its last plain line) and every `<name> ratio=`
 line. Above the table: when, at which commit, the CPU, its cores, the load average at the start and the
 end (other jobs slow every figure down; the line says so when the machine was busy), and the versions of
-the packages the figures depend on. Written to docs/measured.md, and into README.md between
+the packages the figures depend on. Written to docs/measured.md, and into the documentation's Speed page
+(docs/speed.md, its *Measured* section) between
 
     <!-- measured:begin -->  and  <!-- measured:end -->
 
     python benchmarks/write_measured.py                    # what `make bench` runs
-    python benchmarks/write_measured.py --only bench_judge --no-readme
+    python benchmarks/write_measured.py --only bench_judge --no-page
 
 A benchmark that fails or runs out of time gets a row saying so; the others still run. Exit status 1 then.
 Last line: `measured ratio=<benchmarks that finished over benchmarks run>`.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SPEED_PAGE = ROOT / "docs" / "speed.md"  # the site's Speed page holds the Measured table
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 PACKAGES = ("torch", "transformers", "peft", "deepspeed", "ray", "numpy")
 RATIO = re.compile(r"^[\w ]+ ratio=\S+$")
@@ -148,7 +150,7 @@ def _cell(text: str) -> str:
 def replace_between_markers(text: str, block: str) -> str:
     """`text` with what lies between the measured markers replaced by `block` (markers kept)."""
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
-        raise ValueError(f"README.md needs exactly one {BEGIN} followed by one {END} around the Measured table")
+        raise ValueError(f"the page needs exactly one {BEGIN} followed by one {END} around the Measured table")
     head, rest = text.split(BEGIN)
     _, tail = rest.split(END)
     return f"{head}{BEGIN}\n{block}\n{END}{tail}"
@@ -157,7 +159,7 @@ def replace_between_markers(text: str, block: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", help="benchmark names (e.g. bench_judge) to run; default: all")
-    parser.add_argument("--no-readme", action="store_true", help="write docs/measured.md only")
+    parser.add_argument("--no-page", action="store_true", help="write docs/measured.md only (not docs/speed.md)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "measured.md"))
     args = parser.parse_args()
     chosen = [b for b in BENCHMARKS if (ROOT / "benchmarks" / b.script).exists()]  # bench_build may be absent
@@ -173,16 +175,15 @@ def main() -> int:
     Path(args.out).write_text(f"<!-- written by benchmarks/write_measured.py (make bench): do not edit -->\n{block}\n")
     print(f"wrote {args.out}")
     finished = sum(r.returncode == 0 for r in results)
-    if not args.no_readme:
-        readme = ROOT / "README.md"
+    if not args.no_page:
         try:
-            readme.write_text(replace_between_markers(readme.read_text(), block))
-            print(f"updated {readme}")
+            SPEED_PAGE.write_text(replace_between_markers(SPEED_PAGE.read_text(), block))
+            print(f"updated {SPEED_PAGE}")
         except ValueError as err:
-            print(f"README.md not updated: {err}", file=sys.stderr)
+            print(f"{SPEED_PAGE.relative_to(ROOT)} not updated: {err}", file=sys.stderr)
             finished = -1
     print(f"measured ratio={max(0, finished) / max(1, len(results)):.2f}")
-    return 0 if finished == len(results) else 1  # a failed benchmark, or a README without its markers
+    return 0 if finished == len(results) else 1  # a failed benchmark, or a page without its markers
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from rayunify.config import load_config
 from rayunify.metrics import VerdictRecord, unification_metrics
 from rayunify.models import resolve_model_path
-from rayunify.models.janus import JanusUnifiedModel
+from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.prompts import load_prompts
 from rayunify.shapes.judge import ShapesCheckerJudge
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rayunify.models import resolve_model_path
-from rayunify.models.janus import JanusUnifiedModel
+from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.shapes.checker import check_batch
 from rayunify.shapes.render import render
 from rayunify.shapes.vq import encode_tokens

@@ -49,14 +49,19 @@ def make_batch(items: list[Any], kind: str, cfg: Config, batch_cls: Any) -> Any:
 
     common = {"geometry": cfg.sampling.geometry, "guidance_scale": cfg.sampling.guidance_scale}
     if kind == "sft":
-        tokens = torch.as_tensor(np.stack([it.sample.image_tokens for it in items]))
-        return batch_cls(prompts=[it.sample.prompt.text for it in items], chosen=tokens, **common)
+        samples = [it.sample for it in items]
+        tokens = torch.as_tensor(np.stack([s.image_tokens for s in samples]))
+        return batch_cls(
+            prompts=[s.prompt.text for s in samples], chosen=tokens, chosen_steps=commit_steps(samples), **common
+        )
     ref_c = [p.ref_chosen_logp for p in items]
     ref_r = [p.ref_rejected_logp for p in items]
     return batch_cls(
         prompts=[p.prompt.text for p in items],
         chosen=torch.as_tensor(np.stack([p.chosen.image_tokens for p in items])),
         rejected=torch.as_tensor(np.stack([p.rejected.image_tokens for p in items])),
+        chosen_steps=commit_steps([p.chosen for p in items]),
+        rejected_steps=commit_steps([p.rejected for p in items]),
         ref_chosen=None if None in ref_c else torch.tensor(ref_c),
         ref_rejected=None if None in ref_r else torch.tensor(ref_r),
         **common,
@@ -75,6 +80,17 @@ def make_grpo_batch(items: list[Any], advantages: list[float], ref_logps: list[A
         old_logp=torch.as_tensor(np.stack([it.sample.behaviour_logprobs for it in items])),
         ref_logp=None if ref_logps is None else torch.as_tensor(np.asarray(ref_logps, dtype=np.float32)),
         advantages=torch.tensor(advantages, dtype=torch.float32),
+        chosen_steps=commit_steps([it.sample for it in items]),
         geometry=cfg.sampling.geometry,
         guidance_scale=cfg.sampling.guidance_scale,
     )
+
+
+def commit_steps(samples: list[Any]) -> Any:
+    """The samples' commit steps as one (B, T) tensor (Show-o), or None when they have none (Janus)."""
+    import numpy as np
+    import torch
+
+    if any(s.commit_steps is None for s in samples):
+        return None
+    return torch.as_tensor(np.stack([s.commit_steps for s in samples]))

@@ -267,6 +267,7 @@ def _sample_to_dict(sample: Sample) -> dict[str, Any]:
         "policy_version": int(sample.policy_version),
         "sampling": dataclasses.asdict(sample.sampling),
         "behaviour_logprobs": None if sample.behaviour_logprobs is None else sample.behaviour_logprobs.tolist(),
+        "commit_steps": None if sample.commit_steps is None else sample.commit_steps.tolist(),
     }
 
 
@@ -278,6 +279,7 @@ def _sample_from_dict(data: Mapping[str, Any]) -> Sample:
         policy_version=int(data["policy_version"]),
         sampling=SamplingSettings(**data["sampling"]),
         behaviour_logprobs=_optional_array(data.get("behaviour_logprobs")),
+        commit_steps=None if data.get("commit_steps") is None else np.asarray(data["commit_steps"], dtype=np.int64),
     )
 
 

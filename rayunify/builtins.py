@@ -1,22 +1,37 @@
-"""Built-in parts by name: the one place where the core meets the worlds bundled with rayunify.
+"""The registry of built-in parts by name: the one place where the core meets the worlds plugged into it.
 
-The core (config, prompts, judges, models, driver) never imports `rayunify.shapes`; it asks this registry
-for a built-in model directory (`model.path: builtin:NAME`), a built-in prompt source (`prompts.source`)
-or a built-in judge (`judge.type`). Each entry imports its implementation only when it is used, so this
-module stays pure (no torch, ray or deepspeed) and a config that names no built-in never loads one.
+The core (config, prompts, judges, models, driver) imports no plugin. It asks this registry for a built-in
+model directory (`model.path: builtin:NAME`), a prompt source (`prompts.source`), a judge (`judge.type`) or
+a command (`rayunify NAME`); plugins fill it. A plugin is a module with a `register()` function that calls
+`register_model`, `register_prompt_source`, ... here. Two kinds are loaded, once per process, on the first
+look-up (so a Ray worker started by a plain `ray.init()` finds them too, with no start-up call to forget):
+
+- the plugins shipped in this package, `BUILTIN_PLUGINS` (the tiny test models and ShapesWorld), named
+  as strings the way pytest names its default plugins: importing them here would make the core depend on
+  them, and entry points of the package itself would tie every checkout to its installed metadata;
+- third-party plugins: any distribution's entry point in the group `rayunify.plugins`, e.g. a user's world
+  declares `[project.entry-points."rayunify.plugins"] myworld = "myworld.rayunify:register"`.
+
+Registration functions only record names and lazy callables, so this module stays pure (no torch, ray or
+deepspeed) and a config that names no built-in never loads one's implementation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from rayunify.judges.base import Judge
-    from rayunify.types import Prompt
+    import argparse
+
+    from rayunify.types import Judge, Prompt
 
 BUILTIN_PREFIX = "builtin:"
+BUILTIN_PLUGINS = ("rayunify.models.plugin:register", "rayunify.shapes.plugin:register")
+ENTRY_POINT_GROUP = "rayunify.plugins"
 
 
 @dataclass(frozen=True)
@@ -37,115 +52,99 @@ class BuiltinPromptSource:
 
     description: str
     load: Callable[[int, int, int, Sequence[str] | None, str | None], tuple[list[Prompt], list[Prompt]]]
-    check_categories: Callable[[Sequence[str]], list[str]]
+    check_categories: Callable[[Sequence[str]], list[str]] | None = None  # None: the source has no categories
     eval_splits: tuple[str, ...] = ()  # what prompts.eval_split may name (None: the source's default list)
     # (model directory, eval prompts, size, seed, SamplingSettings) -> a fixed, labelled image set with
     # .texts, .categories, .images, .labels (trainer.judge_set_size); None: the source cannot label images.
     judge_set: Callable[..., Any] | None = None
 
 
-def _tiny(seed: int) -> str:
-    from rayunify.models.factory import cached_tiny_dir
+@dataclass(frozen=True)
+class BuiltinCommand:
+    """A `rayunify NAME` subcommand a plugin adds (e.g. ShapesWorld's `shapes-base`)."""
 
-    return str(cached_tiny_dir(seed=seed))
-
-
-def _showo_tiny(seed: int) -> str:
-    from rayunify.models.showo_factory import cached_tiny_showo_dir
-
-    return str(cached_tiny_showo_dir(seed=seed))
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]  # the exit code
 
 
-def _shapes_model(size: str) -> Callable[[int], str]:
-    def directory(seed: int) -> str:
-        from rayunify.shapes.cache import cached_base_dir
-
-        return str(cached_base_dir(size, seed=seed))
-
-    return directory
+T = TypeVar("T")
+_loaded = False
 
 
-def _existing_shapes_model(size: str) -> Callable[[int], str | None]:
-    def existing(seed: int) -> str | None:
-        from rayunify.shapes.cache import existing_base_dir
-
-        found = existing_base_dir(size, seed)
-        return None if found is None else str(found)
-
-    return existing
-
-
-def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None, eval_split: str | None):
-    from rayunify.shapes.splits import prompt_split
-
-    return prompt_split(n_train, n_eval, seed=seed, categories=categories, eval_split=eval_split)
+def load_plugins() -> None:
+    """Register every built-in and installed plugin, once per process (every look-up calls this)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True  # set first: a plugin's register() may look names up
+    third_party = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    for spec in dict.fromkeys([*BUILTIN_PLUGINS, *third_party]):
+        module_name, _, function = spec.partition(":")
+        getattr(importlib.import_module(module_name), function or "register")()
 
 
-def _shapes_judge_set(model_dir: str, prompts: Sequence[Prompt], size: int, seed: int, settings: Any) -> Any:
-    from rayunify.shapes.judge_set import cached_judge_set
+class Registry(Mapping[str, T], Generic[T]):
+    """Name -> entry; reading it loads the plugins first."""
 
-    return cached_judge_set(model_dir, prompts, size, seed, settings)
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str, entry: T) -> None:
+        if name in self._entries:
+            raise ValueError(f"two plugins register the {self.what} {name!r}")
+        self._entries[name] = entry
+
+    def __getitem__(self, name: str) -> T:
+        load_plugins()
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_plugins()
+        return iter(dict(self._entries))
+
+    def __len__(self) -> int:
+        load_plugins()
+        return len(self._entries)
 
 
-def _shapes_check_categories(categories: Sequence[str]) -> list[str]:
-    from rayunify.shapes.world import check_categories  # numpy only
-
-    return check_categories(categories)
-
-
-def _shapes_checker(cfg: Any) -> Judge:
-    from rayunify.shapes.judge import ShapesCheckerJudge
-
-    return ShapesCheckerJudge()
-
-
-MODELS: dict[str, BuiltinModel] = {
-    "tiny": BuiltinModel("a tiny random Janus for tests (built in seconds)", _tiny),
-    "showo-tiny": BuiltinModel("a tiny random Show-o for tests", _showo_tiny, family="showo"),
-    "shapes-base": BuiltinModel(
-        "the ShapesWorld base model (trained on first use)", _shapes_model("base"), existing=_existing_shapes_model("base")
-    ),
-    "shapes-noisy": BuiltinModel(
-        "the ShapesWorld base trained on noisy captions", _shapes_model("noisy"), existing=_existing_shapes_model("noisy")
-    ),
-    "shapes-test": BuiltinModel(
-        "a small ShapesWorld base for tests", _shapes_model("test"), existing=_existing_shapes_model("test")
-    ),
-}
-PROMPT_SOURCES: dict[str, BuiltinPromptSource] = {
-    "shapes": BuiltinPromptSource(
-        "ShapesWorld's generator (held-out split of meanings)",
-        _shapes_prompts,
-        _shapes_check_categories,
-        ("test", "validation"),  # rayunify.shapes.splits.EVAL_SPLITS (not imported: numpy stays unloaded)
-        _shapes_judge_set,
-    ),
-}
+MODELS: Registry[BuiltinModel] = Registry("built-in model")
+PROMPT_SOURCES: Registry[BuiltinPromptSource] = Registry("prompt source")
 # Architectures without weights (random init on the meta device): what a dry run sizes and checks when the
 # real checkpoint is not on this machine. Not trainable: naming one in a real run is an error.
-ARCHITECTURES: dict[str, str] = {
-    "janus-pro-1b-shape": "JANUS_PRO_1B",
-    "janus-pro-7b-shape": "JANUS_PRO_7B",
-    "showo-512-shape": "SHOWO_512",  # model.type=showo
-    "showo-256-shape": "SHOWO_256",
-}
+ARCHITECTURES: Registry[Callable[[], Any]] = Registry("architecture")  # name -> () -> JanusArch or ShowoArch
 # judge.type -> factory(judge config) for judges that need no model.
-JUDGES: dict[str, Callable[[Any], Judge]] = {"shapes_checker": _shapes_checker}
-
-
-def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
-    from rayunify.shapes.world import Spec
-
-    for prompt in prompts:
-        try:
-            Spec.from_dict(prompt.spec)
-        except ValueError as err:
-            return f"prompt {prompt.text!r} has no ShapesWorld spec ({err}); use another judge for free-text prompts"
-    return None
-
-
+JUDGES: Registry[Callable[[Any], Judge]] = Registry("judge")
 # judge.type -> why a built-in judge cannot score these prompts (None: it can).
-JUDGE_PROMPT_CHECKS: dict[str, Callable[[Sequence[Prompt]], str | None]] = {"shapes_checker": _shapes_checker_problem}
+JUDGE_PROMPT_CHECKS: Registry[Callable[[Sequence[Prompt]], str | None]] = Registry("judge prompt check")
+COMMANDS: Registry[BuiltinCommand] = Registry("command")
+ARCHITECTURE_FAMILIES: dict[str, str] = {}  # architecture name -> the model.type it is
+
+
+def register_model(name: str, model: BuiltinModel) -> None:
+    MODELS.register(name, model)
+
+
+def register_architecture(name: str, architecture: Callable[[], Any], family: str = "janus") -> None:
+    ARCHITECTURES.register(name, architecture)
+    ARCHITECTURE_FAMILIES[name] = family
+
+
+def register_prompt_source(name: str, source: BuiltinPromptSource) -> None:
+    PROMPT_SOURCES.register(name, source)
+
+
+def register_judge(
+    kind: str, factory: Callable[[Any], Judge], prompt_check: Callable[[Sequence[Prompt]], str | None] | None = None
+) -> None:
+    JUDGES.register(kind, factory)
+    if prompt_check is not None:
+        JUDGE_PROMPT_CHECKS.register(kind, prompt_check)
+
+
+def register_command(name: str, command: BuiltinCommand) -> None:
+    COMMANDS.register(name, command)
 
 
 def builtin_family(path: str) -> str | None:
@@ -155,7 +154,7 @@ def builtin_family(path: str) -> str | None:
     if not is_builtin(path):
         return None
     if name in ARCHITECTURES:
-        return "showo" if ARCHITECTURES[name].startswith("SHOWO") else "janus"
+        return ARCHITECTURE_FAMILIES[name]
     return MODELS[name].family if name in MODELS else None
 
 
@@ -182,9 +181,7 @@ def builtin_architecture(path: str) -> Any | None:
     name = path.removeprefix(BUILTIN_PREFIX)
     if not is_builtin(path) or name not in ARCHITECTURES:
         return None
-    from rayunify.models import factory
-
-    return getattr(factory, ARCHITECTURES[name])
+    return ARCHITECTURES[name]()
 
 
 def resolve_model_path(path: str, seed: int = 0) -> str:

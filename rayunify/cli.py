@@ -1,4 +1,4 @@
-"""`rayunify` command line: train, eval, shapes-base, report."""
+"""`rayunify` command line: train, eval, report, and the commands plugins add (ShapesWorld: shapes-base)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from rayunify import builtins
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -33,8 +35,8 @@ def seed_int(text: str) -> int:
     return _whole_number(text, 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The `rayunify` parser (`train` parses its own arguments: `rayunify.train.build_parser`)."""
     parser = OneLineParser(prog="rayunify", description="Self-improvement of unified multimodal models.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="run the trainer (see `rayunify train --help`)", add_help=False)
@@ -51,26 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
     ev.add_argument("--max-prompts", type=positive_int, help="only the first N prompts of the (stratified) split")
     ev.add_argument("--export", choices=["geneval", "t2i_compbench"], help="also write images for that scorer")
-    ev.add_argument("--seed", type=seed_int, default=0)
+    ev.add_argument("--seed", type=seed_int, default=0, help="seeds the images drawn (the same seed, the same images)")
     ev.add_argument(
         "--judge-set-model", help="the model whose samples make the fixed judge set (trainer.judge_set_size > 0); "
         "default: with --run, the run's starting model; else the model evaluated",
     )  # fmt: skip
-    ev.add_argument("--out", required=True)
+    ev.add_argument("--out", required=True, help="output directory: eval.json, verdicts.jsonl, samples.png, exports")
     ev.add_argument("overrides", nargs="*", help="dotted overrides, e.g. prompts.eval_path=... rollout.num_actors=4")
 
-    base = sub.add_parser("shapes-base", help="train the ShapesWorld base model from scratch")
-    base.add_argument("--out", required=True)
-    base.add_argument(
-        "--verify", action="store_true", help="train into --out and compare with the shipped base of the same recipe"
-    )
-    base.add_argument("--size", choices=["base", "noisy", "test"], default="base")
-    base.add_argument("--seed", type=int, default=0)
-    base.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="the cached built-in bases train on cpu")
+    for name, command in builtins.COMMANDS.items():  # plugins' commands, e.g. ShapesWorld's shapes-base
+        command.add_arguments(sub.add_parser(name, help=command.help))
 
     rep = sub.add_parser("report", help="plots and a markdown summary of one or more runs")
-    rep.add_argument("runs", nargs="+")
-    rep.add_argument("--out", default=None)
+    rep.add_argument("runs", nargs="+", help="run directories (each with its metrics.jsonl)")
+    rep.add_argument("--out", default=None, help="where plots and the markdown summary go (default: <first run>/report)")
     rep.add_argument(
         "--intervals", action="store_true",
         help="95%% intervals from a paired bootstrap over prompts; runs named <recipe>_s<seed> pool as one recipe",
@@ -81,24 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         help="with --intervals: RECIPE's end figures minus AGAINST's (repeatable)",
     )
 
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     if argv[:1] == ["train"]:
         from rayunify.train import main as train_main
 
         return train_main(argv[1:])
     if argv[:1] == ["eval"]:  # options and dotted overrides in any order
-        return _eval(ev.parse_intermixed_args(argv[1:]))
+        return _eval(_subparser(parser, "eval").parse_intermixed_args(argv[1:]))
     args = parser.parse_args(argv)
-    if args.command == "shapes-base":
-        from rayunify.shapes.base_training import train_base
-
-        train_base(args.out, size=args.size, seed=args.seed, device=args.device)
-        if not args.verify:
-            return 0
-        from rayunify.shapes.cache import compare_with_shipped
-
-        report = compare_with_shipped(args.out, args.size, args.seed)
-        print(json.dumps(report, indent=2))
-        return 0 if report["identical_weights"] else 1
     if args.command == "report":
         from rayunify.report import write_report
 
@@ -109,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         return 0
-    return 2
+    return builtins.COMMANDS[args.command].run(args)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -140,6 +131,13 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps({k: report[k] for k in ("overall", "category_mean")}, indent=2))
     print(f"wrote {path}, {path.parent / 'verdicts.jsonl'} and {path.parent / 'samples.png'}")
     return 0
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
 
 
 def _check_judge_set_model(path: str | None, size: int) -> None:

@@ -111,7 +111,7 @@ def _model_sizes(cfg: Config, config: Any) -> list[str]:
 
 
 def _showo_note(cfg: Config, config: Any) -> str:
-    from rayunify.models.showo_dryrun import estimator_note
+    from rayunify.models.showo.dryrun import estimator_note
 
     return estimator_note(cfg, config)
 
@@ -122,7 +122,7 @@ def model_shape(cfg: Config, config: Any) -> ModelShape:
     from transformers import JanusForConditionalGeneration
 
     if cfg.model.type == "showo":
-        from rayunify.models.showo_dryrun import showo_model_shape
+        from rayunify.models.showo.dryrun import showo_model_shape
 
         return showo_model_shape(cfg, config)
 

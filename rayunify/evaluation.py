@@ -28,6 +28,7 @@ class JudgedImage:
     own: Judgement
     reference: Judgement
     tokens: np.ndarray  # the image's VQ tokens, for probes that re-score the same image later
+    commit_steps: np.ndarray | None = None  # Show-o: the step that committed each token (Sample.commit_steps)
 
 
 @dataclass
@@ -57,10 +58,12 @@ def evaluate(
         expanded = [p for p in batch for _ in range(n_per_prompt)]
         images = list(out.images)
         tokens = out.image_tokens.cpu().numpy()
+        steps = [None] * len(tokens) if out.commit_steps is None else list(out.commit_steps.cpu().numpy())
         own = own_judge.judge(images, expanded)
         ref = reference.judge(images, expanded)
         items.extend(
-            JudgedImage(p, img, o, r, t) for p, img, o, r, t in zip(expanded, images, own, ref, tokens, strict=True)
+            JudgedImage(p, img, o, r, t, s)
+            for p, img, o, r, t, s in zip(expanded, images, own, ref, tokens, steps, strict=True)
         )
     records = [VerdictRecord(i.prompt.category, i.own.verdict, i.own.score, i.reference.verdict) for i in items]
     return EvalResult(report=by_category(records), items=items)

@@ -45,7 +45,7 @@ def check_model(cfg: Config, need_weights: bool) -> ModelCheck:
 
 def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
     if cfg.model.type == "showo":
-        from rayunify.models.showo_dryrun import check_showo_model
+        from rayunify.models.showo.dryrun import check_showo_model
 
         return ModelCheck(*check_showo_model(cfg, need_weights))
     path = cfg.model.path
@@ -55,7 +55,7 @@ def _check_model(cfg: Config, need_weights: bool) -> ModelCheck:
             raise UserError(f"model.path={path!r} is a Show-o architecture: set model.type=showo")
         if need_weights:
             builtins.builtin_model(path)  # raises: an architecture alone cannot train
-        from rayunify.models.factory import janus_config
+        from rayunify.models.janus.factory import janus_config
 
         return ModelCheck(f"{path} (architecture only, random weights on the meta device)", janus_config(arch))
     if builtins.is_builtin(path):

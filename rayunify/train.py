@@ -24,13 +24,17 @@ from rayunify.preflight import UserError  # noqa: E402
 __all__ = ["Hooks", "LearnerFailure", "Trainer", "main"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rayunify train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file under configs/ or examples/")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="validate and build every part without weights")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 judge.type=self")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides + (["trainer.resume=true"] if args.resume else []))
     except ConfigError as err:

@@ -7,8 +7,9 @@ are numpy arrays: Ray moves them through the object store without a copy.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -49,6 +50,9 @@ class Sample:
     # GRPO: per-token log-probs (num_image_tokens,) float32 of these tokens under the policy that drew them,
     # in the distribution the learner scores (geometry, guidance): the denominator of the PPO ratio.
     behaviour_logprobs: np.ndarray | None = None
+    # Show-o: the sampling step (0-based) that committed each image token, (num_image_tokens,) int64; its
+    # `trajectory` estimator replays that path. None for families that draw tokens in order (Janus).
+    commit_steps: np.ndarray | None = None
 
 
 class Verdict(enum.IntEnum):
@@ -96,3 +100,11 @@ class PreferencePair:
     @property
     def policy_version(self) -> int:
         return min(self.chosen.policy_version, self.rejected.policy_version)
+
+
+class Judge(Protocol):
+    """Anything that labels images against their prompts (`rayunify.judges.base.build_judge` makes one)."""
+
+    name: str
+
+    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Judgement]: ...

@@ -58,8 +58,8 @@ def test_decode_step_bytes_counts_weights_and_the_mean_filled_cache():
         from bench_rollout import decode_step_bytes
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    from rayunify.models.factory import TINY, build_janus
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.factory import TINY, build_janus
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     um = JanusUnifiedModel(*build_janus(TINY, seed=0))
     weights, kv = decode_step_bytes(um, rows=8, prompt_tokens=10)
@@ -125,6 +125,8 @@ def test_write_measured_rows_come_from_what_each_benchmark_prints(tmp_path):
     assert wm.replace_between_markers(readme, block) == f"# R\n\n## Measured\n{wm.BEGIN}\n{block}\n{wm.END}\n\nafter\n"
     with pytest.raises(ValueError, match="measured:begin"):
         wm.replace_between_markers("# R without markers\n", block)
+    speed = wm.SPEED_PAGE.read_text()  # the Speed page is where `make bench` writes the table
+    assert speed.count(wm.BEGIN) == 1 and speed.index(wm.BEGIN) < speed.index(wm.END) and "## Measured" in speed
 
 
 def test_write_measured_stops_a_benchmark_out_of_time_with_what_it_started(tmp_path):

@@ -26,7 +26,8 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 MANIFESTS = sorted(CLUSTER.rglob("*.yaml"))
-LAUNCH_FILES = [*MANIFESTS, CLUSTER / "slurm" / "launch.sbatch", CLUSTER / "Dockerfile", ROOT / "README.md"]
+GUIDE_PAGES = sorted((ROOT / "docs" / "guide").glob("*.md"))  # the user guide's commands are checked as README's
+LAUNCH_FILES = [*MANIFESTS, CLUSTER / "slurm" / "launch.sbatch", CLUSTER / "Dockerfile", ROOT / "README.md", *GUIDE_PAGES]
 PINNED = ("torch", "deepspeed", "transformers", "peft", "ray", "wandb")
 
 # `python -m module [--config FILE] [key=value ...]`, wherever a launcher runs the trainer.
@@ -56,7 +57,7 @@ ENTRYPOINTS = [(p, module, args) for p in LAUNCH_FILES for module, args in comma
 
 def test_every_launcher_runs_the_trainer():
     runs_train = {path.name for path, module, _ in ENTRYPOINTS if module == "rayunify.train"}
-    assert {"rayjob.yaml", "launch.sbatch", "Dockerfile", "ray-cluster.yaml", "README.md"} <= runs_train
+    assert {"rayjob.yaml", "launch.sbatch", "Dockerfile", "ray-cluster.yaml", "README.md", "clusters.md"} <= runs_train
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -71,8 +72,8 @@ def test_every_manifest_parses(manifest):
 def test_entrypoint_module_exists_and_config_validates(path, module, args):
     assert importlib.util.find_spec(module) is not None, f"{path.name} runs missing module {module}"
     if "--config" not in args or len(args) == args.index("--config") + 1:
-        assert path.name == "README.md", f"{path.name} runs {module} without a config"
-        return  # prose in README ("--config <recipe>")
+        assert path.suffix == ".md", f"{path.name} runs {module} without a config"
+        return  # prose in README or the guide ("--config <recipe>")
     config = ROOT / args[args.index("--config") + 1]
     assert config.is_file(), f"{path.name} names config {config}, which does not exist"
     # Overrides that the launcher fixes (not shell variables) must validate together with the file.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayunify.models.factory import TINY, build_janus
-from rayunify.models.janus import JanusUnifiedModel
+from rayunify.models.janus.factory import TINY, build_janus
+from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.types import SamplingSettings
 
 pytestmark = pytest.mark.gpu

@@ -17,8 +17,8 @@ from tiny_runs import start_local_cluster
 from rayunify.actors.policy import PolicyModule, TrainBatch, grpo_loss_fn
 from rayunify.actors.workers import behaviour_logprobs
 from rayunify.config import load_config
-from rayunify.models.factory import TINY, build_janus
-from rayunify.models.janus import JanusUnifiedModel
+from rayunify.models.janus.factory import TINY, build_janus
+from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.preflight import UserError, check_algorithm
 from rayunify.rewards import judgement_reward, weighted_rewards
 from rayunify.train import Trainer

@@ -53,8 +53,8 @@ def test_choice_token_ids_split_after_the_common_prefix():
 def test_tokenizer_phrases_become_one_token_and_leave_the_text_unchanged(tmp_path):
     from transformers import AutoTokenizer
 
-    from rayunify.models.factory import default_corpus
-    from rayunify.models.tokenizer import train_tokenizer
+    from rayunify.models.janus.factory import default_corpus
+    from rayunify.models.janus.tokenizer import train_tokenizer
 
     phrases = question.fixed_prefix_phrases()
     tokenizer = train_tokenizer(default_corpus(), vocab_size=512, phrases=phrases)

@@ -44,8 +44,8 @@ def save_tiny_llava(path: str | Path, seed: int = 0, image_size: int = 32, patch
         LlavaProcessor,
     )
 
-    from rayunify.models.factory import default_corpus
-    from rayunify.models.tokenizer import IMAGE, JANUS_CHAT_TEMPLATE, train_tokenizer
+    from rayunify.models.janus.factory import default_corpus
+    from rayunify.models.janus.tokenizer import IMAGE, JANUS_CHAT_TEMPLATE, train_tokenizer
 
     tokenizer = train_tokenizer(default_corpus(), vocab_size=512)
     text = LlamaConfig(
@@ -184,7 +184,7 @@ def test_hf_vlm_is_a_guard_reference_too(tiny_llava):
 
 def test_hf_vlm_judge_runs_a_saved_tiny_janus(tmp_path):
     """Janus is an image-text-to-text model too: the same judge (AutoModelForImageTextToText) loads it."""
-    from rayunify.models.factory import build_janus
+    from rayunify.models.janus.factory import build_janus
 
     model, processor = build_janus()
     model.save_pretrained(tmp_path / "janus")

@@ -13,8 +13,8 @@ from rayunify.checkpoints import check_model_dir
 from rayunify.config import JanusModelConfig, LoraConfig
 from rayunify.judges import question
 from rayunify.models import build_model
-from rayunify.models.factory import TINY, build_janus
-from rayunify.models.janus import JanusUnifiedModel, LoraSettings
+from rayunify.models.janus.factory import TINY, build_janus
+from rayunify.models.janus.model import JanusUnifiedModel, LoraSettings
 from rayunify.types import SamplingSettings, Verdict
 
 PROMPTS = ["a red circle", "a blue square"]  # same token length: no padding, so HF's positions equal ours
@@ -70,7 +70,7 @@ def test_static_kv_unwritten_slots_are_zero_so_masked_reads_stay_finite():
     memory is NaN. The buffer's unwritten tail must therefore be zeros, never uninitialised memory."""
     from types import SimpleNamespace
 
-    from rayunify.models.kvcache import PreallocatedKV, StaticKV
+    from rayunify.models.janus.kvcache import PreallocatedKV, StaticKV
 
     layer = SimpleNamespace(keys=torch.randn(2, 1, 3, 4), values=torch.randn(2, 1, 3, 4))
     cache = StaticKV(PreallocatedKV(SimpleNamespace(layers=[layer]), extra_tokens=5))

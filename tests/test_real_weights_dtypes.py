@@ -16,7 +16,7 @@ from rayunify.types import Verdict
 
 @pytest.fixture(scope="module")
 def saved_showo(tmp_path_factory):
-    from rayunify.models.showo_factory import build_showo, save_showo_dir
+    from rayunify.models.showo.factory import build_showo, save_showo_dir
 
     path = tmp_path_factory.mktemp("showo") / "tiny-showo"
     save_showo_dir(path, *build_showo())
@@ -25,7 +25,7 @@ def saved_showo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def saved_janus(tmp_path_factory):
-    from rayunify.models.factory import build_janus
+    from rayunify.models.janus.factory import build_janus
 
     path = tmp_path_factory.mktemp("janus") / "tiny-janus"
     model, processor = build_janus()

@@ -25,7 +25,7 @@ SAMPLE_PROMPTS = ROOT / "examples" / "prompts" / "t2i_compbench_sample"
 
 @pytest.fixture(scope="module")
 def tiny_janus(tmp_path_factory) -> Path:
-    from rayunify.models.factory import build_janus
+    from rayunify.models.janus.factory import build_janus
 
     path = tmp_path_factory.mktemp("models") / "tiny-janus"
     model, processor = build_janus()

@@ -59,7 +59,7 @@ def test_model(cache_dir) -> Path:
 def test_test_size_trains_and_saves_in_hf_layout(test_model: Path, cache_dir: Path):
     from transformers import JanusForConditionalGeneration
 
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     assert test_model.parent == cache_dir
     for name in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "shapes_base.json"):
@@ -84,7 +84,7 @@ def test_test_size_trains_and_saves_in_hf_layout(test_model: Path, cache_dir: Pa
 
 def test_model_decodes_image_tokens_exactly_like_the_trained_vq(test_model: Path):
     """The VQ weights went into model.model.vqmodel unchanged: the model's decode is the tokenizer's."""
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
     from rayunify.shapes.vq import decode_tokens, encode_tokens
 
     um = JanusUnifiedModel.from_pretrained(test_model)
@@ -214,7 +214,7 @@ def test_eval_cli_writes_every_metric_overall_and_per_category(test_model: Path,
 
 
 def test_understanding_batches_are_balanced_and_labelled_by_the_checker(test_model: Path):
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
@@ -243,7 +243,7 @@ def test_own_samples_are_split_by_the_checker_and_drawn_into_understanding_batch
     share of the mix says, labelled by the checker like every other source."""
     import dataclasses
 
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
@@ -268,7 +268,7 @@ def test_unbalanced_own_rows_keep_the_generators_success_rate_and_the_rest_stays
     so the judge learns the prior it faces on its own images; rendered rows stay half and half."""
     import dataclasses
 
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
@@ -301,7 +301,7 @@ def test_unbalanced_own_rows_keep_the_generators_success_rate_and_the_rest_stays
 def test_opposite_relation_negatives_show_the_two_objects_in_each_others_places(test_model: Path, monkeypatch):
     import dataclasses
 
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
@@ -323,7 +323,7 @@ def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless
     """The noisy base's generation data: with caption_noise 1 every image is drawn from a spec one attribute
     away from its prompt; at 0, from the prompt's own spec, and the batches are exactly those of a config
     that never had the field."""
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
@@ -388,7 +388,7 @@ def test_prompt_split_holds_out_the_experiments_eval_prompts():
 def test_patch_probe_labels_each_patch_with_the_object_over_it(test_model: Path):
     """The vision tower's own objective: each patch's target is the colour and shape of the object whose
     box covers it, background elsewhere; the joint step's loss reads the features of the judge's forward."""
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
     from rayunify.shapes.render import render_with_objects
 
     um = JanusUnifiedModel.from_pretrained(test_model)

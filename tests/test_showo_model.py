@@ -10,10 +10,10 @@ import torch
 
 from rayunify.config import LoraConfig, ShowoModelConfig
 from rayunify.models import build_model
-from rayunify.models.magvit import MagvitArch, MAGVITv2
-from rayunify.models.showo import ShowoUnifiedModel
-from rayunify.models.showo_factory import build_showo, save_showo_dir
-from rayunify.models.showo_sampling import prompt_mask
+from rayunify.models.showo.factory import build_showo, save_showo_dir
+from rayunify.models.showo.magvit import MagvitArch, MAGVITv2
+from rayunify.models.showo.model import ShowoUnifiedModel
+from rayunify.models.showo.sampling import prompt_mask
 from rayunify.types import SamplingSettings, Verdict
 
 PROMPTS = ["a red circle", "a blue square left of a red circle"]
@@ -40,8 +40,10 @@ def test_generation_is_seeded_and_a_prompt_draws_the_same_in_any_batch(tiny):
     assert torch.equal(both.image_tokens, again.image_tokens)
     assert torch.equal(both.image_tokens[2:], alone.image_tokens)
     assert torch.allclose(both.logprobs[2:], alone.logprobs, atol=1e-5)
-    steps = tiny.vocab.commit_steps(both.image_tokens)
-    assert steps.min() == 0 and steps.max() == tiny.steps - 1
+    assert torch.equal(both.commit_steps[2:], alone.commit_steps)
+    steps = both.commit_steps
+    assert steps.shape == both.image_tokens.shape and steps.min() == 0 and steps.max() == tiny.steps - 1
+    assert both.image_tokens.min() >= 0 and both.image_tokens.max() < tiny.vocab.codebook_size  # plain codes
 
 
 def test_cached_prefix_gives_the_full_forward_logits(tiny):
@@ -58,12 +60,14 @@ def test_cached_prefix_gives_the_full_forward_logits(tiny):
 def test_teacher_forced_trajectory_logprobs_equal_generation(tiny, scale):
     out = tiny.generate(PROMPTS, n=2, settings=SamplingSettings(guidance_scale=scale), seed=3)
     texts = [p for p in PROMPTS for _ in range(2)]
-    replayed = tiny.image_logprobs(texts, out.image_tokens, geometry="cfg", guidance_scale=scale)
+    replayed = tiny.image_logprobs(
+        texts, out.image_tokens, geometry="cfg", guidance_scale=scale, commit_steps=out.commit_steps
+    )
     assert replayed.requires_grad
     assert torch.allclose(replayed, out.logprobs, atol=1e-5)
 
 
-def test_trajectory_estimator_refuses_plain_codes(tiny):
+def test_trajectory_estimator_refuses_tokens_without_their_commit_steps(tiny):
     codes = torch.zeros(1, tiny.num_image_tokens, dtype=torch.long)
     with pytest.raises(ValueError, match="logprob_estimator=masked"):
         tiny.image_logprobs(PROMPTS[:1], codes)
@@ -170,7 +174,7 @@ def test_lora_trains_only_adapters_and_the_reference_is_the_adapter_off(tiny_dir
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
     out = um.generate(PROMPTS[:1], n=2, settings=CFG, seed=4)
-    um.image_logprobs(PROMPTS[:1] * 2, out.image_tokens).sum().backward()
+    um.image_logprobs(PROMPTS[:1] * 2, out.image_tokens, commit_steps=out.commit_steps).sum().backward()
     grads = [n for n, p in um.module().named_parameters() if p.grad is not None]
     assert grads and all("lora_" in n for n in grads)
     assert not any(p.requires_grad for n, p in um.module().named_parameters() if n.startswith("vq."))
@@ -181,11 +185,12 @@ def test_a_lora_model_saves_merged_in_the_public_layout(tiny_dir, tmp_path):
     with torch.no_grad():
         for _, p in um.trainable_named_parameters():
             p.add_(0.1)
-    tokens = um.generate(PROMPTS[:1], seed=0).image_tokens
+    out = um.generate(PROMPTS[:1], seed=0)
     um.save_pretrained(tmp_path / "merged")
     merged = ShowoUnifiedModel.from_pretrained(tmp_path / "merged")
     assert (tmp_path / "merged" / "adapter").is_dir()
-    assert torch.allclose(merged.image_logprobs(PROMPTS[:1], tokens), um.image_logprobs(PROMPTS[:1], tokens), atol=1e-5)
+    logps = [m.image_logprobs(PROMPTS[:1], out.image_tokens, commit_steps=out.commit_steps) for m in (merged, um)]
+    assert torch.allclose(*logps, atol=1e-5)
 
 
 def test_lora_targets_that_match_no_layer_are_refused(tiny_dir):
@@ -225,13 +230,15 @@ def test_weights_with_per_head_norms_load_with_qk_layernorm(tiny_dir, tmp_path):
 
 @pytest.mark.gpu
 def test_show_o_512_architecture_generates_replays_and_decodes_on_a_gpu():
-    from rayunify.models.showo_factory import SHOWO_512, build_showo_model
+    from rayunify.models.showo.factory import SHOWO_512, build_showo_model
 
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 for the replay comparison
     um = build_showo_model(SHOWO_512, device="cuda", steps=4)
     assert um.phi.config.vocab_size == 58498 and um.vocab.code_offset == 50305 and um.vocab.mask == 58497
     out = um.generate(PROMPTS, settings=SamplingSettings(guidance_scale=6.0), seed=[1, 2])
     assert out.image_tokens.shape == (2, 1024)
-    replayed = um.image_logprobs(PROMPTS, out.image_tokens, geometry="cfg", guidance_scale=6.0)
+    replayed = um.image_logprobs(
+        PROMPTS, out.image_tokens, geometry="cfg", guidance_scale=6.0, commit_steps=out.commit_steps
+    )
     assert torch.allclose(replayed, out.logprobs, atol=1e-3)
     assert um.decode_images(out.image_tokens).shape == (2, 512, 512, 3)

@@ -17,7 +17,7 @@ SAMPLE_PROMPTS = ROOT / "examples" / "prompts" / "t2i_compbench_sample"
 
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory) -> list[str]:
-    from rayunify.models.factory import build_janus
+    from rayunify.models.janus.factory import build_janus
 
     root = tmp_path_factory.mktemp("stand_ins")
     model, processor = build_janus()
@@ -43,7 +43,7 @@ def test_dry_run_on_the_show_o_512_architecture(stand_ins, capsys):
 
 
 def test_dry_run_on_a_show_o_folder_and_a_missing_one(stand_ins, tmp_path, capsys):
-    from rayunify.models.showo_factory import build_showo, save_showo_dir
+    from rayunify.models.showo.factory import build_showo, save_showo_dir
 
     save_showo_dir(tmp_path / "showo", *build_showo())
     folder = [f"model.path={tmp_path / 'showo'}", "model.tokenizer_path=null", "model.vq_path=null"]

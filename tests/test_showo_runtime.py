@@ -12,7 +12,7 @@ import ray
 from tiny_runs import COIN_FLIP_TINY_RUN, start_local_cluster
 
 from rayunify.config import load_config
-from rayunify.models.showo import ShowoUnifiedModel
+from rayunify.models.showo.model import ShowoUnifiedModel
 from rayunify.train import Trainer
 
 SHOWO_TINY_RUN = [

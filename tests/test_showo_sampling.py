@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rayunify.models.showo_masks import additive, mmu_attention, t2i_attention, tokens_left_masked
-from rayunify.models.showo_sampling import MASKED, masked_logprobs, prompt_mask, sample, trajectory_logprobs
+from rayunify.models.showo.masks import additive, mmu_attention, t2i_attention, tokens_left_masked
+from rayunify.models.showo.sampling import MASKED, masked_logprobs, prompt_mask, sample, trajectory_logprobs
 
 PAD, SOI, EOI, T2I = 0, 1, 2, 3
 

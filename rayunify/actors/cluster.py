@@ -45,6 +45,7 @@ def init_ray(cfg: Config) -> bool:
     clean_up_dead_clusters()
     if ray.is_initialized():
         return False
+    _skip_dedup_notice()
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
@@ -61,6 +62,15 @@ def init_ray(cfg: Config) -> bool:
     global _started_record
     _started_record = record_local_cluster(context.address_info["session_dir"], os.path.dirname(ray.__file__))
     return True
+
+
+def _skip_dedup_notice() -> None:
+    """Ray appends a one-time notice on how to turn log deduplication off the first time it folds repeated
+    actor lines (e.g. every actor's weight-loading bar). The folding stays; the notice is taken as already
+    shown, since it tells a user of `rayunify train` nothing about the run."""
+    from ray.util.debug import log_once
+
+    log_once("log_dedup_warning")  # the key ray._private.ray_logging._warn_once checks
 
 
 def stop_ray() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from rayunify.actors import name_cpu_accelerator
 from rayunify.algos import check_finite
 from rayunify.procs import free_port
 from rayunify.weights import DEFAULT_BUCKET_MB, Bucket, WeightUpdate, pack_buckets, tensors_checksum
@@ -119,6 +120,7 @@ class LearnerWorker:
             LOCAL_RANK="0",
         )
         use_cuda = torch.cuda.is_available()
+        name_cpu_accelerator()
         t0 = time.perf_counter()
         import deepspeed
 

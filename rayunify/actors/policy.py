@@ -31,8 +31,13 @@ class PolicyModule(torch.nn.Module):
         reference_copy = unified.make_reference_copy() if keep_reference_copy else None
         object.__setattr__(self, "_reference_copy", reference_copy)
 
-    def forward(self, prompts: list[str], image_tokens: torch.Tensor, geometry: Geometry, guidance_scale: float):
-        return self.unified.image_logprobs(prompts, image_tokens, geometry=geometry, guidance_scale=guidance_scale)
+    def forward(
+        self, prompts: list[str], image_tokens: torch.Tensor, geometry: Geometry, guidance_scale: float,
+        commit_steps: torch.Tensor | None = None,
+    ):  # fmt: skip
+        return self.unified.image_logprobs(
+            prompts, image_tokens, geometry=geometry, guidance_scale=guidance_scale, commit_steps=commit_steps
+        )
 
     def reference(self) -> contextlib.AbstractContextManager[None]:
         return self.unified.reference(self._reference_copy)
@@ -53,10 +58,21 @@ class TrainBatch:
     old_logp: torch.Tensor | None = None  # (B, T) GRPO: behaviour log-probs recorded at generation
     ref_logp: torch.Tensor | None = None  # (B, T) GRPO with beta > 0: the reference's per-token log-probs
     advantages: torch.Tensor | None = None  # (B,) GRPO: group-relative advantages
+    chosen_steps: torch.Tensor | None = None  # (B, T) Show-o: the commit step of each chosen token (else None)
+    rejected_steps: torch.Tensor | None = None  # (B, T) the same for the rejected images (DPO)
 
 
-def _sequence_logps(engine: Any, prompts: list[str], tokens: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
-    return engine(prompts, tokens, batch.geometry, batch.guidance_scale).sum(-1)
+def _sequence_logps(
+    engine: Any, prompts: list[str], tokens: torch.Tensor, batch: TrainBatch, steps: torch.Tensor | None
+) -> torch.Tensor:
+    return engine(prompts, tokens, batch.geometry, batch.guidance_scale, steps).sum(-1)
+
+
+def _both_steps(batch: TrainBatch) -> torch.Tensor | None:
+    """Chosen then rejected commit steps, as the one forward over both takes them (None: the family has none)."""
+    if batch.chosen_steps is None or batch.rejected_steps is None:
+        return None
+    return torch.cat([batch.chosen_steps, batch.rejected_steps])
 
 
 def dpo_loss_fn(
@@ -72,7 +88,7 @@ def dpo_loss_fn(
     """Chosen and rejected go through one forward (2B rows): one pass of the model per step."""
     assert batch.rejected is not None and batch.ref_chosen is not None and batch.ref_rejected is not None
     n = len(batch.prompts)
-    logps = _sequence_logps(engine, batch.prompts * 2, torch.cat([batch.chosen, batch.rejected]), batch)
+    logps = _sequence_logps(engine, batch.prompts * 2, torch.cat([batch.chosen, batch.rejected]), batch, _both_steps(batch))
     return dpo_objective(
         logps[:n],
         logps[n:],
@@ -88,7 +104,7 @@ def dpo_loss_fn(
 
 
 def sft_loss_fn(engine: Any, batch: TrainBatch, nll_reduction: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
-    logps = _sequence_logps(engine, batch.prompts, batch.chosen, batch)
+    logps = _sequence_logps(engine, batch.prompts, batch.chosen, batch, batch.chosen_steps)
     return sft_objective(logps, batch.chosen.shape[1], nll_reduction)
 
 
@@ -98,7 +114,7 @@ def grpo_loss_fn(
     """The clipped per-token ratio against the behaviour log-probs (+ beta · k3 to the reference), mean over
     the batch's images."""
     assert batch.old_logp is not None and batch.advantages is not None
-    logp = engine(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale)
+    logp = engine(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale, batch.chosen_steps)
     ref = None if batch.ref_logp is None else batch.ref_logp.to(logp)
     per_sequence, metrics = grpo_loss(
         logp, batch.old_logp.to(logp), ref, batch.advantages.to(logp),
@@ -112,7 +128,7 @@ def reference_token_logps_fn(engine: Any, batch: TrainBatch) -> list[list[float]
     """GRPO's per-token reference log-probs (B, T) of the batch's images, in the batch's geometry."""
     module: PolicyModule = engine.module if hasattr(engine, "module") else engine
     with module.reference():
-        logps = module(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale)
+        logps = module(batch.prompts, batch.chosen, batch.geometry, batch.guidance_scale, batch.chosen_steps)
     return logps.float().cpu().tolist()
 
 
@@ -123,5 +139,6 @@ def reference_logps_fn(engine: Any, batch: TrainBatch) -> tuple[list[float], lis
     module: PolicyModule = engine.module if hasattr(engine, "module") else engine
     n = len(batch.prompts)
     with module.reference():
-        logps = _sequence_logps(module, batch.prompts * 2, torch.cat([batch.chosen, batch.rejected]), batch)
+        tokens = torch.cat([batch.chosen, batch.rejected])
+        logps = _sequence_logps(module, batch.prompts * 2, tokens, batch, _both_steps(batch))
     return logps[:n].tolist(), logps[n:].tolist()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rayunify.actors import name_cpu_accelerator
 from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
 from rayunify.batching import prompt_seeds
 from rayunify.config import Config
@@ -28,6 +29,7 @@ def _limit_threads(num_cpus: float) -> None:
     threads = max(1, int(num_cpus))
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    name_cpu_accelerator()  # every model-holding actor starts here
 
 
 def prompts_per_call(cfg: Config, n: int | None = None) -> int | None:
@@ -76,8 +78,10 @@ class RolloutWorker(ModelHolder):
         generated = time.perf_counter()
         images = np.concatenate([self.unified.decode_images(t) for t in out.image_tokens.split(self._rows_per_call(n))])
         tokens = out.image_tokens.cpu().numpy()
+        steps = None if out.commit_steps is None else out.commit_steps.cpu().numpy()
         settings = self.cfg.sampling.settings()
-        behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens) if self.cfg.algorithm.type == "grpo" else None
+        grpo = self.cfg.algorithm.type == "grpo"
+        behaviour = self.behaviour_logprobs(prompts, n, out.image_tokens, out.commit_steps) if grpo else None
         samples = [
             Sample(
                 sample_id=f"{seed}-{chunk}-{first * n + i}",
@@ -86,13 +90,16 @@ class RolloutWorker(ModelHolder):
                 policy_version=self.version,
                 sampling=settings,
                 behaviour_logprobs=None if behaviour is None else behaviour[i],
+                commit_steps=None if steps is None else steps[i],
             )
             for i in range(len(tokens))
         ]
         return Rollout(chunk, samples, images, generated - start, time.perf_counter() - generated, first * n)
 
     @torch.no_grad()
-    def behaviour_logprobs(self, prompts: list[Prompt], n: int, tokens: torch.Tensor) -> np.ndarray:
+    def behaviour_logprobs(
+        self, prompts: list[Prompt], n: int, tokens: torch.Tensor, steps: torch.Tensor | None
+    ) -> np.ndarray:
         """GRPO's behaviour log-probs (rows, T) float32: the learner's own teacher-forced pass (same
         geometry and guidance), with the weights that drew the tokens, one prompt's group at a time.
 
@@ -101,7 +108,10 @@ class RolloutWorker(ModelHolder):
         against them would not start at 1."""
         texts = [p.text for p in prompts for _ in range(n)]
         rows = [
-            behaviour_logprobs(self.policy, texts[i : i + n], tokens[i : i + n], self.cfg.sampling)
+            behaviour_logprobs(
+                self.policy, texts[i : i + n], tokens[i : i + n], self.cfg.sampling,
+                None if steps is None else steps[i : i + n],
+            )  # fmt: skip
             for i in range(0, len(texts), n)
         ]
         return np.concatenate(rows)
@@ -126,7 +136,10 @@ class RolloutWorker(ModelHolder):
             self.unified.generate(texts[i : i + per_call], n=n, settings=settings, seed=seeds[i : i + per_call])
             for i in range(0, len(texts), per_call)
         ]
-        return GenerationOutput(torch.cat([o.image_tokens for o in outs]), torch.cat([o.logprobs for o in outs]))
+        steps = None if outs[0].commit_steps is None else torch.cat([o.commit_steps for o in outs])
+        return GenerationOutput(
+            torch.cat([o.image_tokens for o in outs]), torch.cat([o.logprobs for o in outs]), commit_steps=steps
+        )
 
     def evaluate(self, prompts: list[Prompt], n: int, seed: int) -> tuple[dict, list]:
         """The current model's unification report against ShapesWorld's checker (or the guard reference)."""
@@ -137,14 +150,19 @@ class RolloutWorker(ModelHolder):
         result = evaluate(self.unified, prompts, reference, n_per_prompt=n, settings=self.cfg.sampling.settings(), seed=seed)
         return result.report, result.items
 
-    def probe(self, prompts: list[str], images: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+    def probe(
+        self, prompts: list[str], images: np.ndarray, tokens: np.ndarray, commit_steps: np.ndarray | None = None
+    ) -> dict[str, float]:
         """The paper's false-positive probe: the judge's P(yes) and the generation log-likelihood of fixed
         images the base model accepted but the reference rejects. Co-improvement: both fall together."""
         judgements = self.unified.judge(list(images), prompts)
         with torch.no_grad():
+            # Copies: the arrays arrive read-only from Ray's object store, and on CPU `.to(device)` inside the
+            # model is no copy, so an in-place op there would write shared memory (torch warns: undefined).
             logps = self.unified.image_logprobs(
-                prompts, torch.as_tensor(tokens), geometry=self.cfg.sampling.geometry,
+                prompts, torch.tensor(tokens), geometry=self.cfg.sampling.geometry,
                 guidance_scale=self.cfg.sampling.guidance_scale,
+                commit_steps=None if commit_steps is None else torch.tensor(commit_steps),
             )  # fmt: skip
         return {
             "probe/p_yes": float(np.mean([j.score for j in judgements])),
@@ -162,12 +180,14 @@ class RolloutWorker(ModelHolder):
 
 
 @torch.no_grad()
-def behaviour_logprobs(policy: Any, texts: list[str], tokens: torch.Tensor, sampling: Any) -> np.ndarray:
+def behaviour_logprobs(
+    policy: Any, texts: list[str], tokens: torch.Tensor, sampling: Any, steps: torch.Tensor | None = None
+) -> np.ndarray:
     """Per-token log-probs (rows, T) float32 of `tokens` under `policy`, as the GRPO learner scores them."""
     was_training = policy.training
     policy.eval()
     try:
-        logps = policy(texts, tokens, sampling.geometry, sampling.guidance_scale)
+        logps = policy(texts, tokens, sampling.geometry, sampling.guidance_scale, steps)
     finally:
         policy.train(was_training)
     return logps.float().cpu().numpy()

@@ -8,6 +8,9 @@ that name the key and the keys allowed there. A file may start from another with
   judges.py      judge sections (self, built-in, python, hf_vlm, vllm, noisy)
   algorithms.py  DPO, SFT, GRPO
   health.py      when a run that trains nothing warns and stops
+  models.py      the model section (Janus, Show-o, LoRA)
+  resources.py   CPUs, GPUs and custom Ray resources per actor
+  transport.py   the broadcast push's backend (a rule of the config alone)
   tree.py        the whole run (`Config`) and its other sections
   loading.py     load_config (inherit, overrides, renamed keys, errors that explain) and dump_config
 """
@@ -25,22 +28,17 @@ from rayunify.config.judges import (
     VLLMJudgeConfig,
 )
 from rayunify.config.loading import RENAMED_KEYS, ConfigError, dump_config, load_config
+from rayunify.config.models import JanusModelConfig, LoraConfig, ModelConfig, ShowoModelConfig
+from rayunify.config.resources import JudgeResources, Resources, RolloutResources
 from rayunify.config.tree import (
     Config,
     CurriculumConfig,
     GuardConfig,
-    JanusModelConfig,
-    JudgeResources,
     LearnerConfig,
     LoggerConfig,
-    LoraConfig,
-    ModelConfig,
     PromptsConfig,
     RayConfig,
-    Resources,
-    RolloutResources,
     SamplingConfig,
-    ShowoModelConfig,
     TrainerConfig,
 )
 

@@ -23,9 +23,13 @@ _NLL_REDUCTION: Any = Field(
 
 class DPOConfig(Strict):
     type: Literal["dpo"] = "dpo"
-    beta: float = Field(0.1, gt=0)
-    loss_type: Literal["sigmoid", "robust", "ipo", "hinge"] = "sigmoid"
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    beta: float = Field(0.1, gt=0, description="DPO's β: the strength of the implicit KL to the reference.")
+    loss_type: Literal["sigmoid", "robust", "ipo", "hinge"] = Field(
+        "sigmoid", description="sigmoid: the paper's DPO; robust (label-noise robust), ipo and hinge: the TRL variants."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="cDPO's ε: the chosen image wins with probability 1 − ε (sigmoid, robust)."
+    )
     nll_weight: float = Field(1.0, ge=0, description="Weight of the NLL term on the chosen image (the paper's).")
     nll_reduction: Literal["mean", "sum"] = _NLL_REDUCTION
     reference: Literal["stored", "recompute"] = Field(

@@ -19,7 +19,7 @@ class SelfJudgeConfig(Strict):
     weights: Literal["live", "frozen"] = Field(
         "live", description="live: receives every weight push (the paper); frozen: the initial model judges."
     )
-    max_new_tokens: int = Field(8, gt=0)
+    max_new_tokens: int = Field(8, gt=0, description="Answer tokens decoded greedily before the verdict is parsed.")
     accept_threshold: float | None = Field(
         None,
         gt=0,
@@ -42,8 +42,8 @@ class PythonJudgeConfig(Strict):
     the `Prompt` objects (text, category, spec)."""
 
     type: Literal["python"] = "python"
-    import_path: str = Field(..., pattern=r"^[\w.]+:[\w.]+$")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    import_path: str = Field(..., pattern=r"^[\w.]+:[\w.]+$", description="`package.module:callable`, importable on every node.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments passed to the callable.")
 
 
 class _AskedJudgeFields(Strict):
@@ -101,7 +101,7 @@ class HFVLMJudgeConfig(_AskedJudgeFields):
         None,
         description="A transformers class name or 'module:Class'; None: AutoModelForImageTextToText.",
     )
-    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("bfloat16", description="The VLM's weights' dtype.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
 
 
@@ -125,7 +125,7 @@ class VLLMJudgeConfig(_AskedJudgeFields):
         default_factory=dict, description="Extra environment of the server (e.g. VLLM_CPU_KVCACHE_SPACE)."
     )
     start_timeout_s: float = Field(900, gt=0, description="How long a started server may take to answer.")
-    request_timeout_s: float = Field(120, gt=0)
+    request_timeout_s: float = Field(120, gt=0, description="How long one request may take before the judge fails.")
     top_logprobs: int = Field(20, ge=1, description="Logprobs asked per position; yes/no must be among them.")
 
     @model_validator(mode="after")
@@ -144,8 +144,8 @@ class NoisyJudgeConfig(Strict):
     )
     flip_fraction: float = Field(0.0, ge=0, le=1, description="Share of verdicts flipped.")
     random_fraction: float = Field(0.0, ge=0, le=1, description="Share of verdicts replaced by a coin flip.")
-    always_accept: bool = False
-    seed: int = 0
+    always_accept: bool = Field(False, description="Accept every image (the degenerate judge), after the base judged.")
+    seed: int = Field(0, description="Seeds the corruption; an image's draw depends on it, the image and the prompt.")
 
 
 if TYPE_CHECKING:

@@ -3,14 +3,16 @@ trainer and Ray sections."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from rayunify.builtins import PROMPT_SOURCES, prompt_source
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
 from rayunify.config.health import HealthConfig
@@ -22,81 +24,15 @@ from rayunify.config.judges import (
     ShapesCheckerJudgeConfig,
     VLLMJudgeConfig,
 )
+from rayunify.config.models import JanusModelConfig, ModelConfig
+from rayunify.config.resources import (
+    _CUSTOM_RESOURCES_HELP,
+    JudgeResources,
+    RolloutResources,
+    _check_custom_resources,
+)
+from rayunify.config.transport import push_backend
 from rayunify.types import SamplingSettings
-
-
-# ---------------------------------------------------------------------------------------------- model
-class LoraConfig(Strict):
-    rank: int = Field(16, gt=0, description="LoRA rank r.")
-    alpha: int = Field(32, gt=0, description="LoRA scaling alpha (effective scale alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Linear layers of the language model that get adapters.",
-    )
-
-
-class ModelCommon(Strict):
-    """What every model family's section has."""
-
-    builtin_seed: int = Field(
-        0, description="Which seed's model builtin:NAME is (the built-in bases are trained per seed). Not "
-        "trainer.seed, so runs with several fine-tuning seeds start from one base.",
-    )
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the actor has a GPU.")
-
-
-class JanusModelConfig(ModelCommon):
-    type: Literal["janus"] = "janus"
-    path: str = Field(
-        "builtin:shapes-base",
-        description="A local HF directory (e.g. a Janus-Pro-1B download), or builtin:tiny (random tiny Janus), "
-        "builtin:shapes-base / builtin:shapes-test (the ShapesWorld base, trained and cached on first use).",
-    )
-    trainable: Literal["language_model", "lora"] = Field(
-        "language_model", description="language_model: the paper's default; lora: peft adapters on it."
-    )
-    lora: LoraConfig = Field(default_factory=LoraConfig)
-
-
-class ShowoModelConfig(ModelCommon):
-    type: Literal["showo"] = "showo"
-    path: str = Field(
-        "builtin:showo-tiny",
-        description="A Show-o folder (config.json + showo.* safetensors, e.g. showlab/show-o-512x512), or "
-        "builtin:showo-tiny (a tiny random Show-o for tests).",
-    )
-    tokenizer_path: str | None = Field(None, description="Phi-1.5's config and tokenizer (default: path/llm).")
-    vq_path: str | None = Field(None, description="MAGVIT-v2's folder (default: path/vq).")
-    variant: Literal["magvit", "clip"] = Field(
-        "magvit", description="magvit: understanding reads MAGVIT-v2 codes; clip (CLIP-ViT features) is not supported yet."
-    )
-    logprob_estimator: Literal["trajectory", "masked"] = Field(
-        "trajectory",
-        description="trajectory: sum over sampling steps of log p of the tokens committed at that step (replays the "
-        "recorded path, one forward per step); masked: one forward under a cosine-schedule mask seeded by the prompt.",
-    )
-    steps: int | None = Field(None, gt=0, description="Sampling steps T (None: 50 at 1,024 image tokens, else 18).")
-    trainable: Literal["language_model", "lora"] = Field(
-        "language_model", description="language_model: the whole Phi backbone; lora: peft adapters on it."
-    )
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="Targets default to q_proj, k_proj, v_proj, dense, fc1, fc2.")
-
-    @model_validator(mode="after")
-    def _supported_variant(self) -> ShowoModelConfig:
-        if self.variant == "clip":
-            raise ValueError("model.variant=clip: Show-o's CLIP-ViT variant is not supported yet (use magvit)")
-        if "target_modules" not in self.lora.model_fields_set:  # LoraConfig's default names Janus's layers
-            targets = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
-            object.__setattr__(self, "lora", LoraConfig(**{**self.lora.model_dump(), "target_modules": targets}))
-        return self
-
-
-if TYPE_CHECKING:
-    ModelConfig = JanusModelConfig | ShowoModelConfig
-else:
-    ModelConfig = variants(JanusModelConfig, ShowoModelConfig)
 
 
 # ---------------------------------------------------------------------------------------------- curriculum
@@ -120,8 +56,9 @@ class CurriculumConfig(Strict):
 
 # ---------------------------------------------------------------------------------------------- the rest
 class PromptsConfig(Strict):
-    source: Literal["shapes", "file", "hf_dataset"] = Field(
-        "shapes", description="shapes: ShapesWorld's generator; file: prompt files; hf_dataset: a `datasets` dataset."
+    source: str = Field(
+        "shapes", description="file: prompt files; hf_dataset: a `datasets` dataset; or a prompt source a plugin "
+        "registers (shapes: ShapesWorld's generator).",
     )
     path: str | None = Field(
         None, description="source=file: a prompt file, a directory of them or a glob (e.g. dataset/*_train.txt)."
@@ -157,20 +94,31 @@ class PromptsConfig(Strict):
     column: str = Field("prompt", description="source=hf_dataset: the column that holds the prompt text.")
     category_column: str | None = Field(None, description="source=hf_dataset: a column holding the category.")
     n_train: int = Field(256, gt=0, description="At most this many training prompts (a seeded subset of larger sources).")
-    n_eval: int = Field(64, gt=0)
-    seed: int = 0
+    n_eval: int = Field(64, gt=0, description="At most this many evaluation prompts.")
+    seed: int = Field(0, description="Seeds the subset and the held-out split of the prompts.")
     categories: list[str] | None = Field(
         None,
         description="source=shapes: only these ShapesWorld categories (e.g. [single_object, colour]); n_train and "
         "n_eval are then upper bounds. None: all.",
     )
 
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str) -> str:
+        if value not in ("file", "hf_dataset"):
+            prompt_source(value)  # raises, naming the sources there are
+        return value
+
     @field_validator("categories")
     @classmethod
-    def _known_categories(cls, value: list[str] | None) -> list[str] | None:
-        from rayunify.builtins import prompt_source
-
-        return None if value is None else prompt_source("shapes").check_categories(value)
+    def _known_categories(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        source = info.data.get("source")  # None: the source was invalid (reported on its own)
+        if value is None or source in (None, "file", "hf_dataset"):
+            return value
+        check = prompt_source(source).check_categories
+        if check is None:
+            raise ValueError(f"source={source} has no categories")
+        return check(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -186,13 +134,11 @@ class PromptsConfig(Strict):
             raise ValueError("prompts.path is required when prompts.source=file")
         if self.source == "hf_dataset" and not self.dataset:
             raise ValueError("prompts.dataset is required when prompts.source=hf_dataset")
-        if self.categories is not None and self.source != "shapes":
+        if self.categories is not None and self.source in ("file", "hf_dataset"):
             raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
         if self.source == "file" and self.eval_split is not None:
             raise ValueError("prompts.eval_split applies to source=shapes or hf_dataset (files: prompts.eval_path)")
         if self.source not in ("file", "hf_dataset") and self.eval_split is not None:
-            from rayunify.builtins import prompt_source
-
             splits = prompt_source(self.source).eval_splits
             if self.eval_split not in splits:
                 raise ValueError(
@@ -204,9 +150,11 @@ class PromptsConfig(Strict):
 
 class SamplingConfig(Strict):
     samples_per_prompt: int = Field(4, ge=2, description="N images per prompt (the paper uses 10).")
-    guidance_scale: float = Field(5.0, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    top_k: int | None = Field(None, gt=0)
+    guidance_scale: float = Field(
+        5.0, ge=1, description="Classifier-free guidance s: uncond + s · (cond − uncond); 1: no guidance (one pass)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of image tokens.")
+    top_k: int | None = Field(None, gt=0, description="Sample from the k likeliest tokens (Janus only). None: all.")
     geometry: Literal["conditional", "cfg"] = Field(
         "conditional", description="Which distribution log-probs are taken under, for policy and reference alike."
     )
@@ -221,63 +169,20 @@ class SamplingConfig(Strict):
 
 
 # Ray's own names: asked for through num_cpus / num_gpus, or not per actor at all.
-_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
-_CUSTOM_RESOURCES_HELP = (
-    "Custom Ray resources each actor (learner: each rank) asks for besides CPUs and GPUs, to place a role on "
-    "chosen nodes: e.g. {learner_node: 1}, with `ray start --resources='{\"learner_node\": 2}'` on the nodes "
-    "meant for it. A restarted actor goes wherever these resources are free."
-)
-
-
-def _check_custom_resources(resources: dict[str, float]) -> dict[str, float]:
-    for name, amount in resources.items():
-        if name in _BUILTIN_RESOURCES:
-            raise ValueError(f"resources: {name!r} is Ray's own; set num_cpus / num_gpus instead")
-        if amount < 0:
-            raise ValueError(f"resources: {name}={amount} must be >= 0")
-    return resources
-
-
-class Resources(Strict):
-    num_actors: int = Field(1, ge=1)
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
-    resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
-
-    _custom = field_validator("resources")(_check_custom_resources)
-
-
-class RolloutResources(Resources):
-    max_rows: int | None = Field(
-        None,
-        gt=0,
-        description="Rows per generate call, CFG twins included (a prompt takes samples_per_prompt rows, twice with "
-        "guidance_scale > 1): an actor's prompts go through in calls of whole prompts, so KV-cache memory is "
-        "bounded by this, not by prompts per step. A prompt draws the same images whatever it is. None: all of "
-        "an actor's prompts in one call.",
-    )
-
-
-class JudgeResources(Resources):
-    batch_size: int | None = Field(
-        None, gt=0, description="Images per judge call (bounds the judge's memory). None: a chunk's images at once."
-    )
-
-
 class LearnerConfig(Strict):
-    num_ranks: int = Field(1, ge=1)
-    num_cpus: float = Field(1, ge=0)
-    num_gpus: float = Field(0, ge=0)
+    num_ranks: int = Field(1, ge=1, description="DeepSpeed ranks (one Ray actor each); gloo on CPU, NCCL on GPUs.")
+    num_cpus: float = Field(1, ge=0, description="CPUs per rank.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per rank.")
     resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage: what the ranks shard.")
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
     batch_size: int = Field(
         8, gt=0, description="Pairs (DPO) or images (SFT) per optimizer step, all ranks; GRPO: the most prompts' "
         "groups (× samples_per_prompt images) one step trains on, in ppo_epochs passes of mini_batch_size images."
     )  # fmt: skip
-    bf16: bool = False
+    bf16: bool = Field(False, description="DeepSpeed bf16 training (GPUs).")
     weight_transport: Literal["object_store", "broadcast"] = Field(
         "object_store",
         description="How pushes travel: one object in Ray's object store read by every receiver, or a "
@@ -298,33 +203,39 @@ class LearnerConfig(Strict):
 class GuardConfig(Strict):
     """The co-degradation guard: a reference judge re-scores a share of fresh samples every `every` steps."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the co-degradation guard (checks, alarms, the probe).")
     reference: variants(  # type: ignore[valid-type]
         ShapesCheckerJudgeConfig, SelfJudgeConfig, PythonJudgeConfig, HFVLMJudgeConfig, VLLMJudgeConfig
     ) = Field(
         default_factory=ShapesCheckerJudgeConfig
     )
     every: int = Field(1, gt=0, description="Online: steps between checks. Offline: the build and every epoch's end.")
-    fraction: float = Field(0.25, gt=0, le=1)
+    fraction: float = Field(0.25, gt=0, le=1, description="Share of a checked step's samples the reference re-scores.")
     min_agreement: float = Field(0.6, ge=0, le=1, description="Alarm below this judge-reference agreement.")
     window: int = Field(
         3, gt=0, description="Checks pooled for the agreement alarm; the trend compares the latest `window` "
         "checks with the `window` before them."
     )
-    stop_on_alarm: bool = False
+    stop_on_alarm: bool = Field(False, description="On an alarm: save a checkpoint and stop, with the measurements.")
     probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
 
 
 class LoggerConfig(Strict):
-    type: Literal["wandb", "jsonl"] = "wandb"
-    project: str = "rayunify"
-    run_name: str | None = None
+    type: Literal["wandb", "jsonl"] = Field(
+        "wandb", description="wandb (offline unless WANDB_API_KEY / WANDB_MODE say otherwise) besides metrics.jsonl, or jsonl only."
+    )
+    project: str = Field("rayunify", description="wandb project.")
+    run_name: str | None = Field(None, description="wandb run name. None: trainer.run_name.")
     image_every: int = Field(5, gt=0, description="Steps between image grids with verdicts.")
 
 
 class TrainerConfig(Strict):
-    mode: Literal["online", "offline"] = "online"
-    sync: Literal["sync", "async"] = "sync"
+    mode: Literal["online", "offline"] = Field(
+        "online", description="online: generate, judge and train every step; offline: build the data set once, then epochs."
+    )
+    sync: Literal["sync", "async"] = Field(
+        "sync", description="sync: strictly on-policy; async: the next step's collection overlaps training."
+    )
     max_staleness: int = Field(1, ge=0, description="Async: the most policy versions a sample may lag.")
     steps: int = Field(20, gt=0, description="Online: learner steps. Offline: ignored (epochs of full passes).")
     prompts_per_step: int = Field(
@@ -348,10 +259,10 @@ class TrainerConfig(Strict):
         "training data and checkpoints after it, so memory does not grow with the prompt count and a build that "
         "dies resumes (trainer.resume) from its last finished chunk. None: every prompt in one chunk.",
     )
-    push_every: int = Field(1, gt=0)
-    eval_every: int = Field(10, gt=0)
+    push_every: int = Field(1, gt=0, description="Learner steps between weight pushes to the rollout actors and live judges.")
+    eval_every: int = Field(10, gt=0, description="Steps between evaluations (and probes, fixed-image and judge-set checks).")
     eval_prompts: int = Field(32, gt=0, description="Eval prompts used at each evaluation (from prompts' eval split).")
-    eval_samples_per_prompt: int = Field(2, gt=0)
+    eval_samples_per_prompt: int = Field(2, gt=0, description="Images per eval prompt at each evaluation.")
     eval_fixed_images: bool = Field(
         True, description="Re-judge the start evaluation's images at every evaluation (fixed/*): whether the judge "
         "itself changed, apart from the images it judges."
@@ -361,12 +272,12 @@ class TrainerConfig(Strict):
         "the starting model's own samples for the eval prompts, labelled by the prompt source's checker), re-judged "
         "at every evaluation (judgeset/*: AUROC of P(yes), balanced accuracy). 0: off. source=shapes only."
     )
-    checkpoint_every: int = Field(10, gt=0)
-    keep_checkpoints: int = Field(2, gt=0)
-    resume: bool = False
-    seed: int = 0
-    output_dir: str = "runs"
-    run_name: str = "run"
+    checkpoint_every: int = Field(10, gt=0, description="Steps between checkpoints.")
+    keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
+    resume: bool = Field(False, description="Continue from the run's latest checkpoint (`--resume` sets it).")
+    seed: int = Field(0, description="Seeds sampling, pairing and the data order (not the built-in base: model.builtin_seed).")
+    output_dir: str = Field("runs", description="Where run directories go.")
+    run_name: str = Field("run", description="The run directory's name under output_dir.")
 
     @model_validator(mode="after")
     def _async_needs_staleness(self) -> TrainerConfig:
@@ -394,7 +305,7 @@ class TrainerConfig(Strict):
 
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
-    num_cpus: int | None = None
+    num_cpus: int | None = Field(None, description="CPUs of a local cluster this run starts. None: the machine's.")
 
 
 class Config(Strict):
@@ -419,8 +330,6 @@ class Config(Strict):
     def _judge_set_has_labels(self) -> Config:
         if self.trainer.judge_set_size == 0:
             return self
-        from rayunify.builtins import PROMPT_SOURCES
-
         source = PROMPT_SOURCES.get(self.prompts.source)
         if source is None or source.judge_set is None:
             raise ValueError(
@@ -443,8 +352,6 @@ class Config(Strict):
     @model_validator(mode="after")
     def _broadcast_needs_distinct_gpus(self) -> Config:
         if self.learner.weight_transport == "broadcast":
-            from rayunify.actors.collective import push_backend  # the rule the driver applies (no ray there)
-
             try:
                 push_backend(self.learner.num_gpus, self.push_receiver_gpus())
             except ValueError as err:

@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -26,8 +26,20 @@ from rayunify.driver.runtime import ray_get
 from rayunify.metrics import VerdictRecord
 from rayunify.types import JudgedSample, Verdict
 
-if TYPE_CHECKING:
-    from rayunify.driver.trainer import Trainer
+
+class BuildHost(Protocol):
+    """What an offline build uses of the run that owns it (the `Trainer`): its actors and collaborators."""
+
+    cfg: Any
+    checkpoints: Any  # Checkpointer
+    data: Any  # the training-data actor
+    collector: Any  # Collector
+    monitor: Any  # Monitor
+    logger: Any  # RunLogger
+    progress: Any  # the progress bar
+    hooks: Any  # Hooks (after_build_chunk)
+
+    def driver_state(self) -> DriverState: ...
 
 BUILD_FILE = "build/build.pt"  # under the run's checkpoints directory (cleared with it by a fresh run)
 SUMMED = ("data/groups", "data/pairs_made", "data/accepted", "data/discarded", "data/invalid", "data/recovered",
@@ -97,7 +109,7 @@ def load_build(path: Path) -> tuple[DriverState, BuildProgress] | None:
 class OfflineBuild:
     """Runs a Trainer's build through its collector, training-data actor, monitor, logger and hooks."""
 
-    def __init__(self, trainer: Trainer, progress: BuildProgress | None = None) -> None:
+    def __init__(self, trainer: BuildHost, progress: BuildProgress | None = None) -> None:
         self.trainer = trainer
         self.path = trainer.checkpoints.root / BUILD_FILE
         self.progress = progress or BuildProgress()

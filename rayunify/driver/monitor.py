@@ -29,6 +29,7 @@ class ProbeSet:
     prompts: list[str]
     images: np.ndarray  # (N, H, W, 3) uint8
     tokens: np.ndarray  # (N, T) image tokens
+    commit_steps: np.ndarray | None = None  # (N, T) Show-o's commit steps (Sample.commit_steps); else None
 
 
 @dataclass
@@ -117,7 +118,7 @@ class Monitor:
         metrics: dict[str, float] = {}
         if self.probe is not None:
             p = self.probe
-            metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens))
+            metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens, p.commit_steps))
         if self.fixed_images is not None:
             metrics.update(self._rejudge_fixed_images(self.fixed_images))
         if self.judge_set is not None:
@@ -157,8 +158,9 @@ class Monitor:
         chosen = chosen[: self.cfg.guard.probe_size]
         if not chosen:
             return None
+        steps = None if chosen[0].commit_steps is None else np.stack([i.commit_steps for i in chosen])
         return ProbeSet(
-            [i.prompt.text for i in chosen], np.stack([i.image for i in chosen]), np.stack([i.tokens for i in chosen])
+            [i.prompt.text for i in chosen], np.stack([i.image for i in chosen]), np.stack([i.tokens for i in chosen]), steps
         )
 
     def _fixed_images(self, items: list[Any]) -> FixedImages | None:
@@ -204,7 +206,8 @@ class Monitor:
         from rayunify.evaluation import JudgedImage, save_grid
 
         items = [
-            JudgedImage(s.sample.prompt, img, s.judgement, s.reference or s.judgement, s.sample.image_tokens)
+            JudgedImage(s.sample.prompt, img, s.judgement, s.reference or s.judgement, s.sample.image_tokens,
+                        s.sample.commit_steps)
             for s, img in zip(samples[:32], rollout.images[:32], strict=False)
         ]
         path = self.run_dir / "images" / f"step_{step:05d}.png"

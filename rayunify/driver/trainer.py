@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rayunify.actors.collective import push_backend
 from rayunify.config import Config, dump_config
-from rayunify.driver.build import BUILD_FILE, OfflineBuild, load_build
+from rayunify.config.transport import push_backend
+from rayunify.driver.build import BUILD_FILE, OfflineBuild, group_by_prompt, load_build
 from rayunify.driver.checkpointer import Checkpointer, DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
 from rayunify.driver.grpo import GRPOLearning
@@ -212,10 +212,7 @@ class Trainer:
 
     def add_to_buffer(self, judged: list[JudgedSample], replay_at: int | None = None) -> dict[str, float]:
         started = time.perf_counter()
-        groups: dict[str, list[JudgedSample]] = {}
-        for item in judged:
-            groups.setdefault(item.sample.prompt.prompt_id, []).append(item)
-        metrics = ray_get(self.data.add_groups.remote(list(groups.values()), self.step, replay_at))
+        metrics = ray_get(self.data.add_groups.remote(group_by_prompt(judged), self.step, replay_at))
         metrics["time/pair_s"] = time.perf_counter() - started
         return metrics
 
@@ -235,7 +232,7 @@ class Trainer:
         """One step of the configured algorithm on what the training-data actor holds; nothing usable yet
         (every group all-accept or all-reject, or too stale): skip, count, go on."""
         version = self.learner.versions()[0]
-        items, counts = self.algorithm.take(version, self.max_staleness())
+        items, counts = self.algorithm.take(version, max_staleness(self.cfg.trainer))
         self.trained = bool(items)
         if not items:
             self.skipped_batches += 1
@@ -254,13 +251,6 @@ class Trainer:
         """Warn when the judge answers off-format or nothing was trained on; stop after health.patience."""
         for warning in self.health.observe_step(self.step, self.trained, verdicts):
             self.progress.write(warning)
-
-    def max_staleness(self) -> int | None:
-        """Sync: strictly on-policy (0). Async: the configured lag. Offline: a fixed data set, no bound."""
-        trainer = self.cfg.trainer
-        if trainer.mode == "offline":
-            return None
-        return 0 if trainer.sync == "sync" else trainer.max_staleness
 
     def learner_failed(self, err: Exception) -> LearnerFailure:
         """End the run with a clear message; checkpoint now if the learner is still alive."""
@@ -282,11 +272,7 @@ class Trainer:
     def end_of_step(self, judged: list[JudgedSample], metrics: dict[str, float]) -> None:
         cfg = self.cfg.trainer
         metrics.update(self.monitor.check_guard(self.step, judged))
-        step_s = metrics.get("step_s", 0.0) or 1e-9
-        n_roll, n_judge = len(self.collector.rollout), len(self.collector.judges)
-        metrics["idle/rollout"] = 1.0 - metrics.pop("busy/rollout_s", 0.0) / (n_roll * step_s)
-        metrics["idle/judge"] = 1.0 - metrics.pop("busy/judge_s", 0.0) / (n_judge * step_s)
-        metrics["idle/learner"] = 1.0 - metrics.get("time/train_s", 0.0) / step_s
+        add_idle_fractions(metrics, len(self.collector.rollout), len(self.collector.judges))
         metrics.update(ray_get(self.data.metrics.remote()))
         metrics["actors/restarts"] = float(self.collector.restarts)
         self.step += 1
@@ -306,12 +292,7 @@ class Trainer:
         self.logger.log(self.step, self.monitor.evaluate_all("final", self.step))
         self.save_checkpoint()
         export = self.collector.on_first_rollout("export", str(self.run_dir / "final_model"))
-        self.progress.write(
-            f"\nrun finished: {self.step} steps\n  run directory: {self.run_dir}\n  metrics: {self.logger.path}\n"
-            f"  images: {self.run_dir / 'images'}\n  exported model (HF layout): {export}\n"
-            f"  wandb files: {self.logger.wandb_dir or 'wandb off'}\n"
-            f"  plots: rayunify report {self.run_dir}"
-        )
+        self.progress.write(finish_message(self.step, self.run_dir, self.logger, export))
 
     def driver_state(self) -> DriverState:
         m = self.monitor
@@ -343,3 +324,26 @@ class Trainer:
         self.push_weights()  # nothing to push when the learner never stepped
         self.progress.write(f"resumed from {path} at step {self.step}")
 
+
+def max_staleness(trainer: Any) -> int | None:
+    """Sync: strictly on-policy (0). Async: the configured lag. Offline: a fixed data set, no bound."""
+    if trainer.mode == "offline":
+        return None
+    return 0 if trainer.sync == "sync" else trainer.max_staleness
+
+
+def add_idle_fractions(metrics: dict[str, float], n_rollout: int, n_judges: int) -> None:
+    """The share of the step each role waited: busy seconds (summed over a role's actors) over its capacity."""
+    step_s = metrics.get("step_s", 0.0) or 1e-9
+    metrics["idle/rollout"] = 1.0 - metrics.pop("busy/rollout_s", 0.0) / (n_rollout * step_s)
+    metrics["idle/judge"] = 1.0 - metrics.pop("busy/judge_s", 0.0) / (n_judges * step_s)
+    metrics["idle/learner"] = 1.0 - metrics.get("time/train_s", 0.0) / step_s
+
+
+def finish_message(steps: int, run_dir: Path, logger: Any, export: Any) -> str:
+    return (
+        f"\nrun finished: {steps} steps\n  run directory: {run_dir}\n  metrics: {logger.path}\n"
+        f"  images: {run_dir / 'images'}\n  exported model (HF layout): {export}\n"
+        f"  wandb files: {logger.wandb_dir or 'wandb off'}\n"
+        f"  plots: rayunify report {run_dir}"
+    )

@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rayunify.builtins import build_builtin_judge
-from rayunify.types import Judgement, Prompt
+from rayunify.types import Judge, Prompt
 
 if TYPE_CHECKING:
     from rayunify.config import NoisyJudgeConfig, PythonJudgeConfig
     from rayunify.models.base import UnifiedModel
 
+__all__ = ["JUDGE_TYPES", "Judge", "as_pil", "build_judge", "check_pairs", "load_callable"]
 JUDGE_TYPES = ("self", "shapes_checker", "python", "noisy", "hf_vlm", "vllm")
-
-
-class Judge(Protocol):
-    name: str
-
-    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[Prompt]) -> list[Judgement]: ...
 
 
 def build_judge(cfg: Any, model_factory: Callable[[], UnifiedModel] | None = None) -> Judge:

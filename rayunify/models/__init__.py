@@ -1,4 +1,5 @@
-"""Unified models: the interface (`base`), Janus on transformers (`janus`), offline factories (`factory`)."""
+"""Unified models: the interface and shared parts (`base`), the families (`janus/`, `showo/`), the models
+shipped without weights (`plugin`), and `build_model`, the one factory for `model.type`."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def build_model(cfg: ModelConfig, device: str | None = None) -> UnifiedModel:
     """The one factory for `model.type`: a local directory or a built-in model, wrapped for training."""
     import torch
 
-    from rayunify.models.janus import JanusUnifiedModel, LoraSettings
+    from rayunify.models.base import LoraSettings
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     if cfg.type not in ("janus", "showo"):
         raise ValueError(f"model.type={cfg.type!r} is not supported; choose one of: janus, showo")
@@ -27,7 +29,7 @@ def build_model(cfg: ModelConfig, device: str | None = None) -> UnifiedModel:
     lora = LoraSettings(**cfg.lora.model_dump())
     path = resolve_model_path(cfg.path, seed=cfg.builtin_seed)
     if cfg.type == "showo":
-        from rayunify.models.showo import ShowoUnifiedModel
+        from rayunify.models.showo.model import ShowoUnifiedModel
 
         return ShowoUnifiedModel.from_pretrained(
             path, cfg.tokenizer_path, cfg.vq_path, dtype=dtype, device=device, trainable=cfg.trainable, lora=lora,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,36 @@ from rayunify.types import Geometry, Judgement, SamplingSettings
 
 
 @dataclass
+class LoraSettings:
+    """peft adapters on the language model (`model.lora`); both families take the same settings."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+def cache_root() -> Path:
+    """Where built-in models are cached: $RAYUNIFY_CACHE, else ~/.cache/rayunify."""
+    return Path(os.environ.get("RAYUNIFY_CACHE", Path.home() / ".cache" / "rayunify"))
+
+
+def token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Padding-aware positions: 0 at each row's first real token (left padding keeps position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+@dataclass
 class GenerationOutput:
     """Images for prompts × n samples, rows grouped by prompt (p0s0, p0s1, …, p1s0, …)."""
 
     image_tokens: torch.Tensor  # (B*n, T) int64
     logprobs: torch.Tensor  # (B*n, T) behaviour log-probs of the drawn tokens, at temperature 1
     images: np.ndarray | None = None  # (B*n, H, W, 3) uint8, only when decoding was asked for
+    # (B*n, T) int64, families that commit tokens out of order (Show-o): the step that committed each token.
+    commit_steps: torch.Tensor | None = None
 
 
 @dataclass
@@ -74,10 +99,12 @@ class UnifiedModel(abc.ABC):
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
         drop_prompt: torch.Tensor | None = None,
+        commit_steps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced per-token log-probs (B, T) of `image_tokens` given `prompts`, with gradients;
         `drop_prompt` (B,) bool puts the unconditional prompt in those rows (training classifier-free
-        guidance's unconditional branch)."""
+        guidance's unconditional branch); `commit_steps` (B, T): the sampler's path, for families that draw
+        tokens out of order (`GenerationOutput.commit_steps`)."""
 
     @abc.abstractmethod
     def module(self) -> torch.nn.Module:

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from rayunify.judges import question
 from rayunify.models.base import UnifiedModel
-from rayunify.models.factory import build_processor, janus_config, set_generation_defaults
+from rayunify.models.janus.factory import build_processor, janus_config, set_generation_defaults
 from rayunify.shapes.cache import EVAL_PROMPTS_FILE, INFO_FILE, TRAIN_PROMPTS_FILE
 from rayunify.shapes.data import ShapesData
 from rayunify.shapes.objectives import JudgeLoss, PatchProbe, cosine_schedule
@@ -117,7 +117,7 @@ def _build_model(cfg: BaseConfig, vq, seed: int) -> UnifiedModel:
     """A Janus whose grids fit the tokenizer `vq`, its VQ weights copied in and frozen, the rest trainable."""
     from transformers import JanusForConditionalGeneration, JanusVQVAEConfig
 
-    from rayunify.models.janus import JanusUnifiedModel
+    from rayunify.models.janus.model import JanusUnifiedModel
 
     arch = cfg.arch
     wanted = {

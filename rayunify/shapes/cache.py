@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from rayunify.models.factory import cache_root
+from rayunify.models.base import cache_root
 from rayunify.shapes.recipe import cache_key, size_config
 
 log = logging.getLogger(__name__)

@@ -160,7 +160,7 @@ def cached_judge_set(
 ) -> JudgeSet:
     """`build_judge_set` for the model in `model_dir`, built once and cached under the cache root, keyed by the
     model's weights file (path, size and time), the prompts, size, seed and sampling."""
-    from rayunify.models.factory import cache_root
+    from rayunify.models.base import cache_root
 
     path = cache_root() / "judge_sets" / f"{_cache_key(Path(model_dir), prompts, size, seed, settings)}.npz"
     if path.is_file():

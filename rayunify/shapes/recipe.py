@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayunify.models.factory import JanusArch
+from rayunify.models.janus.factory import JanusArch
 from rayunify.shapes.vq import VQTrainConfig
 from rayunify.shapes.world import IMAGE_SIZE, held_out_split
 from rayunify.types import Prompt

@@ -11,15 +11,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from rayunify.models.kvcache import StaticKV
+from rayunify.models.base import token_positions
+from rayunify.models.janus.kvcache import StaticKV
 
 if TYPE_CHECKING:
-    from rayunify.models.janus import JanusUnifiedModel
-
-
-def token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Padding-aware positions: 0 at each row's first real token (left padding keeps position 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    from rayunify.models.janus.model import JanusUnifiedModel
 
 
 class EagerDecoder:

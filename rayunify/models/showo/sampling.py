@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rayunify.models.showo_masks import tokens_left_masked
+from rayunify.models.showo.masks import tokens_left_masked
 
 # logits_fn(state) -> (rows, N, K) code logits for a (rows, N) state whose masked positions hold MASKED.
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]

@@ -1,12 +1,12 @@
-"""Show-o's token layout: ids of its special tokens, prompt sequences, and image tokens that carry their path.
+"""Show-o's token layout: ids of its special tokens, prompt sequences and image blocks.
 
 Vocabulary (public Show-o): Phi's text tokens [0, llm_vocab_size), then `[PAD]` and the nine task/boundary
 tokens, then the image codes at `code_offset` = llm_vocab_size + 10, then the mask token (vocab_size − 1).
 
-Image tokens in rayunify's loop (`GenerationOutput.image_tokens`, `Sample.image_tokens`) are Show-o codes
-packed with the sampling step that committed them: `code + K · (step + 1)` for a codebook of K codes, so the
-`trajectory` estimator can replay the path wherever the tokens travel (buffer, pairs, learner) without a
-second field. Plain codes (< K) carry no path: only the `masked` estimator and decoding accept them.
+Image tokens in rayunify's loop (`GenerationOutput.image_tokens`, `Sample.image_tokens`) are plain MAGVIT-v2
+codes in [0, K); the sampling step that committed each one travels beside them as a field of its own
+(`GenerationOutput.commit_steps`, `Sample.commit_steps`) through the buffer, the pairs and the learner's
+batches, for the `trajectory` estimator to replay.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rayunify.models.showo_factory import PAD, SPECIAL_TOKENS
+from rayunify.models.showo.factory import PAD, SPECIAL_TOKENS
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,6 @@ class ShowoVocab:
         """Sampler state (codes, −1 where masked) → vocabulary ids."""
         return torch.where(state < 0, self.mask, state + self.code_offset)
 
-    # ------------------------------------------------------------ packed image tokens
-    def pack(self, codes: torch.Tensor, commit_steps: torch.Tensor) -> torch.Tensor:
-        return codes + self.codebook_size * (commit_steps + 1)
-
-    def codes(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens % self.codebook_size
-
-    def commit_steps(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Step of each token (−1 for plain codes that carry no path)."""
-        return tokens // self.codebook_size - 1
 
 
 def t2i_prefixes(tokenizer, vocab: ShowoVocab, prompts: Sequence[str], max_text_len: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from rayunify.judges import question
-from rayunify.models.magvit import MagvitArch, MAGVITv2
+from rayunify.models.showo.magvit import MagvitArch, MAGVITv2
 
 # The tokens Show-o adds to Phi's tokenizer, in its order: [PAD] first, then these (ids llm_vocab_size…+9).
 SPECIAL_TOKENS = (
@@ -155,7 +155,7 @@ def save_showo_dir(path: Path, phi, vq: MAGVITv2, tokenizer, config: dict) -> No
 
 def cached_tiny_showo_dir(arch: ShowoArch = TINY_SHOWO, seed: int = 0) -> Path:
     """A saved tiny random Show-o, keyed by a hash of its architecture and seed (under $RAYUNIFY_CACHE)."""
-    from rayunify.models.factory import cache_root
+    from rayunify.models.base import cache_root
 
     key = hashlib.sha256(
         json.dumps([asdict(arch), seed, FACTORY_VERSION], sort_keys=True).encode()
@@ -170,9 +170,9 @@ def cached_tiny_showo_dir(arch: ShowoArch = TINY_SHOWO, seed: int = 0) -> Path:
 
 def build_showo_model(arch: ShowoArch = TINY_SHOWO, seed: int = 0, dtype=torch.float32, device="cpu", **kwargs):
     """A random `ShowoUnifiedModel` of `arch` in memory (no folder), e.g. for benchmarks on real shapes."""
-    from rayunify.models.showo import ShowoUnifiedModel
-    from rayunify.models.showo_loading import ShowoModule, ShowoParts
-    from rayunify.models.showo_sequences import ShowoVocab
+    from rayunify.models.showo.loading import ShowoModule, ShowoParts
+    from rayunify.models.showo.model import ShowoUnifiedModel
+    from rayunify.models.showo.sequences import ShowoVocab
 
     with torch.device(device):  # initialise where it will run
         phi, vq, tokenizer, config = build_showo(arch, seed=seed)

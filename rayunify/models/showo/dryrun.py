@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from rayunify import builtins
-from rayunify.models.magvit import MagvitArch
-from rayunify.models.showo_factory import ShowoArch
-from rayunify.models.showo_loading import read_showo_config
+from rayunify.models.showo.factory import ShowoArch
+from rayunify.models.showo.loading import read_showo_config
+from rayunify.models.showo.magvit import MagvitArch
 
 WEIGHT_SUFFIXES = ("*.safetensors", "*.bin")
 
@@ -70,8 +70,8 @@ def showo_model_shape(cfg: Any, arch: ShowoArch) -> Any:
     import torch
     from transformers import PhiForCausalLM
 
-    from rayunify.models.magvit import MAGVITv2
-    from rayunify.models.showo_factory import phi_config, showo_config
+    from rayunify.models.showo.factory import phi_config, showo_config
+    from rayunify.models.showo.magvit import MAGVITv2
     from rayunify.sizing import ModelShape
 
     vocab = showo_config(arch, arch.text_vocab_size)["vocab_size"]

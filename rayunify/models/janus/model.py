@@ -4,7 +4,8 @@ Three hot paths live here, all batched:
 - `generate`: our own CFG sampling loop (transformers' `generate(generation_mode="image")` re-prepares
   inputs, masks and processors at every one of its 576 steps; we prefill each prompt once, share that
   KV cache across the n samples, and keep the per-step work to one LM step and one head).
-- `judge`: greedy answer to the paper's question plus the soft score P("1") read from the same logits.
+- `judge` (in `judging.py`): greedy answer to the paper's question plus the soft score P("1") read from
+  the same logits.
 - `image_logprobs`: teacher-forced log-probs of image tokens, conditional or CFG-combined.
 
 Positions are padding-aware (cumulative attention mask), so a prompt's images and scores do not depend
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,26 +26,22 @@ import torch.nn.functional as F
 
 from rayunify.checkpoints import check_model_dir
 from rayunify.judges import question
-from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel, check_judge_batch
-from rayunify.models.decoding import EagerDecoder, GraphDecoder, token_positions
-from rayunify.models.kvcache import PreallocatedKV
-from rayunify.models.prompt_fit import generation_chats, judge_texts
-from rayunify.types import Geometry, Judgement, SamplingSettings
+from rayunify.models.base import (
+    GenerationOutput,
+    LoraSettings,
+    UnifiedModel,
+    token_positions,
+)
+from rayunify.models.janus.decoding import EagerDecoder, GraphDecoder
+from rayunify.models.janus.judging import JanusJudging
+from rayunify.models.janus.kvcache import PreallocatedKV
+from rayunify.models.prompt_fit import generation_chats
+from rayunify.types import Geometry, SamplingSettings
 
 Trainable = Literal["language_model", "lora"]
 
 
-@dataclass
-class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-
-
-class JanusUnifiedModel(UnifiedModel):
+class JanusUnifiedModel(JanusJudging, UnifiedModel):
     def __init__(self, model, processor, trainable: Trainable = "language_model", lora: LoraSettings | None = None):
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -92,7 +88,7 @@ class JanusUnifiedModel(UnifiedModel):
         model = JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)  # type: ignore[arg-type]
         processor = JanusProcessor.from_pretrained(path)
         if "boi_token_id" not in (getattr(model.generation_config, "generation_kwargs", None) or {}):
-            from rayunify.models.factory import set_generation_defaults
+            from rayunify.models.janus.factory import set_generation_defaults
 
             set_generation_defaults(model, processor.tokenizer)  # so plain `generate(generation_mode="image")` works
         return cls(model, processor, trainable=trainable, lora=lora)
@@ -333,9 +329,11 @@ class JanusUnifiedModel(UnifiedModel):
         geometry: Geometry = "conditional",
         guidance_scale: float = 5.0,
         drop_prompt: torch.Tensor | None = None,
+        commit_steps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced log-probs (B, T); `drop_prompt` (B,) bool replaces those prompts by the
-        unconditional one (for training the unconditional branch that guidance needs)."""
+        unconditional one (for training the unconditional branch that guidance needs). Janus draws tokens in
+        order: `commit_steps` (Show-o's) is not used."""
         image_tokens = self.checked_image_tokens(prompts, image_tokens, geometry)
         ids, mask = self.generation_prompt_ids(prompts)
         if drop_prompt is not None:
@@ -356,100 +354,3 @@ class JanusUnifiedModel(UnifiedModel):
         hidden = out.last_hidden_state[:, ids.shape[1] - 1 :]
         logits = self._guided_logits(hidden, guidance_scale if use_cfg else 1.0)
         return torch.log_softmax(logits, -1).gather(-1, image_tokens[..., None]).squeeze(-1)
-
-    # ------------------------------------------------------------------ judging
-    def judge_inputs(
-        self, images: Sequence[np.ndarray], prompts: Sequence[str], answers: Sequence[str] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Processor inputs for the paper's question about each (image, prompt), optionally with answers."""
-        check_judge_batch(images, prompts)
-        texts = judge_texts(self.processor, prompts, answers)
-        enc = self.processor(text=texts, images=list(images), padding=True, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in enc.items()}
-
-    def judge_teacher_forced(self, inputs: dict[str, torch.Tensor], last: int) -> TeacherForcedJudge:
-        seen: list[torch.Tensor] = []
-        hook = self._vision_model.register_forward_hook(lambda module, args, out: seen.append(out.last_hidden_state))
-        try:
-            logits = self.model(**inputs, logits_to_keep=last).logits
-        finally:
-            hook.remove()
-        return TeacherForcedJudge(logits=logits, vision_features=seen[-1])
-
-    @torch.no_grad()
-    def judge(self, images: Sequence[np.ndarray], prompts: Sequence[str], max_new_tokens: int = 8) -> list[Judgement]:
-        """Greedy answer → verdict; P("1") read at the digit position, teacher-forced where the answer strays."""
-        enc = self.judge_inputs(images, prompts)
-        answers, digit_logits = self._greedy_answer(enc, max_new_tokens)
-        strayed = [i for i, d in enumerate(digit_logits) if d is None]
-        if strayed:
-            forced = self._teacher_forced_digit_logits({k: v[strayed] for k, v in enc.items()})
-            for i, logits in zip(strayed, forced, strict=True):
-                digit_logits[i] = logits
-        return [
-            Judgement(verdict=question.parse_verdict(a), score=question.soft_score(*d), answer=a, judge="self")
-            for a, d in zip(answers, digit_logits, strict=True)
-        ]
-
-    def _greedy_answer(self, enc, max_new_tokens: int):
-        from transformers import DynamicCache
-
-        mask = enc["attention_mask"]
-        cache = DynamicCache(config=self.model.config.text_config)
-        out = self.model(**enc, position_ids=token_positions(mask), cache=cache, use_cache=True, logits_to_keep=1)
-        rows = mask.shape[0]
-        prefix = self.answer_prefix_ids
-        generated: list[list[int]] = [[] for _ in range(rows)]
-        digit_logits: list[tuple[float, float] | None] = [None] * rows
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        positions = token_positions(mask)[:, -1:]
-        for step in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
-            if step == len(prefix):
-                for i in range(rows):
-                    if generated[i] == prefix:
-                        digit_logits[i] = (float(logits[i, self.one_id]), float(logits[i, self.zero_id]))
-            next_token = logits.argmax(-1).masked_fill(done, self.pad_id)
-            for i, tok in enumerate(next_token.tolist()):
-                if not done[i]:
-                    generated[i].append(tok)
-            done |= next_token == self.eos_id
-            if bool(done.all()) or step + 1 == max_new_tokens:
-                break
-            mask = F.pad(mask, (0, 1), value=1)
-            positions = positions + 1
-            out = self.model(
-                input_ids=next_token[:, None], attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
-            )
-        answers = [self.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
-        return answers, digit_logits
-
-    def _teacher_forced_digit_logits(self, enc) -> list[tuple[float, float]]:
-        prefix = torch.tensor(self.answer_prefix_ids, device=self.device).expand(enc["input_ids"].shape[0], -1)
-        ids = torch.cat([enc["input_ids"], prefix], dim=1)
-        mask = F.pad(enc["attention_mask"], (0, prefix.shape[1]), value=1)
-        out = self.model(
-            input_ids=ids, pixel_values=enc["pixel_values"], attention_mask=mask, position_ids=token_positions(mask), logits_to_keep=1
-        )
-        logits = out.logits[:, -1].float()
-        return [(float(row[self.one_id]), float(row[self.zero_id])) for row in logits]
-
-    # ------------------------------------------------------------------ the image encoder (base training)
-    @property
-    def _vision_model(self):
-        return self.model.model.vision_model
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def vision_features(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        pixels = self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-        return self._vision_model(pixel_values=pixels.to(self.device)).last_hidden_state
-
-    def vision_features_shape(self) -> tuple[int, int]:
-        config = self._vision_model.config
-        return config.image_size // config.patch_size, config.hidden_size
-
-    def vision_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self._vision_model.parameters())
-

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from rayunify.judges import question
-from rayunify.models.tokenizer import IMAGE, JANUS_CHAT_TEMPLATE, train_tokenizer
+from rayunify.models.base import cache_root
+from rayunify.models.janus.tokenizer import IMAGE, JANUS_CHAT_TEMPLATE, train_tokenizer
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,6 @@ JANUS_PRO_7B = replace(
     JANUS_PRO_1B, hidden_size=4096, intermediate_size=11008, num_layers=30, num_heads=32, num_kv_heads=32,
     gen_aligner_dim=4096,
 )  # fmt: skip
-
-
-# Show-o's shapes live in showo_factory; named here too, where `builtin:*-shape` architectures are looked up.
-from rayunify.models.showo_factory import SHOWO_256, SHOWO_512  # noqa: E402, F401
 
 
 def default_corpus() -> list[str]:
@@ -179,11 +176,6 @@ def set_generation_defaults(model, tokenizer, guidance_scale: float = 5.0) -> No
 
 def arch_dict(arch: JanusArch) -> dict:
     return asdict(arch)
-
-
-def cache_root() -> Path:
-    """Where built-in models are cached: $RAYUNIFY_CACHE, else ~/.cache/rayunify."""
-    return Path(os.environ.get("RAYUNIFY_CACHE", Path.home() / ".cache" / "rayunify"))
 
 
 def cached_tiny_dir(arch: JanusArch = TINY, seed: int = 0) -> Path:

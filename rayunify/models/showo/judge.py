@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from rayunify.judges import question
-from rayunify.models.base import TeacherForcedJudge, check_judge_batch
-from rayunify.models.decoding import token_positions
-from rayunify.models.showo_masks import additive, mmu_attention
-from rayunify.models.showo_sequences import ShowoVocab, mmu_sequences
+from rayunify.models.base import TeacherForcedJudge, check_judge_batch, token_positions
+from rayunify.models.showo.masks import additive, mmu_attention
+from rayunify.models.showo.sequences import ShowoVocab, mmu_sequences
 from rayunify.types import Judgement
 
 

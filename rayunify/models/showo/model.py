@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from rayunify.models.base import GenerationOutput, UnifiedModel
-from rayunify.models.showo_judge import ShowoJudgeMixin
-from rayunify.models.showo_loading import ShowoParts, load_parts, save_parts
-from rayunify.models.showo_masks import additive, t2i_attention
-from rayunify.models.showo_sampling import masked_logprobs, prompt_mask, sample, trajectory_logprobs
-from rayunify.models.showo_sequences import ShowoVocab, image_block, t2i_prefixes
+from rayunify.models.showo.judge import ShowoJudgeMixin
+from rayunify.models.showo.loading import ShowoParts, load_parts, save_parts
+from rayunify.models.showo.masks import additive, t2i_attention
+from rayunify.models.showo.sampling import masked_logprobs, prompt_mask, sample, trajectory_logprobs
+from rayunify.models.showo.sequences import ShowoVocab, image_block, t2i_prefixes
 from rayunify.types import Geometry, SamplingSettings
 
 Estimator = Literal["trajectory", "masked"]
@@ -203,9 +203,10 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
             settings.temperature,
             greedy,
         )
-        tokens = self.vocab.pack(path.codes, path.commit_steps)
-        images = self.decode_images(tokens) if decode else None
-        return GenerationOutput(image_tokens=tokens, logprobs=path.logprobs, images=images)
+        images = self.decode_images(path.codes) if decode else None
+        return GenerationOutput(
+            image_tokens=path.codes, logprobs=path.logprobs, images=images, commit_steps=path.commit_steps
+        )
 
     def _check_settings(self, settings: SamplingSettings, n: int) -> None:
         if settings.guidance_scale < 1:
@@ -266,8 +267,8 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
 
     @torch.no_grad()
     def decode_images(self, image_tokens: torch.Tensor) -> np.ndarray:
-        """Image tokens (packed or plain codes) → uint8 RGB (B, H, W, 3) through MAGVIT-v2."""
-        codes = self.vocab.codes(image_tokens.to(self.device))
+        """Image tokens (MAGVIT-v2 codes) → uint8 RGB (B, H, W, 3) through MAGVIT-v2."""
+        codes = image_tokens.to(self.device)
         pixels = self.parts.module.vq.decode_codes(codes).float()
         pixels = ((pixels.clamp(-1, 1) + 1) / 2 * 255).permute(0, 2, 3, 1)
         return pixels.to(torch.uint8).cpu().numpy()  # truncated, as the public demo's astype(uint8)
@@ -276,6 +277,7 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
     def image_logprobs(
         self, prompts: Sequence[str], image_tokens: torch.Tensor, geometry: Geometry = "conditional",
         guidance_scale: float = 5.0, drop_prompt: torch.Tensor | None = None,
+        commit_steps: torch.Tensor | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """(B, N) per-position log-probs under the configured estimator (0 where it scores nothing)."""
         image_tokens = self.checked_image_tokens(prompts, image_tokens, geometry)
@@ -286,14 +288,14 @@ class ShowoUnifiedModel(ShowoJudgeMixin, UnifiedModel):
         use_cfg = geometry == "cfg" and guidance_scale != 1.0
         uncond = uncond_row.expand_as(prefixes) if use_cfg else None
         logits_fn = self._guided(self.full_forward_code_logits, prefixes, uncond, guidance_scale)
-        codes = self.vocab.codes(image_tokens)
+        codes = image_tokens
         if self.estimator == "masked":
             mask = torch.stack([prompt_mask(p, self.num_image_tokens, self.mask_seed) for p in prompts]).to(
                 self.device
             )
             return masked_logprobs(logits_fn, codes, mask)
-        steps = self.vocab.commit_steps(image_tokens)
-        if (steps < 0).any():
-            raise ValueError("the trajectory estimator needs tokens from Show-o's sampler (they carry their commit "
-                             "steps); these are plain codes: use model.logprob_estimator=masked")  # fmt: skip
-        return trajectory_logprobs(logits_fn, codes, steps)
+        if commit_steps is None:
+            raise ValueError("the trajectory estimator needs the commit steps of Show-o's sampler "
+                             "(Sample.commit_steps); these tokens came without them: use "
+                             "model.logprob_estimator=masked")  # fmt: skip
+        return trajectory_logprobs(logits_fn, codes, commit_steps.to(self.device))

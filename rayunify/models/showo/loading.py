@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from rayunify.models.magvit import MAGVITv2, load_strict, read_state_dict
-from rayunify.models.showo_sequences import ShowoVocab
+from rayunify.models.showo.magvit import MAGVITv2, load_strict, read_state_dict
+from rayunify.models.showo.sequences import ShowoVocab
 
 REQUIRED_FIELDS = ("vocab_size", "llm_vocab_size", "num_vq_tokens", "mask_token_id", "codebook_size")
 
