@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module belongs to the first prefix that names it):
 
-    base      types, config, builtins (the plugin registry)
+    base      types, config, builtins (the plugin registry), numerics, machine
     parts     prompts, judges, models, algos, metrics, pairing, buffer, curriculum, guard, intervals, sizing, ...
     plugins   rayunify.shapes (ShapesWorld): may use base and parts; nothing outside it imports it
     runtime   actors, launch
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "rayunify"
 PLUGIN = "rayunify.shapes"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("rayunify.types", "rayunify.config", "rayunify.builtins")),
+    ("base", ("rayunify.types", "rayunify.config", "rayunify.builtins", "rayunify.numerics", "rayunify.machine")),
     (
         "parts",
         (
@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rayunify.sizing", "rayunify.batching", "rayunify.rewards", "rayunify.evaluation",
             "rayunify.training_data", "rayunify.export", "rayunify.report", "rayunify.weights",
             "rayunify.checkpoints", "rayunify.procs", "rayunify.runlog", "rayunify.preflight",
+            "rayunify.health", "rayunify.prompt_files", "rayunify.levels",
         ),
     ),  # fmt: skip
     ("plugins", (PLUGIN,)),

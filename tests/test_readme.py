@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DRY_RUN = (
     "rayunify train --config examples/janus_pro_7b_sft.yaml --dry-run model.path=builtin:janus-pro-7b-shape \\\n"
     "  prompts.path='tests/fixtures/prompts/T2I-CompBench/examples/dataset/*_train.txt' \\\n"
-    "  prompts.eval_path='tests/fixtures/prompts/T2I-CompBench/examples/dataset/*_val.txt' guard.enabled=false"
+    "  prompts.eval_path='tests/fixtures/prompts/T2I-CompBench/examples/dataset/*_val.txt' guard.reference.type=self"
 )
 
 
