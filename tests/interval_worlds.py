@@ -174,7 +174,9 @@ def coverage(
     return {key: value / worlds for key, value in hits.items()}
 
 
-def power(worlds: int, seeds: int, effect: float, spread: Spread = Spread(), resamples: int = 100, seed: int = 1):
+def power(
+    worlds: int, seeds: int, effect: float, spread: Spread = Spread(), resamples: int = 100, seed: int = 1
+):
     """Share of worlds where recipe a, `effect` logits above b on every text, clears above b; and the median
     minimum detectable effect (percentage points of the category mean) the intervals state."""
     from rayunify.power import minimum_detectable_effect
@@ -185,9 +187,12 @@ def power(worlds: int, seeds: int, effect: float, spread: Spread = Spread(), res
     for index in range(worlds):
         world = World(structure, spread, rng)
         arms = {"a": world.arm(seeds, effect), "b": world.arm(seeds)}
-        interval = contrast_interval(arms, {"a": 1, "b": -1}, "gen_accuracy", "category_mean", LEVELS, resamples, index)
+        interval = contrast_interval(
+            arms, {"a": 1, "b": -1}, "gen_accuracy", "category_mean", LEVELS, resamples, index
+        )
         found += interval.low > 0
-        mdes.append(minimum_detectable_effect(interval.components, seeds))
+        if index % 10 == 0:  # the MDE solves for a power 40 times: a sample of the worlds states it
+            mdes.append(minimum_detectable_effect(interval.components, seeds))
         true.append(world.truth(effect) - world.truth())
     return found / worlds, float(np.median(mdes)), float(np.mean(true))
 

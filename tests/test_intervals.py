@@ -18,11 +18,27 @@ def write(path, rows):
 
 def rows(spec):
     """spec: [(prompt_id, category, own, reference), …] → record dicts (verdicts 1 accept, 0 reject)."""
-    return [{"prompt_id": p, "category": c, "own": o, "score": float(o), "reference": r} for p, c, o, r in spec]
+    return [
+        {"prompt_id": p, "category": c, "own": o, "score": float(o), "reference": r} for p, c, o, r in spec
+    ]
 
 
-START = [("a", "x", 1, 0), ("a", "x", 0, 0), ("b", "x", 1, 1), ("b", "x", 1, 1), ("c", "y", 0, 0), ("c", "y", 0, 1)]
-END = [("a", "x", 1, 1), ("a", "x", 1, 1), ("b", "x", 1, 1), ("b", "x", 0, 1), ("c", "y", 1, 1), ("c", "y", 0, 0)]
+START = [
+    ("a", "x", 1, 0),
+    ("a", "x", 0, 0),
+    ("b", "x", 1, 1),
+    ("b", "x", 1, 1),
+    ("c", "y", 0, 0),
+    ("c", "y", 0, 1),
+]
+END = [
+    ("a", "x", 1, 1),
+    ("a", "x", 1, 1),
+    ("b", "x", 1, 1),
+    ("b", "x", 0, 1),
+    ("c", "y", 1, 1),
+    ("c", "y", 0, 0),
+]
 
 
 def test_point_matches_by_category(tmp_path):
@@ -50,8 +66,12 @@ def test_a_category_of_one_text_varies_by_its_images_only(tmp_path):
     spec = [("a", "x", 1, 1), ("a", "x", 0, 0), ("c", "y", 0, 1), ("c", "y", 1, 1)]
     arm = read_eval_records([write(tmp_path / "s.jsonl", rows(spec))])
     texts_only = contrast_interval({"e": arm}, {"e": 1}, "gen_accuracy", "category_mean", ("text",), 200)
-    assert texts_only.se == 0 and texts_only.low == texts_only.high == point(arm, "gen_accuracy", "category_mean")
-    with_images = contrast_interval({"e": arm}, {"e": 1}, "gen_accuracy", "category_mean", ("text", "image"), 200)
+    assert texts_only.se == 0 and texts_only.low == texts_only.high == point(
+        arm, "gen_accuracy", "category_mean"
+    )
+    with_images = contrast_interval(
+        {"e": arm}, {"e": 1}, "gen_accuracy", "category_mean", ("text", "image"), 200
+    )
     assert with_images.se > 0
 
 
@@ -111,7 +131,9 @@ def test_report_tables_pool_seeds_and_compare_with_a_baseline(tmp_path):
     assert text.count("| 0.833, 0.833 |") == 1 and text.count("| 0.500, 0.500 |") == 1  # each seed's end
     assert "| grpo | dpo | -0.333 [" in text or "| grpo | dpo | **-0.333 [" in text
     pairs = interval_tables(recipes, resamples=200, comparisons=[("dpo", "grpo")])
-    assert ("| dpo | grpo | +0.333 [" in pairs or "| dpo | grpo | **+0.333 [" in pairs) and "minus dpo's" not in pairs
+    assert (
+        "| dpo | grpo | +0.333 [" in pairs or "| dpo | grpo | **+0.333 [" in pairs
+    ) and "minus dpo's" not in pairs
     with pytest.raises(ValueError, match="'sft' to compare"):
         interval_tables(recipes, baseline="sft")
 
@@ -144,7 +166,9 @@ def test_judge_set_records_give_the_judges_balanced_accuracy_and_a_report_column
 
     write(run / "metrics.jsonl", [{"step": 0, "eval/gen_accuracy": 0.5}])
     report = write_report([str(run)], str(tmp_path / "report"), intervals=True)
-    assert (report.parent / "changes.png").stat().st_size > 0 and "![changes](changes.png)" in report.read_text()
+    assert (
+        report.parent / "changes.png"
+    ).stat().st_size > 0 and "![changes](changes.png)" in report.read_text()
     (run / "judgeset_final_records.jsonl").unlink()  # a run without a judge set: no such column
     assert "judge set balanced accuracy" not in interval_tables(recipes_of([run]), resamples=50)
 
@@ -155,7 +179,12 @@ def test_an_invalid_answer_counts_as_a_wrong_verdict_in_both_modules(tmp_path):
     from rayunify.types import Judgement, Verdict
 
     labels = [True, True, False, False]
-    says = [Verdict.ACCEPT, Verdict.INVALID, Verdict.REJECT, Verdict.INVALID]  # right, unanswered, right, unanswered
+    says = [
+        Verdict.ACCEPT,
+        Verdict.INVALID,
+        Verdict.REJECT,
+        Verdict.INVALID,
+    ]  # right, unanswered, right, unanswered
     judged = [Judgement(v, 0.5, "") for v in says]
     path = write_judge_set_records(["t1", "t2", "t1", "t2"], ["x"] * 4, labels, judged, tmp_path / "j.jsonl")
     expected = judge_set_metrics(labels, [0.5] * 4, says)["balanced_accuracy"]
@@ -171,3 +200,51 @@ def test_count_rows_match_counts_of_each_record():
     table = count_rows([int(o) for o, _ in pairs], [0.25] * len(pairs), [int(r) for _, r in pairs])
     expected = np.stack([counts([VerdictRecord("x", o, 0.25, r)]) for o, r in pairs])
     assert np.array_equal(table, expected)
+
+
+def test_primary_contrasts_come_first_with_their_mde_and_the_rest_are_holm_adjusted(tmp_path):
+    from rayunify.report import interval_tables, recipes_of
+
+    for name, end in (
+        ("dpo_s0", END),
+        ("dpo_s1", START),
+        ("dpo_s2", END),
+        ("sft_s0", START),
+        ("sft_s1", START),
+        ("sft_s2", END),
+    ):
+        run = tmp_path / name
+        run.mkdir()
+        write(run / "eval_start_records.jsonl", rows(START))
+        write(run / "eval_final_records.jsonl", rows(end))
+    recipes = recipes_of(sorted(tmp_path.iterdir()))
+    primary = [("dpo", "sft", "gen_accuracy, category mean")]
+    text = interval_tables(recipes, resamples=100, comparisons=[("dpo", "sft")], primary=primary)
+    first = text.splitlines()[0]
+    assert first.startswith("Primary contrasts") and "| dpo − sft | gen_accuracy, category mean | " in text
+    row = next(line for line in text.splitlines() if line.startswith("| dpo − sft |"))
+    assert row.split("|")[4].strip() == "3" and float(row.split("|")[6]) > 0  # seeds, MDE
+    assert "one family per column (3 (gen_accuracy)" in text  # two changes and the comparison
+    with pytest.raises(ValueError, match="primary contrast"):
+        interval_tables(recipes, resamples=50, primary=[("dpo", "sft", "gen_accuracy")])
+
+
+def test_the_findings_suite_declares_at_most_six_primary_contrasts_it_tabulates():
+    import importlib.util
+    from pathlib import Path
+
+    from rayunify.report import INTERVAL_COLUMNS
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "run_shapes_experiments.py"
+    spec = importlib.util.spec_from_file_location("run_shapes_experiments", path)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    primary = suite.PRIMARY["findings"]
+    recipes = {name for name, *_ in suite.SUITES["findings"]}
+    assert 1 <= len(primary) <= 6 and len(set(primary)) == len(primary)
+    for recipe, against, label in primary:
+        assert recipe in recipes and label in {c[3] for c in INTERVAL_COLUMNS}
+        assert against == "start" or (recipe, against) in suite.COMPARISONS["findings"]
+    assert suite.primary_of("findings", dict.fromkeys(recipes), suite.COMPARISONS["findings"]) == list(
+        primary
+    )
