@@ -81,6 +81,10 @@ def _write_records(rows: Iterable[tuple[str, str, int, float, int]], path: str |
     return Path(path)
 
 
+# Fewer texts than this in a category and its between-text spread is not estimated (two texts give its
+# variance one degree of freedom, and an interval built on it is either arbitrarily wide or overstated):
+# the category's figures are then about its texts only, and the report says so.
+MIN_TEXTS_FOR_SPREAD = 5
 LEVELS = ("seed", "text", "image")  # what a resample redraws, top down
 JUDGE_SET_LEVELS = (
     "seed",
@@ -146,13 +150,18 @@ def contrast_interval(
     _check_same_texts(chosen)
     estimate = sum(w * point(chosen[n], metric, group) for n, w in weights.items())
     seeds = min(arm.seeds for arm in chosen.values())
-    draws = _level_draws(chosen, weights, metric, levels, resamples, seed)
     share = _category_weights(next(iter(chosen.values())), group)
+    between = _between_texts(chosen, weights, metric, share) if {"seed", "text"} <= set(levels) else None
+    drawn = [lv for lv in levels if lv != "seed" and not (lv == "text" and between is not None)]
+    draws = _level_draws(chosen, weights, metric, drawn, resamples, seed)
     images = _variance(_combine(draws["image"], share, group, metric)) if "image" in levels else 0.0
     spread = images * seeds  # the variance of one seed's figure
     if "seed" in levels and seeds >= 2:
         spread = _seed_spread(chosen, weights, metric, group)
-    texts, text_df = _text_part(draws, share, next(iter(chosen.values())), levels)
+    if between is None:
+        texts, text_df = _text_part(draws, share, next(iter(chosen.values())), levels)
+    else:
+        texts, text_df = sum(v for v, _ in between), satterthwaite_df(between) if between else float("inf")
     components = VarianceComponents(spread, images * seeds, texts, text_df)
     note = (
         "one seed: the training seed's spread is not in this interval"
@@ -184,6 +193,46 @@ def _seed_spread(
     return sum(weights[n] ** 2 * _variance(v) * fewest / len(v) for n, v in per_seed.items())
 
 
+def _between_texts(
+    arms: Mapping[str, ArmRecords], weights: Mapping[str, float], metric: str, share: Mapping[str, float]
+) -> list[tuple[float, float]] | None:
+    """Per category, (variance, df) of the figure from which texts it holds, by a two-way analysis of
+    variance of the contrast's (text × seed) table: the texts' mean square less the text-by-seed one, so that
+    neither the seeds' shifts nor the image noise (both already in the seeds' spread) count twice. A
+    category with fewer than MIN_TEXTS_FOR_SPREAD texts gives none (docs/intervals.md). None where the arms' seeds cannot be paired or
+    there is one seed: the text resampling's spread beyond the images' is used instead."""
+    first = next(iter(arms.values()))
+    seeds = first.seeds
+    if seeds < 2 or len({a.seeds for a in arms.values()}) != 1:
+        return None
+    table = np.zeros((len(first.texts), seeds))
+    for name, arm in arms.items():
+        cells = arm.cells
+        grid = np.full((len(arm.texts), seeds), np.nan)
+        grid[cells.text, cells.seed] = metric_values(
+            np.einsum("kp,kpc->kc", cells.number, cells.means), metric
+        )
+        table = table + weights[name] * grid
+    parts = []
+    categories = np.array(first.categories)
+    for category, weight in share.items():
+        grid = table[categories == category]
+        grid = grid[~np.isnan(grid).any(axis=1)]
+        n = len(grid)
+        if n < MIN_TEXTS_FOR_SPREAD or weight == 0:
+            continue
+        texts_ms = seeds * np.var(grid.mean(axis=1), ddof=1)
+        residual = grid - grid.mean(axis=1, keepdims=True) - grid.mean(axis=0, keepdims=True) + grid.mean()
+        residual_ms = float((residual**2).sum()) / ((n - 1) * (seeds - 1))
+        if texts_ms <= residual_ms:
+            continue
+        df = (texts_ms - residual_ms) ** 2 / (
+            texts_ms**2 / (n - 1) + residual_ms**2 / ((n - 1) * (seeds - 1))
+        )
+        parts.append((float(weight * weight * (texts_ms - residual_ms) / seeds / n), float(df)))
+    return parts
+
+
 def _text_part(
     draws: Mapping[str, dict[str, np.ndarray]],
     share: Mapping[str, float],
@@ -191,14 +240,14 @@ def _text_part(
     levels: Sequence[str],
 ) -> tuple[float, float]:
     """(variance, df) of the figure from which texts each category holds: per category the spread of its
-    resampled texts (corrected by n / (n − 1)) beyond what its images alone give; a category with one text
-    gives none (its meaning-to-meaning spread cannot be seen: docs/intervals.md)."""
+    resampled texts (corrected by n / (n − 1)) beyond what its images alone give; a category with fewer than
+    MIN_TEXTS_FOR_SPREAD texts gives none (docs/intervals.md)."""
     if "text" not in levels:
         return 0.0, float("inf")
     parts = []
     for category, weight in share.items():
         n = len(arm.texts_of(category))
-        if n < 2 or weight == 0:
+        if n < MIN_TEXTS_FOR_SPREAD or weight == 0:
             continue
         spread = _variance(draws["text"][category]) * n / (n - 1)
         images = _variance(draws["image"][category]) if "image" in levels else 0.0

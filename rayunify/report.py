@@ -12,6 +12,7 @@ from pathlib import Path
 from rayunify.intervals import (
     JUDGE_SET_LEVELS,
     LEVELS,
+    MIN_TEXTS_FOR_SPREAD,
     ArmRecords,
     Interval,
     contrast_interval,
@@ -301,12 +302,16 @@ def _notes(
         + f"at the level of the Holm step that decides it, one family per column ({sizes}). Bold: clears zero.",
     ]
     arm = eval_table(next(iter(recipes.values())), "final")
-    few = {c: len(arm.texts_of(c)) for c in sorted(set(arm.categories)) if len(arm.texts_of(c)) < 2}
+    few = {
+        c: len(arm.texts_of(c))
+        for c in sorted(set(arm.categories))
+        if len(arm.texts_of(c)) < MIN_TEXTS_FOR_SPREAD
+    }
     if few:
-        listed = ", ".join(f"{c} ({n} text)" for c, n in few.items())
+        listed = ", ".join(f"{c} ({n})" for c, n in few.items())
         lines.append(
-            f"Categories resting on one text: {listed}. Their figures are about that text: no interval here "
-            "includes how much another meaning of the category would differ."
+            f"Categories with fewer than {MIN_TEXTS_FOR_SPREAD} texts (texts): {listed}. Their figures are about "
+            "those texts: no interval here includes how much other meanings of the category would differ."
         )
     one_seed = [n for n, dirs in recipes.items() if len(dirs) < 2]
     if one_seed:

@@ -197,10 +197,37 @@ def power(
     return found / worlds, float(np.median(mdes)), float(np.mean(true))
 
 
-if __name__ == "__main__":
+def main(worlds: int = 600) -> None:
+    """The coverage table of docs/intervals.md: each scenario with and without the seed level."""
     import time
 
+    wide = Spread(seed=0.4, seed_text=0.5, judge_seed=0.15, judge_seed_image=0.2)
+    print(f"{worlds} null worlds a row; Monte-Carlo error at 0.95: {math.sqrt(0.95 * 0.05 / worlds):.3f}")
+    print(
+        "| structure | seeds | spread | levels | change | recipe vs recipe | end figure | judge set change | CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for structure_name, structure in (
+        ("test split", split_structure()),
+        ("30 texts a category", split_structure(30)),
+    ):
+        for seeds in (3, 5):
+            for spread_name, spread in (("typical", Spread()), ("wide", wide)):
+                if structure_name != "test split" and (spread_name == "wide" or seeds == 5):
+                    continue
+                for levels in (LEVELS, ("text", "image")):
+                    started = time.process_time()
+                    found = coverage(worlds, seeds, spread, structure, levels)
+                    cells = " | ".join(f"{v:.3f}" for v in found.values())
+                    print(f"| {structure_name} | {seeds} | {spread_name} | {', '.join(levels)} | {cells} "
+                          f"| {time.process_time() - started:.0f} |", flush=True)  # fmt: skip
     for seeds in (3, 5):
-        for name, spread in (("typical", Spread()), ("wide seed spread", Spread(seed=0.4, seed_text=0.5))):
-            started = time.perf_counter()
-            print(seeds, name, coverage(400, seeds, spread), f"{time.perf_counter() - started:.1f}s")
+        for effect in (0.5, 1.0):
+            found, mde, true = power(200, seeds, effect)
+            print(
+                f"power: {seeds} seeds, true effect {true:+.3f}: found {found:.3f}, median stated MDE {mde:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 600)

@@ -58,8 +58,12 @@ def test_an_arm_against_itself_is_paired_over_texts_and_seeds(tmp_path):
     itself = contrast_interval({"a": arm, "b": arm}, {"a": 1, "b": -1}, "gen_accuracy", resamples=400)
     assert itself.estimate == 0 and itself.components.texts == 0  # the same text draw for both arms
     assert itself.components.images > 0  # two arms never share images: each redraws its own
-    alone = contrast_interval({"a": arm}, {"a": 1}, "gen_accuracy", levels=("text",), resamples=400)
-    assert alone.low < point(arm, "gen_accuracy") < alone.high
+    few = contrast_interval({"a": arm}, {"a": 1}, "gen_accuracy", levels=("text",), resamples=400)
+    assert few.se == 0  # two texts in x, one in y: too few to estimate a between-text spread
+    spec = [(f"t{i}", "x", 1, int(i % 3 == 0)) for i in range(6) for _ in range(2)]
+    many = read_eval_records([write(tmp_path / "m.jsonl", rows(spec))])
+    alone = contrast_interval({"a": many}, {"a": 1}, "gen_accuracy", levels=("text",), resamples=400)
+    assert alone.low < point(many, "gen_accuracy") < alone.high
 
 
 def test_a_category_of_one_text_varies_by_its_images_only(tmp_path):
