@@ -223,8 +223,10 @@ def adjusted(found: Mapping[Key, Interval], primary: set[Key]) -> dict[Key, tupl
     return shown
 
 
-def _cell(interval: Interval, p: float | None) -> str:
-    text = f"{interval.estimate:+.3f} [{interval.low:+.3f}, {interval.high:+.3f}]"
+def _cell(interval: Interval) -> str:
+    # a difference of two shares lies in [-1, 1]: few seeds at a Holm level can reach past it
+    low, high = max(interval.low, -1.0), min(interval.high, 1.0)
+    text = f"{interval.estimate:+.3f} [{low:+.3f}, {high:+.3f}]"
     return f"**{text}**" if interval.clears() else text
 
 
@@ -241,9 +243,7 @@ def _primary_lines(found: Mapping[Key, Interval], primary: Sequence[Key]) -> lis
         i = found[key]
         name = f"{recipe}: end − start" if against == START else f"{recipe} − {against}"
         mde, mde5 = (minimum_detectable_effect(i.components, n) for n in (i.seeds, 5))
-        lines.append(
-            f"| {name} | {label} | {_cell(i, None)} | {i.seeds} | {i.df:.1f} | {mde:.3f} | {mde5:.3f} |"
-        )
+        lines.append(f"| {name} | {label} | {_cell(i)} | {i.seeds} | {i.df:.1f} | {mde:.3f} | {mde5:.3f} |")
     return [*lines, ""]
 
 
@@ -264,7 +264,7 @@ def _change_lines(
         for records, metric, group, label in columns:
             start = point(eval_table(dirs, "start", records), metric, group)
             end = point(eval_table(dirs, "final", records), metric, group)
-            cells.append(f"{start:.3f} → {end:.3f} ({_cell(*shown[(name, START, label)])})")
+            cells.append(f"{start:.3f} → {end:.3f} ({_cell(shown[(name, START, label)][0])})")
         per_seed = ", ".join(f"{v:.3f}" for v in seed_points(eval_table(dirs, "final"), "gen_accuracy"))
         lines.append(f"| {name} | {len(dirs)} | " + " | ".join(cells) + f" | {per_seed} |")
     return lines
@@ -278,7 +278,7 @@ def _difference_lines(
     head = " | ".join(label for *_, label in columns)
     lines = [f"| recipe | against | {head} |", "|" + "---|" * (len(columns) + 2)]
     for name, against in pairs:
-        cells = [_cell(*shown[(name, against, c[3])]) for c in columns]
+        cells = [_cell(shown[(name, against, c[3])][0]) for c in columns]
         lines.append(f"| {name} | {against} | " + " | ".join(cells) + " |")
     return lines
 
