@@ -139,10 +139,11 @@ def contrast_interval(
     """The interval of Σ weights[arm] · metric(arm): {"end": 1} a figure, {"end": 1, "start": -1} a change,
     {"a": 1, "b": -1} a recipe against another. Arms must cover the same texts.
 
-    Each level is resampled on its own (the others held) and the variances combined as in a crossed
-    seeds × texts design with images nested in both: the seeds' spread (corrected by S / (S − 1)), never
-    less than what the images alone give, plus each category's between-text spread beyond its images'. Nesting
-    all three levels in one resample would count the image noise three times (docs/intervals.md)."""
+    The levels are taken apart and their variances combined as in a crossed seeds × texts design with images
+    nested in both: the seeds' spread (from the seeds' own figures), never less than what resampling the
+    images alone gives, plus each category's between-text spread (a two-way analysis of variance of the
+    (text × seed) table; with one seed, resampled texts beyond their images). Nesting all three levels in
+    one resample would count the image noise three times (docs/intervals.md)."""
     unknown = set(levels) - set(LEVELS)
     if unknown:
         raise ValueError(f"unknown resampling level {sorted(unknown)[0]!r}; choose from {', '.join(LEVELS)}")
@@ -154,7 +155,7 @@ def contrast_interval(
     between = _between_texts(chosen, weights, metric, share) if {"seed", "text"} <= set(levels) else None
     drawn = [lv for lv in levels if lv != "seed" and not (lv == "text" and between is not None)]
     draws = _level_draws(chosen, weights, metric, drawn, resamples, seed)
-    images = _variance(_combine(draws["image"], share, group, metric)) if "image" in levels else 0.0
+    images = _variance(_combine(draws["image"], share, group)) if "image" in levels else 0.0
     spread = images * seeds  # the variance of one seed's figure
     if "seed" in levels and seeds >= 2:
         spread = _seed_spread(chosen, weights, metric, group)
@@ -269,9 +270,7 @@ def _category_weights(arm: ArmRecords, group: str) -> dict[str, float]:
     return {c: float(np.mean(images == c)) for c in categories}
 
 
-def _combine(
-    per_category: Mapping[str, np.ndarray], share: Mapping[str, float], group: str, metric: str
-) -> np.ndarray:
+def _combine(per_category: Mapping[str, np.ndarray], share: Mapping[str, float], group: str) -> np.ndarray:
     """The group's draws from each category's: exact for the category mean and one category; the pooled
     figure comes precomputed under the key "overall"."""
     if group == "overall":
@@ -303,9 +302,9 @@ def _level_draws(
     resamples: int,
     seed: int,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """{level: {category or "overall": the contrast's resampled values}} with only that level redrawn: seeds
-    (the same draw for arms with as many seeds: seed numbers pair them), texts within category (the same draw
-    for every arm: texts pair them), images within (seed, text) (independent per arm)."""
+    """{level: {category or "overall": the contrast's resampled values}} with only that level redrawn: texts
+    within category (the same draw for every arm: texts pair them) or images within (seed, text)
+    (independent per arm). The seed level is not drawn: `_seed_spread` computes it exactly."""
     rng = np.random.default_rng(seed)
     first = next(iter(arms.values()))
     text_w = text_weights(first, resamples, rng) if "text" in levels else None
