@@ -82,6 +82,24 @@ def counts(records: Iterable[VerdictRecord]) -> np.ndarray:
     return np.array([c[k] for k in COUNT_COLUMNS], dtype=np.float64)
 
 
+def count_rows(own: np.ndarray, scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """`counts` of each image alone, for many images at once: (images, COUNT_COLUMNS) from arrays of own
+    verdicts, own scores and reference verdicts (Verdict values)."""
+    own, reference = np.asarray(own), np.asarray(reference)
+    own_ok, ref_ok = own != Verdict.INVALID, reference != Verdict.INVALID
+    yes, ref = own == Verdict.ACCEPT, reference == Verdict.ACCEPT
+    both = own_ok & ref_ok
+    columns = {
+        "images": np.ones(len(own), dtype=bool), "own_valid": own_ok, "own_rejects": own_ok & ~yes,
+        "ref_valid": ref_ok, "ref_accepts": ref, "both_valid": both, "both_accept": both & yes & ref,
+        "own_accept_ref_reject": both & yes & ~ref, "own_reject_ref_accept": both & ~yes & ref,
+        "both_reject": both & ~yes & ~ref, "ref_rejects_both_valid": both & ~ref,
+        "ref_accepts_both_valid": both & ref, "own_rejects_both_valid": both & ~yes,
+    }  # fmt: skip
+    table = np.stack([columns[k] for k in COUNT_COLUMNS if k != "own_score_sum"], axis=1).astype(np.float64)
+    return np.insert(table, COUNT_COLUMNS.index("own_score_sum"), np.asarray(scores, dtype=np.float64), axis=1)
+
+
 def metrics_from_counts(row: np.ndarray) -> dict[str, float]:
     return {key: float(values[0]) for key, values in metric_arrays(row[None, :]).items()}
 
