@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rayunify.sizing", "rayunify.batching", "rayunify.rewards", "rayunify.evaluation",
             "rayunify.training_data", "rayunify.export", "rayunify.report", "rayunify.weights",
             "rayunify.checkpoints", "rayunify.procs", "rayunify.runlog", "rayunify.preflight",
-            "rayunify.health", "rayunify.prompt_files", "rayunify.levels",
+            "rayunify.health", "rayunify.prompt_files", "rayunify.levels", "rayunify.records", "rayunify.power",
         ),
     ),  # fmt: skip
     ("plugins", (PLUGIN,)),
