@@ -13,6 +13,7 @@ from pydantic import (
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.divergence import DivergenceConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
     JudgeConfig,
@@ -257,7 +258,7 @@ class LearnerConfig(Strict):
     num_gpus: float = Field(0, ge=0)
     resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
     zero_stage: Literal[0, 1, 2, 3] = 2
-    lr: float = Field(1e-5, gt=0)
+    lr: float = Field(1e-5, gt=0, allow_inf_nan=False, description="AdamW learning rate (finite, > 0).")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(
@@ -300,6 +301,9 @@ class GuardConfig(Strict):
     )
     stop_on_alarm: bool = False
     probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
+    divergence: DivergenceConfig = Field(
+        default_factory=DivergenceConfig, description="Stop on a gradient-norm spike or collapse (docs/operations.md)."
+    )
 
 
 class LoggerConfig(Strict):
@@ -350,7 +354,12 @@ class TrainerConfig(Strict):
     )
     checkpoint_every: int = Field(10, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
-    resume: bool = False
+    resume: bool | Literal["auto"] = Field(
+        False, description="true: continue from the newest intact checkpoint (refused if there is none); auto: the same, or start fresh when the run directory holds no checkpoint."
+    )
+    overwrite: bool = Field(
+        False, description="A fresh start in a run directory that holds checkpoints deletes them (refused otherwise)."
+    )
     seed: int = 0
     output_dir: str = "runs"
     run_name: str = "run"
@@ -382,6 +391,9 @@ class TrainerConfig(Strict):
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
     num_cpus: int | None = None
+    connect_timeout_s: float = Field(
+        15.0, gt=0, description="ray.address: the most seconds to wait for the cluster to answer before giving up."
+    )
 
 
 class Config(Strict):

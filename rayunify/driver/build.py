@@ -115,6 +115,7 @@ class OfflineBuild:
             self.build_chunk(index, prompts[index * size : (index + 1) * size])
             save_build(self.path, t.driver_state(), self.progress)
             t.hooks.after_build_chunk(t, index)
+            t.stop_if_requested()  # SIGINT/SIGTERM: the build checkpoint just written is where a resume goes on
         # The build's samples are the first fresh ones: the guard checks them once, every chunk's together
         # (its reference already scored a share of them).
         guard = t.monitor.check_records(0, self.progress.records, self.progress.record_prompts)

@@ -7,6 +7,7 @@ and SFT, `GRPOLearning`).
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from functools import partial
@@ -15,18 +16,21 @@ from typing import Any
 
 from rayunify.actors.collective import push_backend
 from rayunify.config import Config, dump_config
+from rayunify.divergence import DivergenceGuard
 from rayunify.driver.build import BUILD_FILE, OfflineBuild, load_build
-from rayunify.driver.checkpointer import Checkpointer, DriverState
+from rayunify.driver.checkpointer import DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
 from rayunify.driver.grpo import GRPOLearning
 from rayunify.driver.monitor import Monitor, reference_fraction
 from rayunify.driver.preference import PreferenceLearning
-from rayunify.driver.runtime import make_progress, ray_get, start_actors
+from rayunify.driver.rundir import FINAL_MODEL, FINAL_RECORD, RunDirectory
+from rayunify.driver.runtime import is_actor_death, make_progress, ray_get, start_actors
+from rayunify.driver.stopping import STOP, RunStopped, StopRequested, actor_lost, diverged
 from rayunify.driver.weight_sync import WeightSync
 from rayunify.types import JudgedSample
 
 
-class LearnerFailure(RuntimeError):
+class LearnerFailure(RunStopped):
     """The learner could not take a step (e.g. a non-finite loss); the message says how to resume."""
 
 
@@ -47,37 +51,41 @@ class Trainer:
     """Builds the run's actors and collaborators at construction; `run()` trains and always tears down."""
 
     def __init__(self, cfg: Config, hooks: Hooks | None = None) -> None:
-        from rayunify.builtins import is_builtin, resolve_model_path
         from rayunify.preflight import check_run
-        from rayunify.runlog import RunLogger
 
         prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
         print("\n".join(prompt_set.describe()))
-        train_prompts, eval_prompts = prompt_set.train, prompt_set.eval
         self.hooks = hooks or Hooks()
-        self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
-        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+        self.directory = RunDirectory(cfg)
+        self.run_dir, self.checkpoints = self.directory.path, self.directory.checkpoints
         self.build = OfflineBuild(self)  # an offline run's data set; resumable chunk by chunk
-        resumable = self.checkpoints.latest() is not None or (self.checkpoints.root / BUILD_FILE).is_file()
-        self.resume = cfg.trainer.resume and resumable
-        if not self.resume:
-            self.checkpoints.clear()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        plan = self.directory.open()  # the run's lock, then resume or a fresh start (or a one-line refusal)
+        self.resume, self.resumed_from = plan.resume, plan.found.path
+        self.resources = ExitStack()  # the lock, every actor, the logger, the progress bar: closed in reverse
+        self.resources.callback(self.directory.lock.release)
+        try:
+            self.start(cfg, prompt_set.train, prompt_set.eval)
+        except BaseException:
+            self.resources.close()
+            raise
+
+    def start(self, cfg: Config, train_prompts: list[Any], eval_prompts: list[Any]) -> None:
+        from rayunify.builtins import is_builtin, resolve_model_path
+        from rayunify.runlog import RunLogger
+
         dump_config(cfg, self.run_dir / "config.yaml")
+        self.config_yaml = (self.run_dir / "config.yaml").read_text()  # each checkpoint records it
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
             path = resolve_model_path(cfg.model.path, seed=cfg.model.builtin_seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
         self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
         self.step = self.skipped_batches = 0
-        self.resources = ExitStack()  # every actor, the logger, the progress bar: closed in reverse order
-        try:
-            actors = start_actors(cfg, train_prompts, self.resources)
-            self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
-            self.resources.callback(self.logger.close)
-            self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
-        except BaseException:
-            self.resources.close()
-            raise
+        div = cfg.guard.divergence
+        self.divergence = DivergenceGuard(div.spike_factor, div.collapse_factor, div.window) if div.enabled else None
+        actors = start_actors(cfg, train_prompts, self.resources)
+        self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
+        self.resources.callback(self.logger.close)
+        self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
         self.data, self.learner = actors.data, actors.learner
         backend = push_backend(cfg.learner.num_gpus, cfg.push_receiver_gpus())  # nccl only on distinct GPUs
         self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
@@ -101,11 +109,16 @@ class Trainer:
                 self.restore()
             else:
                 self.logger.log(0, self.monitor.start())
+            self.stop_if_requested()
             if self.cfg.trainer.mode == "online":
                 self.train_online()
             else:
                 self.train_offline()
             self.finish()
+        except Exception as err:
+            if is_actor_death(err):  # the training data or a learner rank: its state is gone with it
+                raise actor_lost(err, self.step, self.checkpoints) from err
+            raise
         finally:
             self.resources.close()
 
@@ -217,7 +230,10 @@ class Trainer:
         try:
             metrics = self.algorithm.train(items, self.step)
         except Exception as err:  # the learner's error, e.g. a non-finite loss; weights were not touched
+            if is_actor_death(err):
+                raise
             raise self.learner_failed(err) from err
+        self.check_divergence(metrics)
         metrics.update(counts)
         metrics.update({"time/train_s": time.perf_counter() - started, "train/skipped_batches": float(self.skipped_batches)})
         metrics["train/staleness_max"] = float(max(self.algorithm.lags(items, version)))
@@ -236,11 +252,28 @@ class Trainer:
         try:
             where = f"checkpoint written: {self.save_checkpoint()}"
         except Exception:  # noqa: BLE001 - the learner may be dead; the last periodic checkpoint remains
-            latest = self.checkpoints.latest()
+            latest = self.checkpoints.newest().path
             if latest is not None:
                 where = f"resume from {latest}"
         cause = getattr(err, "cause", None) or err
         return LearnerFailure(f"learner failed at step {self.step}: {cause}; {where}; rerun with --resume.")
+
+    def check_divergence(self, metrics: dict[str, float]) -> None:
+        """`guard.divergence`: a spiking or collapsed gradient norm stops the run before it is logged."""
+        norm = metrics.get("train/grad_norm")
+        if self.divergence is None or norm is None:
+            return
+        problem = self.divergence.observe(self.step + 1, norm, metrics.get("train/loss"))
+        if problem is not None:
+            raise diverged(problem, self.step, self.checkpoints)
+
+    def stop_if_requested(self) -> None:
+        """SIGINT/SIGTERM (`graceful_stop`): at a step boundary, checkpoint and stop."""
+        if STOP.requested:
+            build = self.checkpoints.root / BUILD_FILE
+            path = self.save_checkpoint() if self.step > 0 else (build if build.is_file() else None)
+            where = f"checkpoint {path}" if path else "nothing trained yet, no checkpoint"
+            raise StopRequested(f"stopped by {STOP.name} at step {self.step}: {where}", STOP.signum or 0)
 
     def push_weights(self) -> dict[str, float]:
         stats = self.sync.push()
@@ -267,12 +300,14 @@ class Trainer:
         )
         if self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+        self.stop_if_requested()
 
     def finish(self) -> None:
         self.push_weights()
         self.logger.log(self.step, self.monitor.evaluate_all("final", self.step))
         self.save_checkpoint()
-        export = self.collector.on_first_rollout("export", str(self.run_dir / "final_model"))
+        export = self.collector.on_first_rollout("export", str(self.run_dir / FINAL_MODEL))
+        (self.run_dir / FINAL_RECORD).write_text(json.dumps({"step": self.step, "path": FINAL_MODEL}))
         self.progress.write(
             f"\nrun finished: {self.step} steps\n  run directory: {self.run_dir}\n  metrics: {self.logger.path}\n"
             f"  images: {self.run_dir / 'images'}\n  exported model (HF layout): {export}\n"
@@ -283,16 +318,21 @@ class Trainer:
     def driver_state(self) -> DriverState:
         m = self.monitor
         data = ray_get(self.data.state_dict.remote())
-        return DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches)
+        divergence = self.divergence.state_dict() if self.divergence is not None else {}
+        return DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches,
+                           self.logger.rows, divergence)  # fmt: skip
 
     def save_checkpoint(self) -> Path:
-        return self.checkpoints.save(self.driver_state(), self.learner)
+        """This step's checkpoint; one already written for it is never written again."""
+        return self.checkpoints.intact(self.step) or self.checkpoints.save(
+            self.driver_state(), self.learner, self.config_yaml
+        )
 
     def restore(self) -> None:
         """Learner, buffer, curriculum, guard and step from the latest checkpoint (or, with none yet, from an
         offline build's checkpoint: the learner has not stepped); then weights are re-pushed to every actor
         before anything is generated."""
-        path = self.checkpoints.latest()
+        path = self.resumed_from
         build = load_build(self.checkpoints.root / BUILD_FILE)
         if build is not None:
             self.build.progress = build[1]  # a step checkpoint comes after the build: it is finished
@@ -306,6 +346,11 @@ class Trainer:
         self.monitor.probe, self.monitor.fixed_images = state.probe, state.fixed_images
         self.monitor.judge_set = self.monitor.load_judge_set()
         self.skipped_batches, self.step = state.skipped_batches, state.step
+        if self.divergence is not None:
+            self.divergence.load_state_dict(state.divergence)
+        dropped = self.logger.rewind(state.log_rows)
+        if dropped is not None:
+            self.progress.write(f"metrics rows logged after {path.name} moved to {dropped}")
         self.progress.update(self.step)
         self.push_weights()  # nothing to push when the learner never stepped
         self.progress.write(f"resumed from {path} at step {self.step}")
