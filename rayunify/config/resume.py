@@ -13,7 +13,7 @@ from typing import Any
 
 MUTABLE = (
     "trainer.steps", "trainer.epochs", "trainer.eval_every", "trainer.eval_prompts", "trainer.eval_samples_per_prompt",
-    "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.resume", "trainer.overwrite",
+    "trainer.checkpoint_every", "trainer.keep_checkpoints",
     "trainer.output_dir", "trainer.run_name",
     "learner.lr", "learner.weight_decay", "learner.grad_clip", "learner.push_timeout_s", "learner.num_cpus",
     "learner.resources",
@@ -22,6 +22,8 @@ MUTABLE = (
     "guard.stop_on_alarm", "guard.divergence",
     "logger", "ray",
 )  # fmt: skip
+# How this start was asked for, not a setting of the run: never compared.
+IGNORED = ("trainer.resume", "trainer.overwrite")
 _ABSENT = object()
 
 
@@ -57,8 +59,11 @@ def compare(saved: dict[str, Any], current: dict[str, Any]) -> ConfigChanges:
     changes = [
         Change(key, old.get(key, _ABSENT), new.get(key, _ABSENT))
         for key in sorted(set(old) | set(new))
-        if old.get(key, _ABSENT) != new.get(key, _ABSENT)
+        if old.get(key, _ABSENT) != new.get(key, _ABSENT) and key not in IGNORED
     ]
+    # A switched variant (algorithm.type dpo → sft) changes all its keys: the switch alone says it.
+    switched = [c.key[: -len("type")] for c in changes if c.key.endswith(".type")]
+    changes = [c for c in changes if not any(c.key.startswith(p) and c.key != p + "type" for p in switched)]
     refused = [c for c in changes if not is_mutable(c.key)]
     return ConfigChanges(refused, [c for c in changes if is_mutable(c.key)])
 

@@ -164,9 +164,10 @@ class Checkpointer:
             _fsync_dir(self.root)
         except BaseException as err:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(err, Exception):
-                raise self._save_failed(err, final) from err
-            raise
+            failure = self._save_failed(err, final) if isinstance(err, Exception) else err
+            if failure is err:
+                raise
+            raise failure from err
         self._mark_latest(final)
         self.rotate()
         return final

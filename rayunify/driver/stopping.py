@@ -108,7 +108,7 @@ def actor_lost(err: BaseException, step: int, checkpoints: Any) -> RunStopped:
     """The training data or a learner rank died: its state went with it, so no new checkpoint can be written."""
     last = checkpoints.newest().path
     return RunStopped(
-        f"{actor_role(err)} was lost during step {step + 1} ({_first_line(err)}); no new checkpoint can be written "
+        f"{actor_role(err)} was lost after step {step} ({_first_line(err)}); no new checkpoint can be written "
         f"(its state is gone); {last_good(last)}: rerun with --resume"
     )
 
