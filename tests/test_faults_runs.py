@@ -67,13 +67,13 @@ class At(Hooks):
 
 
 class LearningRate(Hooks):
-    """The learner's optimizer's learning rate as each step leaves it."""
+    """The learning rates of the learner's optimizer (every rank, every parameter group) after each step."""
 
     def __init__(self) -> None:
-        self.seen: list[float] = []
+        self.seen: list[set[float]] = []
 
     def after_step(self, trainer):
-        self.seen.append(trainer.learner.group.run("learning_rates")[0])
+        self.seen.append({lr for rank in trainer.learner.group.run("learning_rates") for lr in rank})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -134,7 +134,7 @@ def test_resume_skips_a_damaged_checkpoint_rewinds_the_log_and_takes_new_setting
     out = capsys.readouterr().out
     assert "skipped damaged checkpoints: step_000003: driver.pt has 0 bytes" in out
     assert "resume with changed settings: learner.lr (0.001 → 0.0005); trainer.steps (3 → 4)" in out
-    assert hooks.seen == [5e-4, 5e-4]  # the optimizer state came back with 1e-3: the new rate applies
+    assert hooks.seen == [{5e-4}, {5e-4}]  # the optimizer state came back with 1e-3: the new rate applies
     assert train_steps(run) == [1, 2, 3, 4]  # step 3 again from step 2's checkpoint, logged once
     dropped = next(run.glob("metrics.dropped.*.jsonl"))
     assert [json.loads(line)["step"] for line in dropped.read_text().splitlines()] == [3, 3]  # step 3, final eval
@@ -208,6 +208,6 @@ def test_a_learning_rate_that_blows_up_stops_with_the_last_good_checkpoint(finis
     assert "guard.divergence.spike_factor=1000" in err
     assert err.endswith(f"the last intact checkpoint is {run / 'checkpoints' / 'step_000003'}: lower learner.lr and "
                         "rerun with --resume")  # fmt: skip
-    assert steps_on_disk(run) == [1, 2, 3]  # step 4's weights made the spike: its checkpoint is set aside
+    assert steps_on_disk(run) == [2, 3]  # step 4's weights made the spike: its checkpoint is set aside (1 rotated out)
     assert len(list((run / "checkpoints" / "set_aside").glob("step_000004.diverged.*"))) == 1
     assert train_steps(run)[-2:] == [3, 4]  # rows up to the stop; a resume rewinds step 4's

@@ -9,10 +9,13 @@ that name the key and the keys allowed there. A file may start from another with
   algorithms.py  DPO, SFT, GRPO
   tree.py        the whole run (`Config`) and its other sections
   loading.py     load_config (inherit, overrides, renamed keys, errors that explain) and dump_config
+  divergence.py  the divergence guard's section (guard.divergence)
+  resume.py      which keys a resumed run may change (compared with the checkpoint's config)
 """
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig, GRPOConfig, RewardTermConfig, SFTConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.divergence import DivergenceConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
     JudgeConfig,
@@ -43,7 +46,7 @@ from rayunify.config.tree import (
 )
 
 __all__ = [
-    "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DPOConfig", "GRPOConfig",
+    "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DivergenceConfig", "DPOConfig", "GRPOConfig",
     "GuardConfig", "HFVLMJudgeConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
     "LoggerConfig", "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig",
     "RayConfig", "Resources", "RewardTermConfig", "RolloutResources", "SFTConfig", "SamplingConfig",

@@ -14,7 +14,6 @@ from typing import Any
 MUTABLE = (
     "trainer.steps", "trainer.epochs", "trainer.eval_every", "trainer.eval_prompts", "trainer.eval_samples_per_prompt",
     "trainer.checkpoint_every", "trainer.keep_checkpoints",
-    "trainer.output_dir", "trainer.run_name",
     "learner.lr", "learner.weight_decay", "learner.grad_clip", "learner.push_timeout_s", "learner.num_cpus",
     "learner.resources",
     "rollout.num_actors", "rollout.num_cpus", "rollout.num_gpus", "rollout.resources", "rollout.max_rows",
@@ -22,8 +21,8 @@ MUTABLE = (
     "guard.stop_on_alarm", "guard.divergence",
     "logger", "ray",
 )  # fmt: skip
-# How this start was asked for, not a setting of the run: never compared.
-IGNORED = ("trainer.resume", "trainer.overwrite")
+# How this start was asked for and where the directory lies (a run directory may be moved): never compared.
+IGNORED = ("trainer.resume", "trainer.overwrite", "trainer.output_dir", "trainer.run_name")
 _ABSENT = object()
 
 

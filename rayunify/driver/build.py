@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rayunify.driver.checkpointer import DriverState
+from rayunify.driver.checkpointer import CheckpointError, DriverState
 from rayunify.driver.monitor import guard_records
 from rayunify.driver.runtime import ray_get
 from rayunify.metrics import VerdictRecord
@@ -90,8 +90,13 @@ def save_build(path: Path, state: DriverState, progress: BuildProgress) -> None:
 def load_build(path: Path) -> tuple[DriverState, BuildProgress] | None:
     if not path.is_file():
         return None
-    saved = torch.load(path, weights_only=True)
-    return DriverState.from_plain(saved["driver"]), BuildProgress.from_plain(saved["build"])
+    try:
+        saved = torch.load(path, weights_only=True)
+        return DriverState.from_plain(saved["driver"]), BuildProgress.from_plain(saved["build"])
+    except Exception as err:  # written whole and renamed, so only damage after the fact gets here
+        raise CheckpointError(
+            f"build checkpoint {path} is unreadable ({type(err).__name__}); start the build over with --overwrite"
+        ) from err
 
 
 class OfflineBuild:
