@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_resume_takes_the_newest_intact_checkpoint_and_deletes_nothing(tmp_path)
     (root / "step_000003" / "driver.pt").write_bytes(b"")  # zeroed newest
     (root / "step_000004").mkdir()  # a save killed before its manifest (older versions left these)
     (root / "latest").write_text("garbage")  # the marker is for people; resume never trusts it
+    (root / ".tmp-step_000005" / "learner").mkdir(parents=True)  # a driver killed (-9) mid-save leaves this
     found = Checkpointer(root, keep=2).newest()
     assert found.path == root / "step_000002" and found.step == 2
     assert [s.split(":")[0] for s in found.skipped] == ["step_000004", "step_000003"]
@@ -224,6 +226,20 @@ def test_eval_options_and_overrides_in_any_order(tmp_path, capsys):
     # --run after an override: parsed (then refused for the missing directory: one line, exit 2)
     assert main(["eval", "trainer.seed=1", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "config file" in capsys.readouterr().err
+
+
+def test_the_first_signal_asks_for_a_stop_at_the_step_boundary_the_second_stops_now(capsys):
+    from rayunify.driver.stopping import STOP, StopRequested, graceful_stop
+
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        with graceful_stop():
+            os.kill(os.getpid(), sig)
+            assert STOP.requested and STOP.name == sig.name
+            assert "stopping after this step with a checkpoint" in capsys.readouterr().err
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), sig)
+        assert StopRequested("stopped", sig).exit_code == code
+    assert signal.getsignal(signal.SIGTERM) != STOP.handle  # the previous handlers are back
 
 
 def test_resume_command_replaces_resume_and_overwrite_flags():
