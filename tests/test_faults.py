@@ -113,7 +113,7 @@ def test_a_fresh_start_moves_the_old_final_model_aside(tmp_path):
     say: list[str] = []
     RunDirectory(cfg_for(tmp_path), say.append).open()
     assert not final.exists() and len(list((tmp_path / "r" / "superseded").glob("final_model.*/config.json"))) == 1
-    assert any("moved the previous run's final_model/" in line for line in say)
+    assert any("moved the previous run's final_model to" in line for line in say)
 
 
 def test_resume_compares_the_config():

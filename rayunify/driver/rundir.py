@@ -7,8 +7,8 @@ resuming and starting fresh, and refuse (one line, exit 2) whatever would lose o
 - The resumed config is compared with the checkpoint's (`rayunify.config.resume`): changed keys that shape
   what the checkpoint holds refuse; the others are reported.
 - A fresh start in a directory that holds checkpoints refuses unless `trainer.overwrite=true`; a fresh start
-  moves an old `final_model/` (and its `final.json`) to `superseded/`, so `rayunify eval --run` never scores
-  a previous run's model.
+  moves an old `final_model/` (and its `final.json`) and `metrics.jsonl` to `superseded/`, so `rayunify eval
+  --run` never scores a previous run's model and no log is lost.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from rayunify.driver.checkpointer import CONFIG_FILE, Checkpointer, Found
 from rayunify.preflight import UserError
 from rayunify.runlock import RunLock, RunLocked
 
-FINAL_MODEL, FINAL_RECORD, SUPERSEDED = "final_model", "final.json", "superseded"
+FINAL_MODEL, FINAL_RECORD, METRICS, SUPERSEDED = "final_model", "final.json", "metrics.jsonl", "superseded"
 
 
 @dataclass
@@ -85,7 +85,7 @@ class RunDirectory:
         if holds:
             self.checkpoints.clear()
             self.say(f"--overwrite: deleted the checkpoints of the previous run in {self.path}")
-        self._supersede_final_model()
+        self._supersede()
         return StartPlan(False)
 
     def _check_config(self, saved_path: Path, found: Found) -> None:
@@ -99,18 +99,19 @@ class RunDirectory:
         if changes.allowed:
             self.say(changes.report())
 
-    def _supersede_final_model(self) -> None:
-        final = self.path / FINAL_MODEL
-        if not final.exists():
-            return
+    def _supersede(self) -> None:
+        """A fresh start keeps what a previous run under this name left (its exported model and its log) in
+        superseded/, so neither is mistaken for this run's."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.path / SUPERSEDED / f"{FINAL_MODEL}.{stamp}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(final, target)
-        record = self.path / FINAL_RECORD
-        if record.exists():
-            os.replace(record, target.with_name(f"{FINAL_RECORD}.{stamp}"))
-        self.say(f"moved the previous run's {FINAL_MODEL}/ to {target} (this run starts fresh)")
+        for name in (FINAL_MODEL, FINAL_RECORD, METRICS):
+            old = self.path / name
+            if not old.exists():
+                continue
+            target = self.path / SUPERSEDED / f"{name}.{stamp}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old, target)
+            if name != FINAL_RECORD:
+                self.say(f"moved the previous run's {name} to {target} (this run starts fresh)")
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
