@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,14 @@ def write_manifest(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Checksum every file under `root` (fsynced first, so the manifest never vouches for data still in the
     page cache) and write the manifest last, itself fsynced. `meta`: what a reader wants without loading
     the checkpoint (its step, how many metric rows the run had logged)."""
-    files = {}
-    for path in _files(root):
+    paths = _files(root)
+    for path in paths:
         _fsync(path)
-        files[str(path.relative_to(root))] = {"size": path.stat().st_size, "sha256": file_digest(path)}
+    digests = _digests(paths)
+    files = {
+        str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": d}
+        for p, d in zip(paths, digests, strict=True)
+    }
     manifest = {"format": FORMAT, **meta, "files": files}
     target = root / MANIFEST
     target.write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -71,18 +76,29 @@ def verify_manifest(root: Path, checksums: bool = True) -> dict[str, Any]:
     """The manifest, once every file it lists exists with its size (and, with `checksums`, its SHA-256);
     else ManifestError naming the first file that does not match."""
     manifest = read_manifest(root)
-    for name, expected in sorted(manifest["files"].items()):
+    listed = sorted(manifest["files"].items())
+    for name, expected in listed:
         path = root / name
         if not path.is_file():
             raise ManifestError(f"{root.name}: {name} is missing")
         size = path.stat().st_size
         if size != expected["size"]:
             raise ManifestError(f"{root.name}: {name} has {size} bytes, the manifest says {expected['size']}")
-        if checksums and file_digest(path) != expected["sha256"]:
-            raise ManifestError(
-                f"{root.name}: {name} does not match its checksum (changed after it was saved)"
-            )
+    if checksums:
+        digests = _digests([root / name for name, _ in listed])
+        for (name, expected), digest in zip(listed, digests, strict=True):
+            if digest != expected["sha256"]:
+                raise ManifestError(
+                    f"{root.name}: {name} does not match its checksum (changed after it was saved)"
+                )
     return manifest
+
+
+def _digests(paths: list[Path]) -> list[str]:
+    """SHA-256 of each file, several at once (hashlib releases the GIL: a checkpoint's shards hash in
+    parallel rather than on one core, about 750 MiB/s each)."""
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(paths)))) as pool:
+        return list(pool.map(file_digest, paths))
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> int:

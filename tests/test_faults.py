@@ -45,7 +45,10 @@ def fake_checkpoint(root: Path, step: int) -> Path:
     [
         (lambda p: (p / "driver.pt").write_bytes(b""), "driver.pt has 0 bytes, the manifest says 1024"),
         (lambda p: (p / "driver.pt").write_bytes(bytes(1024)), "driver.pt does not match its checksum"),
-        (lambda p: (p / "learner/learner/mp_rank_00_model_states.pt").unlink(), "mp_rank_00_model_states.pt is missing"),
+        (
+            lambda p: (p / "learner/learner/mp_rank_00_model_states.pt").unlink(),
+            "mp_rank_00_model_states.pt is missing",
+        ),
         (lambda p: (p / "MANIFEST.json").unlink(), "no MANIFEST.json (the save did not finish)"),
         (lambda p: (p / "MANIFEST.json").write_text("{"), "MANIFEST.json is unreadable"),
     ],
@@ -69,7 +72,12 @@ def test_resume_takes_the_newest_intact_checkpoint_and_deletes_nothing(tmp_path)
     found = Checkpointer(root, keep=2).newest()
     assert found.path == root / "step_000002" and found.step == 2
     assert [s.split(":")[0] for s in found.skipped] == ["step_000004", "step_000003"]
-    assert sorted(p.name for p in root.glob("step_*")) == ["step_000001", "step_000002", "step_000003", "step_000004"]
+    assert sorted(p.name for p in root.glob("step_*")) == [
+        "step_000001",
+        "step_000002",
+        "step_000003",
+        "step_000004",
+    ]
 
 
 def test_rotation_deletes_only_intact_checkpoints_beyond_keep(tmp_path):
@@ -83,22 +91,33 @@ def test_rotation_deletes_only_intact_checkpoints_beyond_keep(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- resume plans
 def cfg_for(tmp_path: Path, *overrides: str):
-    base = ["model.path=builtin:tiny", f"trainer.output_dir={tmp_path}", "trainer.run_name=r", "logger.type=jsonl"]
+    base = [
+        "model.path=builtin:tiny",
+        f"trainer.output_dir={tmp_path}",
+        "trainer.run_name=r",
+        "logger.type=jsonl",
+    ]
     return load_config(None, base + list(overrides))
 
 
 def test_resume_refusals_and_plans(tmp_path):
     say: list[str] = []
-    plan = RunDirectory(cfg_for(tmp_path, "trainer.resume=auto"), say.append).open()  # empty: auto starts fresh
+    plan = RunDirectory(
+        cfg_for(tmp_path, "trainer.resume=auto"), say.append
+    ).open()  # empty: auto starts fresh
     assert not plan.resume
     (tmp_path / "r" / LOCK_FILE).unlink()
-    with pytest.raises(UserError, match="nothing to resume in .*: it holds no checkpoint; start fresh without --resume"):
+    with pytest.raises(
+        UserError, match="nothing to resume in .*: it holds no checkpoint; start fresh without --resume"
+    ):
         RunDirectory(cfg_for(tmp_path, "trainer.resume=true")).open()
     root = tmp_path / "r" / "checkpoints"
     fake_checkpoint(root, 2)
     (root / "step_000002" / "driver.pt").write_bytes(b"")
     for resume in ("true", "auto"):  # only a damaged checkpoint: both refuse, and keep it
-        with pytest.raises(UserError, match="nothing to resume .*step_000002: driver.pt has 0 bytes.*--overwrite"):
+        with pytest.raises(
+            UserError, match="nothing to resume .*step_000002: driver.pt has 0 bytes.*--overwrite"
+        ):
             RunDirectory(cfg_for(tmp_path, f"trainer.resume={resume}")).open()
     with pytest.raises(UserError, match="holds checkpoints .*--resume.*--overwrite"):
         RunDirectory(cfg_for(tmp_path)).open()
@@ -112,7 +131,10 @@ def test_a_fresh_start_moves_the_old_final_model_aside(tmp_path):
     (tmp_path / "r" / "final.json").write_text('{"step": 3}')
     say: list[str] = []
     RunDirectory(cfg_for(tmp_path), say.append).open()
-    assert not final.exists() and len(list((tmp_path / "r" / "superseded").glob("final_model.*/config.json"))) == 1
+    assert (
+        not final.exists()
+        and len(list((tmp_path / "r" / "superseded").glob("final_model.*/config.json"))) == 1
+    )
     assert any("moved the previous run's final_model to" in line for line in say)
 
 
@@ -120,9 +142,13 @@ def test_resume_compares_the_config():
     saved = load_config(None, ["model.path=builtin:tiny"]).model_dump(mode="json")
 
     def changes(*overrides: str):
-        return compare(saved, load_config(None, ["model.path=builtin:tiny", *overrides]).model_dump(mode="json"))
+        return compare(
+            saved, load_config(None, ["model.path=builtin:tiny", *overrides]).model_dump(mode="json")
+        )
 
-    refused = changes("algorithm.type=sft", "prompts.n_train=8", "learner.num_ranks=2", "learner.zero_stage=3")
+    refused = changes(
+        "algorithm.type=sft", "prompts.n_train=8", "learner.num_ranks=2", "learner.zero_stage=3"
+    )
     keys = [c.key for c in refused.refused]
     assert {"algorithm.type", "prompts.n_train", "learner.num_ranks", "learner.zero_stage"} <= set(keys)
     assert "algorithm.type ('dpo' → 'sft')" in refused.refusal("step_000003")
@@ -142,7 +168,9 @@ def dead_pid() -> int:
 
 def test_one_owner_per_run_directory(tmp_path):
     first = RunLock(tmp_path).acquire()
-    with pytest.raises(RuntimeError, match=rf"in use by pid {os.getpid()} on {socket.gethostname()}, started"):
+    with pytest.raises(
+        RuntimeError, match=rf"in use by pid {os.getpid()} on {socket.gethostname()}, started"
+    ):
         RunLock(tmp_path).acquire()
     first.release()
     assert not (tmp_path / LOCK_FILE).exists()
@@ -155,20 +183,27 @@ def test_a_stale_lock_is_taken_over_and_said(tmp_path):
     (tmp_path / "r" / LOCK_FILE).write_text(json.dumps(stale.__dict__))
     say: list[str] = []
     RunDirectory(cfg_for(tmp_path), say.append).open()
-    assert say[0] == f"took over the stale lock of pid {stale.pid} on {stale.host}, started yesterday (that process is gone)"
+    assert (
+        say[0]
+        == f"took over the stale lock of pid {stale.pid} on {stale.host}, started yesterday (that process is gone)"
+    )
     assert RunLock(tmp_path / "r").holder() == LockOwner.me()
 
 
 def test_a_lock_from_another_host_is_refused_with_what_to_do(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps(LockOwner(1, "elsewhere", "today", 5).__dict__))
-    with pytest.raises(RuntimeError, match=r"another host: cannot check it from here\); if that run is gone, delete"):
+    with pytest.raises(
+        RuntimeError, match=r"another host: cannot check it from here\); if that run is gone, delete"
+    ):
         RunLock(tmp_path).acquire()
 
 
 # ---------------------------------------------------------------------------------------------- divergence, lr
 def test_divergence_guard_spike_collapse_and_quiet_noise():
     guard = DivergenceGuard(spike_factor=1000, collapse_factor=1e-6, window=5)
-    assert all(guard.observe(s, n) is None for s, n in enumerate([0.33, 0.29, 3.0, 0.19, 0.05], 1))  # 10x: noise
+    assert all(
+        guard.observe(s, n) is None for s, n in enumerate([0.33, 0.29, 3.0, 0.19, 0.05], 1)
+    )  # 10x: noise
     assert "training diverged at step 6: gradient norm 9.55e+06 is" in guard.observe(6, 9.55e6)
     assert "collapsed below 1e-06x" in guard.observe(6, 0.0)
     assert guard.observe(6, 0.0, loss=0.0) is None  # zero advantages (GRPO): no gradient by design
@@ -216,7 +251,11 @@ def test_train_options_and_overrides_in_any_order(argv):
     from rayunify.train import parse_args
 
     args = parse_args(argv)
-    assert (args.config, args.resume, args.overrides) == ("c.yaml", "true", ["trainer.steps=9", "learner.lr=1e-6"])
+    assert (args.config, args.resume, args.overrides) == (
+        "c.yaml",
+        "true",
+        ["trainer.steps=9", "learner.lr=1e-6"],
+    )
     assert parse_args(["a.b=1", "--resume=auto", "--overwrite"]).resume == "auto"
 
 
@@ -224,7 +263,9 @@ def test_eval_options_and_overrides_in_any_order(tmp_path, capsys):
     from rayunify.cli import main
 
     # --run after an override: parsed (then refused for the missing directory: one line, exit 2)
-    assert main(["eval", "trainer.seed=1", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["eval", "trainer.seed=1", "--run", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "config file" in capsys.readouterr().err
 
 

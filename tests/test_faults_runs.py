@@ -96,7 +96,11 @@ def copy_of(run: Path, tmp_path: Path) -> Path:
 
 
 def test_a_finished_run_has_verified_checkpoints_and_each_step_logged_once(finished):
-    assert train_steps(finished) == [1, 2, 3] and steps_on_disk(finished) == [1, 2, 3] and no_temporaries(finished)
+    assert (
+        train_steps(finished) == [1, 2, 3]
+        and steps_on_disk(finished) == [1, 2, 3]
+        and no_temporaries(finished)
+    )
     for step in (1, 2, 3):
         manifest = verify_manifest(finished / "checkpoints" / f"step_{step:06d}")
         assert manifest["step"] == step and "config.yaml" in manifest["files"]
@@ -127,7 +131,9 @@ def test_refusals_before_anything_starts(finished, tmp_path, capsys):
 
 def test_resume_skips_a_damaged_checkpoint_rewinds_the_log_and_takes_new_settings(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
-    (run / "checkpoints" / "step_000003" / "driver.pt").write_bytes(b"")  # zeroed, as a kill mid-write leaves it
+    (run / "checkpoints" / "step_000003" / "driver.pt").write_bytes(
+        b""
+    )  # zeroed, as a kill mid-write leaves it
     (run / "checkpoints" / "latest").write_text("step_999999")
     hooks = LearningRate()
     assert main(argv(tmp_path, "run", "--resume", "trainer.steps=4", "learner.lr=5e-4"), hooks=hooks) == 0
@@ -137,8 +143,13 @@ def test_resume_skips_a_damaged_checkpoint_rewinds_the_log_and_takes_new_setting
     assert hooks.seen == [{5e-4}, {5e-4}]  # the optimizer state came back with 1e-3: the new rate applies
     assert train_steps(run) == [1, 2, 3, 4]  # step 3 again from step 2's checkpoint, logged once
     dropped = next(run.glob("metrics.dropped.*.jsonl"))
-    assert [json.loads(line)["step"] for line in dropped.read_text().splitlines()] == [3, 3]  # step 3, final eval
-    assert len(list((run / "checkpoints" / "set_aside").glob("step_000003.damaged.*"))) == 1  # kept, not deleted
+    assert [json.loads(line)["step"] for line in dropped.read_text().splitlines()] == [
+        3,
+        3,
+    ]  # step 3, final eval
+    assert (
+        len(list((run / "checkpoints" / "set_aside").glob("step_000003.damaged.*"))) == 1
+    )  # kept, not deleted
     assert steps_on_disk(run) == [2, 3, 4] and run_model_path(run)[0] == str(run / "final_model")
 
 
@@ -148,7 +159,10 @@ def test_sigterm_stops_at_the_step_with_a_checkpoint_and_the_command_that_resume
     fresh = argv(tmp_path, "run", "--overwrite", "logger.type=wandb")
     assert main(fresh, hooks=hooks) == 143
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"run stopped by SIGTERM at step 1: checkpoint {run / 'checkpoints' / 'step_000001'}; resume with: " in err
+    assert (
+        f"run stopped by SIGTERM at step 1: checkpoint {run / 'checkpoints' / 'step_000001'}; resume with: "
+        in err
+    )
     assert err.endswith("logger.type=wandb --resume") and "--overwrite" not in err
     assert not (run / "final_model").exists() and steps_on_disk(run) == [1] and train_steps(run) == [1]
     path, said = run_model_path(run)  # the stopped rerun, never the old run's final_model (moved aside)
@@ -164,7 +178,9 @@ def test_a_lost_learner_rank_names_the_last_good_checkpoint_and_the_run_resumes(
     assert main(argv(tmp_path, "learner"), hooks=kill) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("run stopped: a learner rank was lost after step 2 (")
-    assert err.endswith(f"the last intact checkpoint is {run / 'checkpoints' / 'step_000001'}: rerun with --resume")
+    assert err.endswith(
+        f"the last intact checkpoint is {run / 'checkpoints' / 'step_000001'}: rerun with --resume"
+    )
     assert steps_on_disk(run) == [1] and no_temporaries(run)  # the save it died in left nothing behind
     assert main(argv(tmp_path, "learner", "--resume")) == 0
     assert train_steps(run) == [1, 2, 3]
@@ -175,7 +191,9 @@ def test_a_lost_training_data_actor_names_the_last_good_checkpoint(tmp_path, cap
     assert main(argv(tmp_path, "data"), hooks=At(2, lambda t: ray.kill(t.data, no_restart=True))) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("run stopped: the training-data actor was lost after step 1 (")
-    assert err.endswith(f"the last intact checkpoint is {run / 'checkpoints' / 'step_000001'}: rerun with --resume")
+    assert err.endswith(
+        f"the last intact checkpoint is {run / 'checkpoints' / 'step_000001'}: rerun with --resume"
+    )
     verify_manifest(run / "checkpoints" / "step_000001")
     assert train_steps(run) == [1] and steps_on_disk(run) == [1]
 
@@ -208,6 +226,9 @@ def test_a_learning_rate_that_blows_up_stops_with_the_last_good_checkpoint(finis
     assert "guard.divergence.spike_factor=1000" in err
     assert err.endswith(f"the last intact checkpoint is {run / 'checkpoints' / 'step_000003'}: lower learner.lr and "
                         "rerun with --resume")  # fmt: skip
-    assert steps_on_disk(run) == [2, 3]  # step 4's weights made the spike: its checkpoint is set aside (1 rotated out)
+    assert steps_on_disk(run) == [
+        2,
+        3,
+    ]  # step 4's weights made the spike: its checkpoint is set aside (1 rotated out)
     assert len(list((run / "checkpoints" / "set_aside").glob("step_000004.diverged.*"))) == 1
     assert train_steps(run)[-2:] == [3, 4]  # rows up to the stop; a resume rewinds step 4's
