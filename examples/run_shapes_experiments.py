@@ -170,7 +170,8 @@ def run_experiment(name: str, overrides: list[str], config_name: str | None = No
     """One training run; its output goes to `log` where given (runs side by side), else to this terminal."""
     config = CONFIGS / f"{config_name or name}.yaml"
     started = time.perf_counter()
-    cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), *overrides]
+    # --overwrite: a suite run that is not reused (--skip-existing) starts its run directory over.
+    cmd = [sys.executable, "-m", "rayunify.train", "--config", str(config), "--overwrite", *overrides]
     print(f"== {name}: {' '.join(cmd)}" + (f" > {log}" if log else ""), flush=True)
     if log is None:
         code = subprocess.run(cmd, cwd=ROOT).returncode

@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
         "referee); dotted overrides work as for `rayunify train`.",
     )  # fmt: skip
     ev.add_argument("--config", help="YAML config (e.g. the recipe a model was trained with)")
-    ev.add_argument("--run", help="a run directory: its config.yaml and its final_model (or latest checkpoint)")
+    ev.add_argument(
+        "--run", help="a run directory: its config.yaml and its newest finished state (final_model, or a newer intact "
+        "checkpoint), named on stderr"
+    )
     ev.add_argument("--model", help="shorthand for model.path=... (HF directory or builtin:NAME)")
     ev.add_argument("--samples", type=positive_int, help="images per prompt (default trainer.eval_samples_per_prompt)")
     ev.add_argument("--split", choices=["eval", "train"], default="eval", help="which side of the prompt set")
@@ -116,7 +119,9 @@ def _eval(args: argparse.Namespace) -> int:
         if args.run:
             config = config or str(Path(args.run) / "config.yaml")
             judge_set_model = judge_set_model or load_config(str(Path(args.run) / "config.yaml")).model.path
-            overrides.insert(0, f"model.path={run_model_path(args.run)}")
+            model_path, scoring = run_model_path(args.run)
+            print(scoring, file=sys.stderr)
+            overrides.insert(0, f"model.path={model_path}")
         if args.model:
             overrides.append(f"model.path={args.model}")
         cfg = load_config(config, overrides)

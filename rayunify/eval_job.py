@@ -211,20 +211,29 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, desc="rayunify eval", unit="prompt", dynamic_ncols=True)
 
 
-def run_model_path(run_dir: str | Path) -> str:
-    """The model a run directory holds: its exported final_model, else its latest checkpoint exported once to
-    `checkpoint_models/<step>` (so a run that was stopped can be scored without training further)."""
+def run_model_path(run_dir: str | Path) -> tuple[str, str]:
+    """The newest finished state of a run directory, and a line naming it: its exported final_model when no
+    intact checkpoint is newer (final.json records the final model's step), else the newest intact
+    checkpoint, exported once to `checkpoint_models/<step>` (so a run that was stopped, or resumed past its
+    final model, is scored as it is now)."""
+    from rayunify.driver.checkpointer import Checkpointer
+
     run = Path(run_dir)
-    if (run / "final_model" / "config.json").is_file():
-        return str(run / "final_model")
-    marker = run / "checkpoints" / "latest"
-    if not marker.is_file():
-        raise FileNotFoundError(f"run directory {run} has neither final_model/ nor checkpoints/latest")
-    step = marker.read_text().strip()
-    target = run / "checkpoint_models" / step
+    final = run / "final_model"
+    record = run / "final.json"
+    final_step = json.loads(record.read_text())["step"] if record.is_file() else None
+    found = Checkpointer(run / "checkpoints", keep=1).newest()
+    has_final = (final / "config.json").is_file()
+    if has_final and (found.step is None or (final_step is not None and final_step >= found.step)):
+        return str(final), f"scoring {final} (the finished run, step {final_step if final_step is not None else '?'})"
+    if found.path is None:
+        why = f" ({'; '.join(found.skipped)})" if found.skipped else ""
+        raise FileNotFoundError(f"run directory {run} has neither final_model/ nor an intact checkpoint{why}")
+    target = run / "checkpoint_models" / found.path.name
     if not (target / "config.json").is_file():
-        export_checkpoint(run, run / "checkpoints" / step, target)
-    return str(target)
+        export_checkpoint(run, found.path, target)
+    newer = f", newer than final_model's step {final_step}" if has_final else ""
+    return str(target), f"scoring checkpoint {found.path.name} (step {found.step}{newer}), exported to {target}"
 
 
 def export_checkpoint(run: Path, checkpoint: Path, target: Path) -> None:
@@ -241,7 +250,8 @@ def export_checkpoint(run: Path, checkpoint: Path, target: Path) -> None:
         raise FileNotFoundError(
             f"{states} is missing: checkpoints of ZeRO-3 runs are sharded; score the run's final_model instead"
         )
-    cfg = load_config(run / "config.yaml")
+    recorded = checkpoint / "config.yaml"  # the config the checkpoint was written with
+    cfg = load_config(recorded if recorded.is_file() else run / "config.yaml")
     unified = build_model(cfg.model)
     module_state = torch.load(states, map_location="cpu", weights_only=False)["module"]  # the run's own file
     PolicyModule(unified).load_state_dict(module_state)

@@ -20,11 +20,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _count_rows(path: Path) -> int:
+    with path.open() as stream:
+        return sum(1 for line in stream if line.strip())
+
+
 class RunLogger:
     def __init__(self, run_dir: Path, cfg: Config, resume: bool = False):
         self.run_dir = run_dir
         self.path = run_dir / "metrics.jsonl"
         self.file = self.path.open("a" if resume else "w")
+        self.rows = _count_rows(self.path) if resume else 0  # a checkpoint records it: a resume goes back to it
         self.start = time.time()
         self.wandb = None
         if cfg.logger.type == "wandb":
@@ -53,8 +59,25 @@ class RunLogger:
         row.update({k: _clean(v) for k, v in metrics.items()})
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
+        self.rows += 1
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in metrics.items() if isinstance(v, int | float)}, step=step)
+
+    def rewind(self, rows: int | None) -> Path | None:
+        """Back to the first `rows` rows (what the resumed checkpoint had seen): the rows after them, which
+        the resumed run logs again, move to metrics.dropped.<time>.jsonl. Returns that file (None: nothing
+        to drop, or `rows` unknown, from a checkpoint of an older version)."""
+        if rows is None or rows >= self.rows:
+            return None
+        self.file.close()
+        lines = self.path.read_text().splitlines(keepends=True)
+        aside = self.run_dir / f"metrics.dropped.{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        aside.write_text("".join(lines[rows:]))
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(lines[:rows]))
+        os.replace(tmp, self.path)
+        self.file, self.rows = self.path.open("a"), rows
+        return aside
 
     def log_image(self, step: int, key: str, path: Path, caption: str = "") -> None:
         if self.wandb is not None:

@@ -24,11 +24,12 @@ class FakeLearner:
         self.saved: list[str] = []
 
     def save_checkpoint(self, save_dir: str, tag: str) -> None:
-        Path(save_dir).mkdir(parents=True)
+        (Path(save_dir) / tag).mkdir(parents=True)
+        (Path(save_dir) / tag / "weights.bin").write_bytes(b"w" * len(self.saved))
         self.saved.append(save_dir)
 
     def load_checkpoint(self, load_dir: str, tag: str) -> None:
-        assert load_dir in self.saved
+        assert (Path(load_dir) / tag / "weights.bin").is_file()  # written into a temporary dir, renamed into place
 
 
 def driver_state(step: int) -> DriverState:
@@ -57,8 +58,8 @@ def test_driver_state_round_trips_through_weights_only_load(tmp_path):
     state = driver_state(step=4)
     checkpoints = Checkpointer(tmp_path / "checkpoints", keep=2)
     learner = FakeLearner()
-    path = checkpoints.save(state, learner)
-    assert checkpoints.latest() == path and path.name == "step_000004"
+    path = checkpoints.save(state, learner, "model: {}\n")
+    assert checkpoints.newest().path == path and path.name == "step_000004"
     torch.load(path / "driver.pt", weights_only=True)  # no pickled objects: loads without running code
     loaded = checkpoints.load(path, learner)
     assert (loaded.step, loaded.skipped_batches, loaded.guard) == (4, 3, state.guard)
@@ -79,9 +80,9 @@ def test_checkpoints_rotate_and_a_fresh_run_clears_them(tmp_path):
     checkpoints = Checkpointer(tmp_path / "checkpoints", keep=2)
     learner = FakeLearner()
     for step in (2, 4, 6):
-        checkpoints.save(DriverState(step, {}, {}, None, None, 0), learner)
+        checkpoints.save(DriverState(step, {}, {}, None, None, 0), learner, "")
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_000004", "step_000006"]
-    loaded = checkpoints.load(checkpoints.latest(), learner)
+    loaded = checkpoints.load(checkpoints.newest().path, learner)
     assert loaded.step == 6 and loaded.probe is None and loaded.fixed_images is None
     checkpoints.clear()
-    assert checkpoints.latest() is None
+    assert checkpoints.newest().path is None

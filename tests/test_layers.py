@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rayunify.training_data", "rayunify.export", "rayunify.report", "rayunify.weights",
             "rayunify.checkpoints", "rayunify.procs", "rayunify.runlog", "rayunify.preflight",
             "rayunify.health", "rayunify.prompt_files", "rayunify.levels", "rayunify.records", "rayunify.power",
+            "rayunify.divergence", "rayunify.manifest", "rayunify.runlock",
         ),
     ),  # fmt: skip
     ("plugins", (PLUGIN,)),

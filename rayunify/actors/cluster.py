@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,10 +44,12 @@ def init_ray(cfg: Config) -> bool:
     import ray
 
     clean_up_dead_clusters()
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address, cfg.ray.connect_timeout_s)
     if ray.is_initialized():
         return False
     _skip_dedup_notice()
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
@@ -71,6 +74,26 @@ def _skip_dedup_notice() -> None:
     from ray.util.debug import log_once
 
     log_once("log_dedup_warning")  # the key ray._private.ray_logging._warn_once checks
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """A named cluster answers within `timeout_s`, or one line says so: ray.init would wait for it for
+    minutes. `auto` is Ray's to resolve (it fails fast when there is no cluster)."""
+    from rayunify.preflight import UserError
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"ray.address={address!r} is not host:port (or ray://host:port, or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UserError(
+            f"ray.address={address}: nothing answers there within {timeout_s:g} s ({err.strerror or err}); start the "
+            "cluster (`ray start --head`), fix ray.address, or leave it unset for a local cluster"
+        ) from None
 
 
 def stop_ray() -> None:

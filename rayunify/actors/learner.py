@@ -306,7 +306,14 @@ class LearnerWorker:
         client_state = dict(client_state or {})
         # A checkpoint saved by plain DeepSpeed (e.g. an SFT warm start) has no version of ours.
         self.version = int(client_state.pop("learner_version", self.engine.global_steps))
+        # The optimizer's state came back with the learning rate it was saved with; a resumed run may change
+        # it (and the weight decay), so this run's settings apply from here on.
+        for group in self.engine.optimizer.param_groups:
+            group.update({k: v for k, v in self.optimizer_kwargs.items() if k in ("lr", "weight_decay")})
         return client_state
+
+    def learning_rates(self) -> list[float]:
+        return [float(group["lr"]) for group in self.engine.optimizer.param_groups]
 
 
 def node_ip_and_free_port() -> tuple[str, int]:

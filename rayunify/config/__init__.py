@@ -13,10 +13,13 @@ that name the key and the keys allowed there. A file may start from another with
   transport.py   the broadcast push's backend (a rule of the config alone)
   tree.py        the whole run (`Config`) and its other sections
   loading.py     load_config (inherit, overrides, renamed keys, errors that explain) and dump_config
+  divergence.py  the divergence guard's section (guard.divergence)
+  resume.py      which keys a resumed run may change (compared with the checkpoint's config)
 """
 
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig, GRPOConfig, RewardTermConfig, SFTConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.divergence import DivergenceConfig
 from rayunify.config.health import HealthConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
@@ -43,8 +46,9 @@ from rayunify.config.tree import (
 )
 
 __all__ = [
-    "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DPOConfig", "GRPOConfig",
-    "GuardConfig", "HFVLMJudgeConfig", "HealthConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources", "LearnerConfig",
+    "RENAMED_KEYS", "AlgorithmConfig", "Config", "ConfigError", "CurriculumConfig", "DivergenceConfig", "DPOConfig",
+    "GRPOConfig", "GuardConfig", "HFVLMJudgeConfig", "HealthConfig", "JanusModelConfig", "JudgeConfig", "JudgeResources",
+    "LearnerConfig",
     "LoggerConfig", "LoraConfig", "ModelConfig", "NoisyJudgeConfig", "PromptsConfig", "PythonJudgeConfig",
     "RayConfig", "Resources", "RewardTermConfig", "RolloutResources", "SFTConfig", "SamplingConfig",
     "SelfJudgeConfig", "ShapesCheckerJudgeConfig", "ShowoModelConfig",

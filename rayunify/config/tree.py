@@ -15,6 +15,7 @@ from pydantic import (
 from rayunify.builtins import PROMPT_SOURCES, prompt_source
 from rayunify.config.algorithms import AlgorithmConfig, DPOConfig
 from rayunify.config.base import Strict, variants
+from rayunify.config.divergence import DivergenceConfig
 from rayunify.config.health import HealthConfig
 from rayunify.config.judges import (
     HFVLMJudgeConfig,
@@ -175,7 +176,7 @@ class LearnerConfig(Strict):
     num_gpus: float = Field(0, ge=0, description="GPUs per rank.")
     resources: dict[str, float] = Field(default_factory=dict, description=_CUSTOM_RESOURCES_HELP)
     zero_stage: Literal[0, 1, 2, 3] = Field(2, description="DeepSpeed ZeRO stage: what the ranks shard.")
-    lr: float = Field(1e-5, gt=0, description="AdamW learning rate.")
+    lr: float = Field(1e-5, gt=0, allow_inf_nan=False, description="AdamW learning rate (finite, > 0).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
     batch_size: int = Field(
@@ -218,6 +219,9 @@ class GuardConfig(Strict):
     )
     stop_on_alarm: bool = Field(False, description="On an alarm: save a checkpoint and stop, with the measurements.")
     probe_size: int = Field(16, ge=0, description="Size of the frozen false-positive probe set (0: off).")
+    divergence: DivergenceConfig = Field(
+        default_factory=DivergenceConfig, description="Stop on a gradient-norm spike or collapse (docs/operations.md)."
+    )
 
 
 class LoggerConfig(Strict):
@@ -274,7 +278,13 @@ class TrainerConfig(Strict):
     )
     checkpoint_every: int = Field(10, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
-    resume: bool = Field(False, description="Continue from the run's latest checkpoint (`--resume` sets it).")
+    resume: bool | Literal["auto"] = Field(
+        False, description="true: continue from the newest intact checkpoint (refused if there is none); auto: the "
+        "same, or start fresh when the run directory holds no checkpoint (`--resume` / `--resume=auto` set it)."
+    )
+    overwrite: bool = Field(
+        False, description="A fresh start in a run directory that holds checkpoints deletes them (refused otherwise)."
+    )
     seed: int = Field(0, description="Seeds sampling, pairing and the data order (not the built-in base: model.builtin_seed).")
     output_dir: str = Field("runs", description="Where run directories go.")
     run_name: str = Field("run", description="The run directory's name under output_dir.")
@@ -306,6 +316,9 @@ class TrainerConfig(Strict):
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
     num_cpus: int | None = Field(None, description="CPUs of a local cluster this run starts. None: the machine's.")
+    connect_timeout_s: float = Field(
+        15.0, gt=0, description="ray.address: the most seconds to wait for the cluster to answer before giving up."
+    )
 
 
 class Config(Strict):

@@ -5,7 +5,9 @@
   build.py         the offline build: chunks of prompts, each handed to the data and checkpointed
   weight_sync.py   the one weight-push path (object store or broadcast) and the push group's lifecycle
   monitor.py       evaluation, the false-positive probe, fixed-image re-judging, the guard, image logs
-  checkpointer.py  save / restore / rotate checkpoints with a typed driver state
+  checkpointer.py  atomic, verified checkpoints (temporary dir + manifest + rename), newest intact on resume
+  rundir.py        the run's lock, resume-or-fresh and its refusals, the config a resume may change
+  stopping.py      SIGINT/SIGTERM at step boundaries, the one-line failures (lost actors, divergence)
   runtime.py       Ray start-up, `ray_get` with actor death as one exception, the actors of a run
 
 Only the CLI entry (`rayunify.train`) imports this package.

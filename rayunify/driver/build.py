@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
-from rayunify.driver.checkpointer import DriverState
+from rayunify.driver.checkpointer import CheckpointError, DriverState
 from rayunify.driver.monitor import guard_records
 from rayunify.driver.runtime import ray_get
 from rayunify.metrics import VerdictRecord
@@ -102,8 +102,13 @@ def save_build(path: Path, state: DriverState, progress: BuildProgress) -> None:
 def load_build(path: Path) -> tuple[DriverState, BuildProgress] | None:
     if not path.is_file():
         return None
-    saved = torch.load(path, weights_only=True)
-    return DriverState.from_plain(saved["driver"]), BuildProgress.from_plain(saved["build"])
+    try:
+        saved = torch.load(path, weights_only=True)
+        return DriverState.from_plain(saved["driver"]), BuildProgress.from_plain(saved["build"])
+    except Exception as err:  # written whole and renamed, so only damage after the fact gets here
+        raise CheckpointError(
+            f"build checkpoint {path} is unreadable ({type(err).__name__}); start the build over with --overwrite"
+        ) from err
 
 
 class OfflineBuild:
@@ -127,6 +132,7 @@ class OfflineBuild:
             self.build_chunk(index, prompts[index * size : (index + 1) * size])
             save_build(self.path, t.driver_state(), self.progress)
             t.hooks.after_build_chunk(t, index)
+            t.safeguards.stop_if_requested()  # SIGINT/SIGTERM: the build checkpoint just written is where a resume goes on
         # The build's samples are the first fresh ones: the guard checks them once, every chunk's together
         # (its reference already scored a share of them).
         guard = t.monitor.check_records(0, self.progress.records, self.progress.record_prompts)
@@ -144,7 +150,7 @@ class OfflineBuild:
         metrics = ray_get(t.data.add_groups.remote(group_by_prompt(collected.judged), 0))
         metrics["time/pair_s"] = time.perf_counter() - started
         self.progress.add(metrics, collected.judged)
-        for warning in t.health.observe_verdicts(f"offline build, chunk {index + 1}", [j.judgement for j in collected.judged]):
+        for warning in t.safeguards.health.observe_verdicts(f"offline build, chunk {index + 1}", [j.judgement for j in collected.judged]):
             t.progress.write(warning)
 
 

@@ -27,6 +27,15 @@ def ray_get(ref: Any) -> Any:
         raise
 
 
+def is_actor_death(err: BaseException) -> bool:
+    """Whether `err` says an actor died (directly, or as the cause of a task's error)."""
+    import ray
+
+    if isinstance(err, ActorDied | ray.exceptions.RayActorError):
+        return True
+    return isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, ray.exceptions.RayActorError)
+
+
 @dataclass
 class Actors:
     """Every actor of a run: the training-data service, rollout and judge groups, the learner ranks."""

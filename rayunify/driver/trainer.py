@@ -7,6 +7,7 @@ and SFT, `GRPOLearning`).
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from functools import partial
@@ -15,20 +16,18 @@ from typing import Any
 
 from rayunify.config import Config, dump_config
 from rayunify.config.transport import push_backend
-from rayunify.driver.build import BUILD_FILE, OfflineBuild, group_by_prompt, load_build
-from rayunify.driver.checkpointer import Checkpointer, DriverState
+from rayunify.driver.build import OfflineBuild, group_by_prompt
+from rayunify.driver.checkpointer import DriverState
 from rayunify.driver.collector import Collected, Collector, Pending
 from rayunify.driver.grpo import GRPOLearning
 from rayunify.driver.monitor import Monitor, reference_fraction
 from rayunify.driver.preference import PreferenceLearning
-from rayunify.driver.runtime import make_progress, ray_get, start_actors
+from rayunify.driver.rundir import FINAL_MODEL, FINAL_RECORD, RunDirectory
+from rayunify.driver.runtime import is_actor_death, make_progress, ray_get, start_actors
+from rayunify.driver.safeguards import Safeguards, order_curriculum, restore
+from rayunify.driver.stopping import actor_lost
 from rayunify.driver.weight_sync import WeightSync
-from rayunify.health import TrainingHealth
 from rayunify.types import JudgedSample
-
-
-class LearnerFailure(RuntimeError):
-    """The learner could not take a step (e.g. a non-finite loss); the message says how to resume."""
 
 
 class Hooks:
@@ -48,24 +47,32 @@ class Trainer:
     """Builds the run's actors and collaborators at construction; `run()` trains and always tears down."""
 
     def __init__(self, cfg: Config, hooks: Hooks | None = None) -> None:
-        from rayunify.builtins import is_builtin, resolve_model_path
-        from rayunify.preflight import check_prompt_lengths, check_run
-        from rayunify.runlog import RunLogger
+        from rayunify.preflight import check_run
 
         prompt_set = check_run(cfg)  # before anything starts: a bad path or judge is one clear line
         print("\n".join(prompt_set.describe()))
-        train_prompts, eval_prompts = prompt_set.train, prompt_set.eval
-        self.train_prompts = train_prompts
+        self.train_prompts = prompt_set.train
         self.hooks = hooks or Hooks()
-        self.run_dir = Path(cfg.trainer.output_dir) / cfg.trainer.run_name
-        self.checkpoints = Checkpointer(self.run_dir / "checkpoints", cfg.trainer.keep_checkpoints)
+        self.directory = RunDirectory(cfg)
+        self.run_dir, self.checkpoints = self.directory.path, self.directory.checkpoints
         self.build = OfflineBuild(self)  # an offline run's data set; resumable chunk by chunk
-        resumable = self.checkpoints.latest() is not None or (self.checkpoints.root / BUILD_FILE).is_file()
-        self.resume = cfg.trainer.resume and resumable
-        if not self.resume:
-            self.checkpoints.clear()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        plan = self.directory.open()  # the run's lock, then resume or a fresh start (or a one-line refusal)
+        self.resume, self.resumed_from = plan.resume, plan.found.path
+        self.resources = ExitStack()  # the lock, every actor, the logger, the progress bar: closed in reverse
+        self.resources.callback(self.directory.lock.release)
+        try:
+            self.start(cfg, prompt_set.train, prompt_set.eval)
+        except BaseException:
+            self.resources.close()
+            raise
+
+    def start(self, cfg: Config, train_prompts: list[Any], eval_prompts: list[Any]) -> None:
+        from rayunify.builtins import is_builtin, resolve_model_path
+        from rayunify.preflight import check_prompt_lengths
+        from rayunify.runlog import RunLogger
+
         dump_config(cfg, self.run_dir / "config.yaml")
+        self.config_yaml = (self.run_dir / "config.yaml").read_text()  # each checkpoint records it
         if is_builtin(cfg.model.path):  # built once here, with its progress bar; actors load the cached copy
             path = resolve_model_path(cfg.model.path, seed=cfg.model.builtin_seed)
             cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"path": path})})
@@ -73,16 +80,11 @@ class Trainer:
         self.cfg, self.dpo = cfg, cfg.algorithm.type == "dpo"
         self.step = self.skipped_batches = 0
         self.trained = False  # whether the latest learner step had anything to train on
-        self.health = TrainingHealth(cfg.health, judge_name=cfg.judge.type)
-        self.resources = ExitStack()  # every actor, the logger, the progress bar: closed in reverse order
-        try:
-            actors = start_actors(cfg, train_prompts, self.resources)
-            self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
-            self.resources.callback(self.logger.close)
-            self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
-        except BaseException:
-            self.resources.close()
-            raise
+        self.safeguards = Safeguards(self, cfg)
+        actors = start_actors(cfg, train_prompts, self.resources)
+        self.logger = RunLogger(self.run_dir, cfg, resume=self.resume)
+        self.resources.callback(self.logger.close)
+        self.progress = self.resources.enter_context(make_progress(cfg.trainer.steps))
         self.data, self.learner = actors.data, actors.learner
         backend = push_backend(cfg.learner.num_gpus, cfg.push_receiver_gpus())  # nccl only on distinct GPUs
         self.sync = WeightSync(self.learner, actors.receivers, cfg.learner.weight_transport, backend,
@@ -103,35 +105,22 @@ class Trainer:
     def run(self) -> None:
         try:
             if self.resume:
-                self.restore()
+                restore(self)
             else:
                 start = self.monitor.start()
-                self.logger.log(0, {**start, **self.order_curriculum()})
+                self.logger.log(0, {**start, **order_curriculum(self)})
+            self.safeguards.stop_if_requested()
             if self.cfg.trainer.mode == "online":
                 self.train_online()
             else:
                 self.train_offline()
             self.finish()
+        except Exception as err:
+            if is_actor_death(err):  # the training data or a learner rank: its state is gone with it
+                raise actor_lost(err, self.step, self.checkpoints) from err
+            raise
         finally:
             self.resources.close()
-
-    def order_curriculum(self) -> dict[str, float]:
-        """Adaptive curriculum without `curriculum.levels`: levels by the start evaluation's acceptance rate,
-        highest first (file order breaks ties), said on stdout and logged as curriculum/level/<category>."""
-        from rayunify.levels import levels_by_acceptance
-        from rayunify.prompts import curriculum_levels
-
-        cur = self.cfg.curriculum
-        if cur.type != "adaptive":
-            return {}
-        file_order = curriculum_levels(self.train_prompts, cur.levels)
-        if cur.levels is not None:  # the user's order wins
-            self.progress.write(f"curriculum levels as configured, easiest first: {', '.join(file_order)}")
-            return {f"curriculum/level/{category}": float(level) for level, category in enumerate(file_order)}
-        order = levels_by_acceptance(file_order, self.monitor.start_acceptance)
-        ray_get(self.data.set_levels.remote(order.levels))
-        self.progress.write(order.describe())
-        return order.metrics()
 
     def train_online(self) -> None:
         cfg = self.cfg.trainer
@@ -143,7 +132,7 @@ class Trainer:
             if cfg.sync == "async" and self.step + 1 < cfg.steps:
                 pending = self.collector.launch(self.step + 1, self.next_prompts())  # overlaps training
             train_metrics = self.learner_step()  # DPO or SFT on a difficulty-ranked batch
-            self.check_health([j.judgement for j in collected.judged])
+            self.safeguards.check_health([j.judgement for j in collected.judged])
             push_metrics = self.push_weights() if (self.step + 1) % cfg.push_every == 0 else {}
             if self.due_replay(self.step):  # Algorithm 2: regenerate the discard pool with the current model
                 data_metrics.update(self.replay_discard_pool(self.step))
@@ -169,7 +158,7 @@ class Trainer:
                 epoch, left, begun = self.begin_epoch(epoch + 1)
                 metrics.update(begun)
             metrics.update(self.learner_step())
-            self.check_health([])
+            self.safeguards.check_health([])
             left -= 1
             if (self.step + 1) % cfg.push_every == 0:
                 metrics.update(self.push_weights())
@@ -241,28 +230,14 @@ class Trainer:
         try:
             metrics = self.algorithm.train(items, self.step)
         except Exception as err:  # the learner's error, e.g. a non-finite loss; weights were not touched
-            raise self.learner_failed(err) from err
+            if is_actor_death(err):
+                raise
+            raise self.safeguards.learner_failed(err) from err
+        self.safeguards.check_divergence(metrics)
         metrics.update(counts)
         metrics.update({"time/train_s": time.perf_counter() - started, "train/skipped_batches": float(self.skipped_batches)})
         metrics["train/staleness_max"] = float(max(self.algorithm.lags(items, version)))
         return metrics
-
-    def check_health(self, verdicts: list[Any]) -> None:
-        """Warn when the judge answers off-format or nothing was trained on; stop after health.patience."""
-        for warning in self.health.observe_step(self.step, self.trained, verdicts):
-            self.progress.write(warning)
-
-    def learner_failed(self, err: Exception) -> LearnerFailure:
-        """End the run with a clear message; checkpoint now if the learner is still alive."""
-        where = "no new checkpoint (the learner is gone)"
-        try:
-            where = f"checkpoint written: {self.save_checkpoint()}"
-        except Exception:  # noqa: BLE001 - the learner may be dead; the last periodic checkpoint remains
-            latest = self.checkpoints.latest()
-            if latest is not None:
-                where = f"resume from {latest}"
-        cause = getattr(err, "cause", None) or err
-        return LearnerFailure(f"learner failed at step {self.step}: {cause}; {where}; rerun with --resume.")
 
     def push_weights(self) -> dict[str, float]:
         stats = self.sync.push()
@@ -286,43 +261,28 @@ class Trainer:
         )
         if self.step % cfg.checkpoint_every == 0:
             self.save_checkpoint()
+        self.safeguards.stop_if_requested()
 
     def finish(self) -> None:
         self.push_weights()
         self.logger.log(self.step, self.monitor.evaluate_all("final", self.step))
         self.save_checkpoint()
-        export = self.collector.on_first_rollout("export", str(self.run_dir / "final_model"))
+        export = self.collector.on_first_rollout("export", str(self.run_dir / FINAL_MODEL))
+        (self.run_dir / FINAL_RECORD).write_text(json.dumps({"step": self.step, "path": FINAL_MODEL}))
         self.progress.write(finish_message(self.step, self.run_dir, self.logger, export))
 
     def driver_state(self) -> DriverState:
         m = self.monitor
         data = ray_get(self.data.state_dict.remote())
-        return DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches)
+        divergence = self.safeguards.divergence_state()
+        return DriverState(self.step, data, m.guard.state_dict(), m.probe, m.fixed_images, self.skipped_batches,
+                           self.logger.rows, divergence)  # fmt: skip
 
     def save_checkpoint(self) -> Path:
-        return self.checkpoints.save(self.driver_state(), self.learner)
-
-    def restore(self) -> None:
-        """Learner, buffer, curriculum, guard and step from the latest checkpoint (or, with none yet, from an
-        offline build's checkpoint: the learner has not stepped); then weights are re-pushed to every actor
-        before anything is generated."""
-        path = self.checkpoints.latest()
-        build = load_build(self.checkpoints.root / BUILD_FILE)
-        if build is not None:
-            self.build.progress = build[1]  # a step checkpoint comes after the build: it is finished
-        if path is not None:
-            state = self.checkpoints.load(path, self.learner)
-        else:
-            assert build is not None
-            path, state = self.checkpoints.root / BUILD_FILE, build[0]
-        ray_get(self.data.load_state_dict.remote(state.data))
-        self.monitor.guard.load_state_dict(state.guard)
-        self.monitor.probe, self.monitor.fixed_images = state.probe, state.fixed_images
-        self.monitor.judge_set = self.monitor.load_judge_set()
-        self.skipped_batches, self.step = state.skipped_batches, state.step
-        self.progress.update(self.step)
-        self.push_weights()  # nothing to push when the learner never stepped
-        self.progress.write(f"resumed from {path} at step {self.step}")
+        """This step's checkpoint; one already written for it is never written again."""
+        return self.checkpoints.intact(self.step) or self.checkpoints.save(
+            self.driver_state(), self.learner, self.config_yaml
+        )
 
 
 def max_staleness(trainer: Any) -> int | None:
