@@ -125,6 +125,10 @@ class Checkpointer:
             return Found(path, int(manifest["step"]), skipped)
         return Found(None, None, skipped)
 
+    def latest(self) -> Path | None:
+        """The newest intact checkpoint (what a resume takes), or None."""
+        return self.newest().path
+
     def intact(self, step: int) -> Path | None:
         """The checkpoint of `step` when it is there whole (sizes checked; the save is what wrote it)."""
         path = self.root / f"step_{step:06d}"
