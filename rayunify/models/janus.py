@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from rayunify.checkpoints import check_model_dir
 from rayunify.judges import question
 from rayunify.models.base import GenerationOutput, TeacherForcedJudge, UnifiedModel, check_judge_batch
-from rayunify.models.decoding import EagerDecoder, GraphDecoder, token_positions
+from rayunify.models.decoding import KV_BUCKET, EagerDecoder, GraphDecoder, token_positions
 from rayunify.models.kvcache import PreallocatedKV
 from rayunify.types import Geometry, Judgement, SamplingSettings
 
@@ -61,6 +61,8 @@ class JanusUnifiedModel(UnifiedModel):
         # auto: CUDA-graph replay of the decode step on GPUs (GraphDecoder), eager steps elsewhere;
         # "static" runs the graph's fixed-shape step without capturing it (to test it on CPU).
         self.decode_mode: Literal["auto", "eager", "static", "graph"] = "auto"
+        # KV slots per graph bucket: a graph step reads the cache up to the end of its bucket (0: the whole buffer).
+        self.decode_bucket = KV_BUCKET
         lm = self.language_model
         self._lean_decode = all(hasattr(lm, a) for a in ("layers", "norm", "rotary_emb")) and (
             lm.config._attn_implementation in ("sdpa", "eager")
@@ -271,7 +273,7 @@ class JanusUnifiedModel(UnifiedModel):
         if mode == "auto":
             mode = "graph" if self.device.type == "cuda" else "eager"
         if mode in ("graph", "static") and self._lean_decode:
-            return GraphDecoder(self, hidden, cache, mask, guidance_scale, capture=mode == "graph")
+            return GraphDecoder(self, hidden, cache, mask, guidance_scale, capture=mode == "graph", bucket=self.decode_bucket)
         return EagerDecoder(self, hidden, cache, mask, guidance_scale)
 
     def _decode_layers(self, embeds, attend, positions, cache) -> torch.Tensor:
