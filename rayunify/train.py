@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML file under configs/ or examples/")
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="validate and build every part without weights")
+    parser.add_argument("--allow-over-memory", action="store_true",
+                        help="with --dry-run: report a memory estimate above the GPUs' memory instead of failing")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 judge.type=self")
     args = parser.parse_args(argv)
     try:
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         from rayunify.dryrun import dry_run
 
-        return dry_run(cfg)
+        return dry_run(cfg, allow_over_memory=args.allow_over_memory)
     try:
         Trainer(cfg).run()
     except UserError as err:

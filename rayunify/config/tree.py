@@ -382,6 +382,13 @@ class TrainerConfig(Strict):
 class RayConfig(Strict):
     address: str | None = Field(None, description="None: start a local cluster; 'auto' inside `ray job submit`.")
     num_cpus: int | None = None
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of each GPU the run will use, in GiB (an 80 GB H100 holds 79.6): the dry run fails "
+        "when its estimate for the worst-packed GPU is above it (`--allow-over-memory` to go on). None: this "
+        "machine's GPU, or no check without one.",
+    )
 
 
 class Config(Strict):
