@@ -177,6 +177,15 @@ def rollout_prompts_per_call(cfg: Config) -> int:
     return min(share, max(1, cfg.rollout.max_rows // cfg.sampling.rows_per_prompt()))  # as workers.prompts_per_call
 
 
+def _learner_micro_batch(cfg: Config, deepspeed_micro: int) -> int:
+    """Items one rank's forward holds: GRPO's `learner.batch_size` counts prompt groups and trains in
+    mini-batches of `algorithm.mini_batch_size` images (all of a step's images when unset)."""
+    if cfg.algorithm.type != "grpo":
+        return deepspeed_micro
+    images = cfg.algorithm.mini_batch_size or cfg.learner.batch_size * cfg.sampling.samples_per_prompt
+    return -(-images // cfg.learner.num_ranks)
+
+
 def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
     ds = deepspeed_config(cfg)
     dpo = cfg.algorithm.type == "dpo"
@@ -187,7 +196,7 @@ def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
         learner_bf16=cfg.learner.bf16,
         zero_stage=cfg.learner.zero_stage,
         learner_ranks=cfg.learner.num_ranks,
-        micro_batch=ds["train_micro_batch_size_per_gpu"],
+        micro_batch=_learner_micro_batch(cfg, ds["train_micro_batch_size_per_gpu"]),
         sequences_per_item=2 if dpo else 1,
         guided_logprobs=cfg.sampling.geometry == "cfg",
         keeps_reference_copy=reference and cfg.model.trainable != "lora",

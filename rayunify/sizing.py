@@ -1,11 +1,14 @@
 """Memory a run needs per GPU, estimated from the model's shape and the config before anything is loaded.
 
 Pure arithmetic (no torch, ray or deepspeed), so the dry run can answer "does a 7B full fine-tune with ZeRO-2
-fit on 80 GB cards?" in seconds. The terms follow the usual mixed-precision accounting for DeepSpeed ZeRO:
-parameters in the model dtype, gradients in the same dtype, AdamW's two fp32 moments plus an fp32 master copy
-when training in bf16; stage 1 shards the optimizer state over the learner ranks, stage 2 also the gradients,
-stage 3 also the parameters. Activations are an estimate (about 34 bytes per token, hidden unit and layer at
-16 bits for a transformer layer without recomputation); the KV cache is exact for the configured batch.
+fit on 80 GB cards?" in seconds. The learner's terms follow mixed-precision DeepSpeed ZeRO: parameters and
+gradients in the model dtype, the fp32 gradient copy, master weights and AdamW's two moments, DeepSpeed's own
+buckets and partitions; stage 1 shards the optimizer state over the ranks, stage 2 also the gradients,
+stage 3 also the parameters. Activations, the KV cache, the VQ decode and the judge's passes are per token,
+hidden unit and layer (or per logit, per pixel), with constants measured at Janus-Pro-1B's real width by
+benchmarks/bench_real_scale.py (docs/real-scale.md has the table). `with_gpu_margin` adds what a CPU
+cannot measure (CUDA context, allocator fragmentation, NCCL buffers); `fit_problem` is the dry run's verdict
+against the GPUs' memory, with the changes that would fit.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ from typing import Any
 GIB = 2**30
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Constants measured at Janus-Pro-1B's real width on CPU (benchmarks/bench_real_scale.py, docs/real-scale.md).
-_TRAIN_BYTES_PER_TOKEN_UNIT_LAYER = 34  # saved for backward per token, hidden unit and layer, at 16 bits
+_TRAIN_BYTES_PER_TOKEN_UNIT_LAYER = 58  # saved for backward per token, hidden unit and layer, at 16 bits
 _TRAIN_HEAD_BYTES_PER_LOGIT = 18  # image-head logits: bf16 out, fp32 log-softmax kept, and their gradients
-_NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER = 10  # keys and values cached by the language model, and the step transient
+_NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER = 6  # keys and values the language model caches (4), and the step transient
 _NO_GRAD_HEAD_BYTES_PER_LOGIT = 10  # bf16 logits, their fp32 copy and fp32 log-softmax
-_VQ_DECODE_BYTES_PER_PIXEL = 2048  # the VQ decoder's widest activations (channels x 2 bytes, a few alive)
-_JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 64  # the vision tower's transient per patch and hidden unit
-_JUDGE_KV_FACTOR = 2  # the judge's cache grows by concatenation: a layer's old and new copies coexist
+_VQ_DECODE_BYTES_PER_PIXEL = 1400  # the VQ decoder at full resolution: 128 channels, a few tensors alive
+_JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 120  # the vision tower's transient per patch and hidden unit
 _REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's reduce_bucket_size default
-_ZERO3_LIVE_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
+_ZERO3_PREFETCH_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
+_ZERO3_EXTRA_BYTES = 10  # ZeRO-3's flat partitions per trainable parameter beyond ZeRO-2's terms
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def learner_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
         "gradients": model.trainable_params * gradient_bytes / shard["grad"],
         "optimizer": model.trainable_params * optimizer_bytes / shard["opt"],
         "reference_copy": model.language_model_params * param_bytes if run.keeps_reference_copy else 0,
-        "buffers": _deepspeed_buffers(model, run, param_bytes),
+        "buffers": _deepspeed_buffers(model, run, param_bytes, shard["grad"]),
         "activations": layers + head,
     }
     return {name: value / GIB for name, value in terms.items()}
@@ -99,12 +102,14 @@ def learner_rows(run: RunShape) -> int:
     return run.micro_batch * run.sequences_per_item * (2 if run.guided_logprobs else 1)
 
 
-def _deepspeed_buffers(model: ModelShape, run: RunShape, param_bytes: int) -> float:
-    """DeepSpeed's gradient reduce bucket (ZeRO-1/2: up to `reduce_bucket_size` elements) or ZeRO-3's
-    prefetch and live-parameter buckets, at its default sizes."""
+def _deepspeed_buffers(model: ModelShape, run: RunShape, param_bytes: int, grad_shard: int) -> float:
+    """What DeepSpeed holds beyond the textbook terms, measured on one rank: ZeRO-1/2's reduce bucket (up to
+    `reduce_bucket_size` elements) and flat gradient partition; ZeRO-3's flat parameter and gradient
+    partitions beside the gathered parameters, and its prefetch bucket."""
+    trainable = model.trainable_params
     if run.zero_stage == 3:
-        return min(model.trainable_params, _ZERO3_LIVE_ELEMENTS) * param_bytes
-    return min(model.trainable_params, _REDUCE_BUCKET_ELEMENTS) * param_bytes
+        return trainable * _ZERO3_EXTRA_BYTES / run.learner_ranks + min(trainable, _ZERO3_PREFETCH_ELEMENTS) * param_bytes
+    return min(trainable, _REDUCE_BUCKET_ELEMENTS) * param_bytes + trainable * param_bytes / grad_shard
 
 
 def kv_cache_bytes(model: ModelShape, rows: int, dtype: str, length: int | None = None) -> int:
@@ -137,7 +142,8 @@ def judge_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
     image, then the question and image tokens through the language model with their KV cache."""
     rows = run.judge_rows
     vision = rows * model.num_image_tokens * model.vision_hidden * _JUDGE_VISION_BYTES_PER_TOKEN_UNIT
-    text = kv_cache_bytes(model, rows, run.dtype) * _JUDGE_KV_FACTOR
+    tokens = rows * (model.prompt_tokens + model.num_image_tokens)
+    text = tokens * model.hidden_size * model.num_layers * _NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER * _bytes(run.dtype) / 2
     return {"weights": model.total_params * _bytes(run.dtype) / GIB, "activations": (vision + text) / GIB}
 
 
