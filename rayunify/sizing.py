@@ -25,7 +25,7 @@ _TRAIN_BYTES_PER_TOKEN_UNIT_LAYER = 58  # saved for backward per token, hidden u
 _TRAIN_HEAD_BYTES_PER_LOGIT = 18  # image-head logits: bf16 out, fp32 log-softmax kept, and their gradients
 _NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER = 6  # keys and values the language model caches (4), and the step transient
 _NO_GRAD_HEAD_BYTES_PER_LOGIT = 10  # bf16 logits, their fp32 copy and fp32 log-softmax
-_VQ_DECODE_BYTES_PER_PIXEL = 1400  # the VQ decoder at full resolution: 128 channels, a few tensors alive
+_VQ_DECODE_BYTES_PER_PIXEL = 1500  # the VQ decoder at full resolution: 128 channels, a few tensors alive
 _JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 120  # the vision tower's transient per patch and hidden unit
 _REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's reduce_bucket_size default
 _ZERO3_PREFETCH_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
@@ -130,10 +130,12 @@ def rollout_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
     """GiB per rollout actor: its model copy, the KV cache of one generate call and the VQ decoder's
     activations turning that call's tokens into pixels."""
     images = run.rollout_rows // 2 if run.rollout_rows > 1 else 1  # CFG twins make no image
+    kv = kv_cache_bytes(model, run.rollout_rows, run.dtype)
+    decode = images * model.image_pixels * _VQ_DECODE_BYTES_PER_PIXEL
     return {
         "weights": model.total_params * _bytes(run.dtype) / GIB,
-        "kv_cache": kv_cache_bytes(model, run.rollout_rows, run.dtype) / GIB,
-        "decode": images * model.image_pixels * _VQ_DECODE_BYTES_PER_PIXEL / GIB,
+        "kv_cache": kv / GIB,
+        "decode": max(0.0, decode - kv) / GIB,  # the cache is freed before the pixels are decoded
     }
 
 
