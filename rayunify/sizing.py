@@ -264,15 +264,14 @@ def memory_fixes(cfg: Any, model: ModelShape, run: RunShape, judge_holds_model: 
             fixes.append(f"{label} ({need(m, r):.1f} GiB)")
     if fixes:
         return fixes
-    chosen, kinds = [], set()
+    chosen: dict[str, str] = {}  # kind -> its latest value: a later pick of the same kind replaces it
     while need(model, run) > gpu_gib:
-        options = [(need(m, r), label, m, r) for label, m, r in _candidates(model, run) if label.split("=")[0] not in kinds]
-        if not options:
-            return []
-        best, label, model, run = min(options, key=lambda o: o[0])
-        kinds.add(label.split("=")[0])
-        chosen.append(label)
-    return [" and ".join(chosen) + f" together ({need(model, run):.1f} GiB)"]
+        best, label, m, r = min(((need(m, r), label, m, r) for label, m, r in _candidates(model, run)), key=lambda o: o[0])
+        if best >= need(model, run):
+            return []  # nothing the dry run knows of lowers the worst GPU further
+        chosen[label.split("=")[0]] = label
+        model, run = m, r
+    return [" and ".join(chosen.values()) + f" together ({need(model, run):.1f} GiB)"]
 
 
 def _halvings(value: int) -> list[int]:

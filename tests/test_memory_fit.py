@@ -80,3 +80,12 @@ def test_offline_rollout_rows_come_from_the_build_chunk_bounded_by_max_rows():
     assert unbounded.rollout_rows == 256 * 10 * 2  # a chunk's prompts x samples x CFG twins in one call
     _, _, bounded = recipe_estimate(recipe, "rollout.max_rows=100")
     assert bounded.rollout_rows == 100 and bounded.rollout_prompts == 5
+
+
+def test_when_no_single_change_fits_a_combination_is_named():
+    recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
+    cfg, shape, run = recipe_estimate(recipe, "learner.batch_size=64", "rollout.max_rows=null")
+    problem = sizing.fit_problem(cfg, shape, run, preflight.judge_holds_model(cfg), 79.6)
+    assert "2 x rollout actor (448.2 GiB each)" in problem
+    fix = problem.split("this fits: ")[1]
+    assert "rollout.max_rows=" in fix and " and learner." in fix and "together" in fix
