@@ -11,6 +11,7 @@ in the layer count, extrapolated to 24 layers, checked once against a full-depth
 with `rayunify.sizing`'s estimate for the same config, term by term.
 
     python benchmarks/bench_real_scale.py                       # 2 and 4 layers, full-depth reference pass
+    python benchmarks/bench_real_scale.py --learner-layers 1 2 --results runs/real-scale   # as docs/real-scale.md
     python benchmarks/bench_real_scale.py --layers 1 --full-check none --roles judge reference
     python benchmarks/bench_real_scale.py --worker learner_zero2 --at 2   # one role, one depth (JSON line)
 
