@@ -9,6 +9,8 @@
 #   2. online DPO steps on the Janus-Pro-1B architecture (random weights, bf16) without Ray: generate, judge,
 #      pair, one-rank DeepSpeed ZeRO-2 (NCCL world of one), push to the rollout model and the live self-judge
 #   3. rollout at 4, 16 and 64 prompts x 4 images against transformers' generate, with the bandwidth bound,
+#      the bucketed graph decode (the default) against the same decoder reading the whole KV buffer, bytes
+#      moved per step against the bound's,
 #      and a profile of one uncaptured decode at 16 prompts (what bounds the step: $OUT/decode_profile.txt)
 # Figures go to $OUT (./gpu_out without it); each part has its own time limit, so one that hangs costs only
 # its share, and the rest still run.
@@ -40,7 +42,7 @@ parts=" ${*:-tests online rollout} "
 [[ $parts == *" online "* ]] && part online_steps 210 python3 benchmarks/gpu_online_steps.py --arch janus-pro-1b \
   --steps 4 --warmup 1 --prompts 16 --n 4 --batch 4 --max-rows 64 --verify
 [[ $parts == *" rollout "* ]] && part bench_rollout 330 python3 benchmarks/bench_rollout.py --arch janus-pro-1b \
-  --dtype bfloat16 --device cuda --batch 4 16 64 --n 4 --repeats 1 --profile-prompts 16 \
+  --dtype bfloat16 --device cuda --batch 4 16 64 --n 4 --repeats 1 --whole-buffer --profile-prompts 16 \
   --profile-out "$OUT/decode_profile.txt"
 grep -h -e "ratio=" "$OUT"/online_steps.txt "$OUT"/bench_rollout.txt 2>/dev/null | tee -a "$OUT/summary.txt"
 echo "gpu suite: $(( $(date +%s) - started )) s" | tee -a "$OUT/summary.txt"

@@ -19,14 +19,16 @@ from rayunify.sizing import (
     ModelShape,
     RunShape,
     describe,
+    fit_problem,
     learner_memory,
     placement_problems,
+    role_tenants,
     rollout_memory,
-    total,
+    worst_gpu,
 )
 
 
-def dry_run(cfg: Config) -> int:
+def dry_run(cfg: Config, allow_over_memory: bool = False) -> int:
     lines = [f"config OK: {cfg.trainer.mode} {cfg.algorithm.type}, {cfg.trainer.sync}, judge={cfg.judge.type}"]
     try:
         preflight.check_algorithm(cfg)
@@ -39,7 +41,7 @@ def dry_run(cfg: Config) -> int:
         lines += _resources(cfg)
         lines.append(_learner_summary(cfg))
         if model.config is not None:
-            lines += _model_sizes(cfg, model.config)
+            lines += _model_sizes(cfg, model.config, allow_over_memory)
     except preflight.UserError as err:
         # What was checked so far, then the problem: the answer a dry run exists to give, not a traceback.
         print("\n".join(lines))
@@ -90,7 +92,7 @@ def _learner_summary(cfg: Config) -> str:
     )
 
 
-def _model_sizes(cfg: Config, config: Any) -> list[str]:
+def _model_sizes(cfg: Config, config: Any, allow_over_memory: bool = False) -> list[str]:
     shape = model_shape(cfg, config)
     run = run_shape(cfg, shape)
     trainable = "LoRA adapters" if cfg.model.trainable == "lora" else "the language model"
@@ -103,11 +105,32 @@ def _model_sizes(cfg: Config, config: Any) -> list[str]:
         f"memory per learner GPU (estimate): {describe(learner)}",
         f"memory per rollout GPU (estimate, {run.rollout_rows} rows a generate call): {describe(rollout)}",
     ]
-    fractions = (cfg.learner.num_gpus, cfg.rollout.num_gpus, cfg.judge_actors.num_gpus)
-    if all(0 < f < 1 for f in fractions) and sum(fractions) <= 1:  # Ray packs the three roles onto one GPU
-        judge = rollout["weights"] if preflight.judge_holds_model(cfg) else 0.0
-        lines.append(f"one GPU shared by a learner rank, a rollout and a judge actor: {total(learner) + total(rollout) + judge:.1f} GiB")
-    return lines
+    return lines + memory_verdict(cfg, shape, run, allow_over_memory)
+
+
+def memory_verdict(cfg: Config, shape: ModelShape, run: RunShape, allow_over_memory: bool) -> list[str]:
+    """The worst-packed GPU against `ray.gpu_memory_gib` (or this machine's GPU): over it is a user error
+    naming the changes that would fit, unless `--allow-over-memory`."""
+    holds = preflight.judge_holds_model(cfg)
+    need, who = worst_gpu(role_tenants(cfg, shape, run, holds))
+    if not who:
+        return []  # no role on a GPU
+    gib = cfg.ray.gpu_memory_gib or _local_gpu_gib()
+    line = f"worst GPU (estimate + CUDA margin): {need:.1f} GiB, {who}"
+    if gib is None:
+        return [line + "; not checked: set ray.gpu_memory_gib to the GPUs' memory"]
+    problem = fit_problem(cfg, shape, run, holds, gib)
+    if problem is None:
+        return [line + f"; fits {gib:g} GiB GPUs"]
+    if allow_over_memory:
+        return [line + f"; OVER {gib:g} GiB GPUs, going on (--allow-over-memory)"]
+    raise preflight.UserError(f"memory: {problem}")
+
+
+def _local_gpu_gib() -> float | None:
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
 
 
 def _showo_note(cfg: Config, config: Any) -> str:
@@ -135,11 +158,15 @@ def model_shape(cfg: Config, config: Any) -> ModelShape:
         total_params=sum(p.numel() for p in model.parameters()),
         language_model_params=lm_params,
         trainable_params=_lora_params(lm, cfg) if cfg.model.trainable == "lora" else lm_params,
+        lora_params=_lora_params(lm, cfg),
         num_layers=text.num_hidden_layers,
         hidden_size=text.hidden_size,
         num_kv_heads=text.num_key_value_heads,
         head_dim=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
         num_image_tokens=config.vision_config.num_image_tokens,
+        image_vocab=config.vq_config.num_embeddings,
+        vision_hidden=config.vision_config.hidden_size,
+        image_pixels=config.vision_config.image_size**2,
     )
 
 
@@ -155,19 +182,41 @@ def _lora_params(language_model: Any, cfg: Config) -> int:
     )
 
 
+def rollout_prompts_per_call(cfg: Config) -> int:
+    """Prompts one rollout actor generates in one call: its share of a step (online) or of a build chunk
+    (offline), in parts of at most `rollout.max_rows` rows."""
+    online = cfg.trainer.mode == "online"
+    batch = cfg.trainer.prompts_per_step if online else (cfg.trainer.build_chunk_prompts or cfg.prompts.n_train)
+    share = -(-batch // cfg.rollout.num_actors)
+    if cfg.rollout.max_rows is None:
+        return share
+    return min(share, max(1, cfg.rollout.max_rows // cfg.sampling.rows_per_prompt()))  # as workers.prompts_per_call
+
+
+def _learner_micro_batch(cfg: Config, deepspeed_micro: int) -> int:
+    """Items one rank's forward holds: GRPO's `learner.batch_size` counts prompt groups and trains in
+    mini-batches of `algorithm.mini_batch_size` images (all of a step's images when unset)."""
+    if cfg.algorithm.type != "grpo":
+        return deepspeed_micro
+    images = cfg.algorithm.mini_batch_size or cfg.learner.batch_size * cfg.sampling.samples_per_prompt
+    return -(-images // cfg.learner.num_ranks)
+
+
 def run_shape(cfg: Config, shape: ModelShape) -> RunShape:
     ds = deepspeed_config(cfg)
     dpo = cfg.algorithm.type == "dpo"
     reference = keeps_reference(cfg)
-    prompts_per_actor = -(-cfg.trainer.prompts_per_step // cfg.rollout.num_actors)
+    prompts_per_actor = rollout_prompts_per_call(cfg)
     return RunShape(
         dtype=cfg.model.dtype,
         learner_bf16=cfg.learner.bf16,
         zero_stage=cfg.learner.zero_stage,
         learner_ranks=cfg.learner.num_ranks,
-        micro_batch=ds["train_micro_batch_size_per_gpu"],
+        micro_batch=_learner_micro_batch(cfg, ds["train_micro_batch_size_per_gpu"]),
         sequences_per_item=2 if dpo else 1,
         guided_logprobs=cfg.sampling.geometry == "cfg",
         keeps_reference_copy=reference and cfg.model.trainable != "lora",
-        rollout_rows=prompts_per_actor * cfg.sampling.samples_per_prompt * 2,
+        rollout_rows=prompts_per_actor * cfg.sampling.rows_per_prompt(),
+        rollout_prompts=prompts_per_actor,
+        judge_rows=cfg.judge_actors.batch_size or prompts_per_actor * cfg.sampling.samples_per_prompt,
     )

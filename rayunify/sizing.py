@@ -1,22 +1,35 @@
 """Memory a run needs per GPU, estimated from the model's shape and the config before anything is loaded.
 
 Pure arithmetic (no torch, ray or deepspeed), so the dry run can answer "does a 7B full fine-tune with ZeRO-2
-fit on 80 GB cards?" in seconds. The terms follow the usual mixed-precision accounting for DeepSpeed ZeRO:
-parameters in the model dtype, gradients in the same dtype, AdamW's two fp32 moments plus an fp32 master copy
-when training in bf16; stage 1 shards the optimizer state over the learner ranks, stage 2 also the gradients,
-stage 3 also the parameters. Activations are an estimate (about 34 bytes per token, hidden unit and layer at
-16 bits for a transformer layer without recomputation); the KV cache is exact for the configured batch.
+fit on 80 GB cards?" in seconds. The learner's terms follow mixed-precision DeepSpeed ZeRO: parameters and
+gradients in the model dtype, the fp32 gradient copy, master weights and AdamW's two moments, DeepSpeed's own
+buckets and partitions; stage 1 shards the optimizer state over the ranks, stage 2 also the gradients,
+stage 3 also the parameters. Activations, the KV cache, the VQ decode and the judge's passes are per token,
+hidden unit and layer (or per logit, per pixel), with constants measured at Janus-Pro-1B's real width by
+benchmarks/bench_real_scale.py (docs/real-scale.md has the table). `with_gpu_margin` adds what a CPU
+cannot measure (CUDA context, allocator fragmentation, NCCL buffers); `fit_problem` is the dry run's verdict
+against the GPUs' memory, with the changes that would fit.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 GIB = 2**30
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-_ACTIVATION_BYTES_PER_TOKEN_UNIT_LAYER_16BIT = 34
+# Constants measured at Janus-Pro-1B's real width on CPU (benchmarks/bench_real_scale.py, docs/real-scale.md).
+_TRAIN_BYTES_PER_TOKEN_UNIT_LAYER = 58  # saved for backward per token, hidden unit and layer, at 16 bits
+_TRAIN_HEAD_BYTES_PER_LOGIT = 18  # image-head logits: bf16 out, fp32 log-softmax kept, and their gradients
+_NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER = 6  # keys and values the language model caches (4), and the step transient
+_NO_GRAD_HEAD_BYTES_PER_LOGIT = 10  # bf16 logits, their fp32 copy and fp32 log-softmax
+_VQ_DECODE_BYTES_PER_PIXEL = 1500  # the VQ decoder at full resolution: 128 channels, a few tensors alive
+_JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 120  # the vision tower's transient per patch and hidden unit
+_REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's reduce_bucket_size default
+_ZERO3_PREFETCH_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
+_ZERO3_EXTRA_BYTES = 10  # ZeRO-3's flat partitions per trainable parameter beyond ZeRO-2's terms
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,10 @@ class ModelShape:
     head_dim: int
     num_image_tokens: int
     prompt_tokens: int = 96  # chat template + a CompBench-length prompt
+    lora_params: int = 0  # what LoRA adapters at the configured rank would train (0: unknown)
+    image_vocab: int = 16384  # the image head's codebook size
+    vision_hidden: int = 1024  # the understanding encoder's width
+    image_pixels: int = 384 * 384
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,8 @@ class RunShape:
     guided_logprobs: bool  # geometry=cfg: every sequence also runs unconditionally
     keeps_reference_copy: bool  # full fine-tuning DPO keeps a frozen copy of the language model
     rollout_rows: int  # sequences one rollout actor decodes at once (prompts x samples x 2 for CFG)
+    judge_rows: int = 64  # images one judge call reads
+    rollout_prompts: int = 1  # prompts in one generate call (rollout_rows / rows per prompt)
 
 
 def _bytes(dtype: str) -> int:
@@ -60,31 +79,81 @@ def learner_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
     param_bytes = 2 if run.learner_bf16 else _bytes(run.dtype)
     ranks = run.learner_ranks
     shard = {name: ranks if run.zero_stage >= stage else 1 for name, stage in (("opt", 1), ("grad", 2), ("param", 3))}
-    optimizer_bytes = 8 + (4 if param_bytes < 4 else 0)  # two fp32 moments (+ fp32 master weights)
-    rows = run.micro_batch * run.sequences_per_item * (2 if run.guided_logprobs else 1)
+    mixed = param_bytes < 4 and run.learner_bf16
+    optimizer_bytes = 8 + (4 if mixed else 0)  # two fp32 moments (+ fp32 master weights)
+    # Gradients in the model dtype, and in mixed precision the fp32 copy the optimizer steps on.
+    gradient_bytes = param_bytes + (4 if mixed else 0)
+    rows = learner_rows(run)
     tokens = rows * (model.prompt_tokens + model.num_image_tokens)
-    activation = tokens * model.hidden_size * model.num_layers * _ACTIVATION_BYTES_PER_TOKEN_UNIT_LAYER_16BIT
+    layers = tokens * model.hidden_size * model.num_layers * _TRAIN_BYTES_PER_TOKEN_UNIT_LAYER * param_bytes / 2
+    head = rows * model.num_image_tokens * model.image_vocab * _TRAIN_HEAD_BYTES_PER_LOGIT
     terms = {
         "weights": model.total_params * param_bytes / shard["param"],
-        "gradients": model.trainable_params * param_bytes / shard["grad"],
+        "gradients": model.trainable_params * gradient_bytes / shard["grad"],
         "optimizer": model.trainable_params * optimizer_bytes / shard["opt"],
         "reference_copy": model.language_model_params * param_bytes if run.keeps_reference_copy else 0,
-        "activations": activation * param_bytes / 2,
+        "buffers": _deepspeed_buffers(model, run, param_bytes, shard["grad"]),
+        "activations": layers + head,
     }
     return {name: value / GIB for name, value in terms.items()}
 
 
-def kv_cache_bytes(model: ModelShape, rows: int, dtype: str) -> int:
+def learner_rows(run: RunShape) -> int:
+    return run.micro_batch * run.sequences_per_item * (2 if run.guided_logprobs else 1)
+
+
+def _deepspeed_buffers(model: ModelShape, run: RunShape, param_bytes: int, grad_shard: int) -> float:
+    """What DeepSpeed holds beyond the textbook terms, measured on one rank: ZeRO-1/2's reduce bucket (up to
+    `reduce_bucket_size` elements) and flat gradient partition; ZeRO-3's flat parameter and gradient
+    partitions beside the gathered parameters, and its prefetch bucket."""
+    trainable = model.trainable_params
+    if run.zero_stage == 3:
+        return trainable * _ZERO3_EXTRA_BYTES / run.learner_ranks + min(trainable, _ZERO3_PREFETCH_ELEMENTS) * param_bytes
+    return min(trainable, _REDUCE_BUCKET_ELEMENTS) * param_bytes + trainable * param_bytes / grad_shard
+
+
+def kv_cache_bytes(model: ModelShape, rows: int, dtype: str, length: int | None = None) -> int:
     """Keys and values of every layer for `rows` sequences of prompt + image tokens."""
-    length = model.prompt_tokens + model.num_image_tokens
+    length = length or model.prompt_tokens + model.num_image_tokens
     return 2 * model.num_layers * model.num_kv_heads * model.head_dim * length * rows * _bytes(dtype)
 
 
+def no_grad_pass_bytes(model: ModelShape, rows: int, dtype: str) -> float:
+    """A teacher-forced pass without gradients over prompt + image tokens: each layer's keys and values (the
+    language model caches them) and its transient, plus the image-head logits with their float log-softmax."""
+    tokens = rows * (model.prompt_tokens + model.num_image_tokens)
+    layers = tokens * model.hidden_size * model.num_layers * _NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER * _bytes(dtype) / 2
+    return layers + rows * model.num_image_tokens * model.image_vocab * _NO_GRAD_HEAD_BYTES_PER_LOGIT
+
+
 def rollout_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
-    """GiB per rollout actor: its model copy and the KV cache of one generate call."""
+    """GiB per rollout actor: its model copy, the KV cache of one generate call and the VQ decoder's
+    activations turning that call's tokens into pixels."""
+    images = run.rollout_rows // 2 if run.rollout_rows > 1 else 1  # CFG twins make no image
+    kv = kv_cache_bytes(model, run.rollout_rows, run.dtype)
+    decode = images * model.image_pixels * _VQ_DECODE_BYTES_PER_PIXEL
     return {
         "weights": model.total_params * _bytes(run.dtype) / GIB,
-        "kv_cache": kv_cache_bytes(model, run.rollout_rows, run.dtype) / GIB,
+        "kv_cache": kv / GIB,
+        "decode": max(0.0, decode - kv) / GIB,  # the cache is freed before the pixels are decoded
+    }
+
+
+def judge_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
+    """GiB per judge actor holding the model: its copy, and one judge call: the vision tower over each
+    image, then the question and image tokens through the language model with their KV cache."""
+    rows = run.judge_rows
+    vision = rows * model.num_image_tokens * model.vision_hidden * _JUDGE_VISION_BYTES_PER_TOKEN_UNIT
+    tokens = rows * (model.prompt_tokens + model.num_image_tokens)
+    text = tokens * model.hidden_size * model.num_layers * _NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER * _bytes(run.dtype) / 2
+    return {"weights": model.total_params * _bytes(run.dtype) / GIB, "activations": (vision + text) / GIB}
+
+
+def reference_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
+    """GiB for one no-grad teacher-forced pass (reference log-probs) of a learner micro-batch."""
+    return {
+        "weights": model.total_params * _bytes(run.dtype) / GIB,
+        "activations": no_grad_pass_bytes(model, learner_rows(run), run.dtype) / GIB,
     }
 
 
@@ -95,6 +164,134 @@ def total(terms: dict[str, float]) -> float:
 def describe(terms: dict[str, float]) -> str:
     parts = ", ".join(f"{name} {value:.1f}" for name, value in terms.items() if value > 0)
     return f"{total(terms):.1f} GiB ({parts})"
+
+
+# ---------------------------------------------------------------------------------------------- fitting a GPU
+# What a CPU measurement cannot show, added per GPU process (docs/real-scale.md): the CUDA context with
+# cuBLAS/cuDNN workspaces, the caching allocator's fragmentation (blocks held but not reusable at that size,
+# a share of what is allocated) and, on learner ranks that talk to others, NCCL's buffers.
+CUDA_CONTEXT_GIB = 0.75
+FRAGMENTATION = 0.10
+NCCL_GIB = 0.5
+
+
+def with_gpu_margin(terms: dict[str, float], nccl: bool = False) -> dict[str, float]:
+    margin = CUDA_CONTEXT_GIB + FRAGMENTATION * total(terms) + (NCCL_GIB if nccl else 0.0)
+    return {**terms, "gpu_margin": margin}
+
+
+@dataclass(frozen=True)
+class GpuTenant:
+    """One role's actors as Ray packs them onto GPUs: `count` actors of `fraction` GPU, `gib` each."""
+
+    role: str
+    count: int
+    fraction: float
+    gib: float
+
+
+def worst_gpu(tenants: list[GpuTenant]) -> tuple[float, str]:
+    """The most memory one GPU can be asked to hold (GiB) and by whom: Ray may put any set of actors whose
+    GPU fractions add up to at most 1 on the same device; an actor of one GPU or more holds its own."""
+    alone = [(t.gib, t.role) for t in tenants if t.fraction >= 1 and t.count > 0]
+    shared = [t for t in tenants if 0 < t.fraction < 1 and t.count > 0]
+    best = max(alone, default=(0.0, ""))
+
+    def visit(i: int, room: float, gib: float, who: list[str]) -> None:
+        nonlocal best
+        if i == len(shared):
+            best = max(best, (gib, " + ".join(who)))
+            return
+        t = shared[i]
+        for k in range(min(t.count, int(room / t.fraction + 1e-9)) + 1):
+            label = [f"{k} x {t.role} ({t.gib:.1f} GiB each)" if k > 1 else f"{t.role} ({t.gib:.1f} GiB)"] if k else []
+            visit(i + 1, room - k * t.fraction, gib + k * t.gib, who + label)
+
+    visit(0, 1.0, 0.0, [])
+    return best
+
+
+def over_memory(tenants: list[GpuTenant], gpu_gib: float) -> str | None:
+    """Why the run does not fit GPUs of `gpu_gib`, or None when the worst-packed GPU fits."""
+    need, who = worst_gpu(tenants)
+    if need <= gpu_gib:
+        return None
+    return f"one GPU may hold {who}: {need:.1f} GiB (CUDA margin included) > {gpu_gib:g} GiB"
+
+
+def role_tenants(cfg: Any, model: ModelShape, run: RunShape, judge_holds_model: bool) -> list[GpuTenant]:
+    """Each GPU role's actors with their estimate plus the GPU margin (`cfg` is a rayunify Config)."""
+    learner = with_gpu_margin(learner_memory(model, run), nccl=run.learner_ranks > 1)
+    tenants = [
+        GpuTenant("learner rank", cfg.learner.num_ranks, cfg.learner.num_gpus, total(learner)),
+        GpuTenant("rollout actor", cfg.rollout.num_actors, cfg.rollout.num_gpus, total(with_gpu_margin(rollout_memory(model, run)))),
+    ]  # fmt: skip
+    if judge_holds_model:
+        judge = total(with_gpu_margin(judge_memory(model, run)))
+        tenants.append(GpuTenant("judge actor", cfg.judge_actors.num_actors, cfg.judge_actors.num_gpus, judge))
+    return tenants
+
+
+def _candidates(model: ModelShape, run: RunShape) -> list[tuple[str, ModelShape, RunShape]]:
+    """Single changes that lower some role's memory, mildest of each kind first."""
+    rows_per_prompt = max(1, run.rollout_rows // max(1, run.rollout_prompts))
+    out: list[tuple[str, ModelShape, RunShape]] = []
+    if model.lora_params and model.trainable_params > model.lora_params:
+        out.append(("model.trainable=lora", replace(model, trainable_params=model.lora_params), replace(run, keeps_reference_copy=False)))
+    if run.zero_stage < 3:
+        out.append(("learner.zero_stage=3", model, replace(run, zero_stage=3)))
+    for ranks in (2 * run.learner_ranks, 4 * run.learner_ranks):
+        micro = -(-run.micro_batch * run.learner_ranks // ranks)
+        out.append((f"learner.num_ranks={ranks}", model, replace(run, learner_ranks=ranks, micro_batch=micro)))
+    for micro in _halvings(run.micro_batch):
+        out.append((f"learner.batch_size={micro * run.learner_ranks}", model, replace(run, micro_batch=micro)))
+    for prompts in _halvings(run.rollout_prompts):
+        out.append((f"rollout.max_rows={prompts * rows_per_prompt}", model, replace(run, rollout_rows=prompts * rows_per_prompt, rollout_prompts=prompts)))
+    for rows in _halvings(run.judge_rows):
+        out.append((f"judge_actors.batch_size={rows}", model, replace(run, judge_rows=rows)))
+    return out
+
+
+def memory_fixes(cfg: Any, model: ModelShape, run: RunShape, judge_holds_model: bool, gpu_gib: float) -> list[str]:
+    """Changes that would make the run fit, each with the worst GPU it leaves: every single change that
+    fits alone (the mildest of each kind), else the smallest greedy combination that does."""
+    need = lambda m, r: worst_gpu(role_tenants(cfg, m, r, judge_holds_model))[0]  # noqa: E731
+    fixes, kinds = [], set()
+    for label, m, r in _candidates(model, run):
+        kind = label.split("=")[0]
+        if kind not in kinds and need(m, r) <= gpu_gib:
+            kinds.add(kind)
+            fixes.append(f"{label} ({need(m, r):.1f} GiB)")
+    if fixes:
+        return fixes
+    chosen: dict[str, str] = {}  # kind -> its latest value: a later pick of the same kind replaces it
+    while need(model, run) > gpu_gib:
+        best, label, m, r = min(((need(m, r), label, m, r) for label, m, r in _candidates(model, run)), key=lambda o: o[0])
+        if best >= need(model, run):
+            return []  # nothing the dry run knows of lowers the worst GPU further
+        chosen[label.split("=")[0]] = label
+        model, run = m, r
+    return [" and ".join(chosen.values()) + f" together ({need(model, run):.1f} GiB)"]
+
+
+def _halvings(value: int) -> list[int]:
+    out = []
+    while value > 1:
+        value = max(1, value // 2)
+        out.append(value)
+    return out
+
+
+def fit_problem(cfg: Any, model: ModelShape, run: RunShape, judge_holds_model: bool, gpu_gib: float) -> str | None:
+    """The dry run's memory verdict: None when every GPU fits, else why not and which changes would fit."""
+    problem = over_memory(role_tenants(cfg, model, run, judge_holds_model), gpu_gib)
+    if problem is None:
+        return None
+    fixes = memory_fixes(cfg, model, run, judge_holds_model, gpu_gib)
+    hint = "; no change the dry run knows of fits" if not fixes else (
+        "; any one of these fits: " + ", ".join(fixes) if len(fixes) > 1 or "together" not in fixes[0] else "; this fits: " + fixes[0]
+    )
+    return problem + hint + " (activation checkpointing is not available yet; --allow-over-memory to go on anyway)"
 
 
 # ---------------------------------------------------------------------------------------------- placement

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="a fresh start deletes the run directory's old checkpoints"
     )
     parser.add_argument("--dry-run", action="store_true", help="validate and build every part without weights")
+    parser.add_argument("--allow-over-memory", action="store_true",
+                        help="with --dry-run: report a memory estimate above the GPUs' memory instead of failing")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. learner.lr=1e-5 judge.type=self")
     return parser
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None, hooks: Hooks | None = None) -> int:
     if args.dry_run:
         from rayunify.dryrun import dry_run
 
-        return dry_run(cfg)
+        return dry_run(cfg, allow_over_memory=args.allow_over_memory)
     return _train(cfg, argv, hooks)
 
 

@@ -70,6 +70,30 @@ def test_decode_step_bytes_counts_weights_and_the_mean_filled_cache():
     assert kv == 8 * (10 + TINY.num_image_tokens // 2) * per_token
 
 
+def test_bucketed_graph_decode_moves_fewer_bytes_than_the_whole_buffer():
+    """The byte model bench_rollout reports: whole-buffer reads exceed the bound by the unwritten slots;
+    buckets leave at most one bucket's worth over what is written."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_rollout import bytes_moved_per_step, kv_bytes_per_slot
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from rayunify.models.janus.factory import TINY, build_janus
+    from rayunify.models.janus.model import JanusUnifiedModel
+
+    um = JanusUnifiedModel(*build_janus(TINY, seed=0))
+    um.decode_bucket = 4
+    moved = bytes_moved_per_step(um, rows=64, prompt_tokens=10)
+    weights = sum(p.numel() * 4 for p in um.language_model.parameters())
+    slot = kv_bytes_per_slot(um) * 64
+    steps = range(11, 10 + TINY.num_image_tokens)  # filled slots as each of the 15 decode steps reads
+    assert moved["step_bytes_full_buffer"] == weights + slot * (10 + TINY.num_image_tokens)
+    assert moved["step_bytes_bound"] == pytest.approx(weights + slot * sum(steps) / len(steps))
+    spans = [min(26, -(-f // 4) * 4) for f in steps]
+    assert moved["step_bytes_bucketed"] == pytest.approx(weights + slot * sum(spans) / len(spans))
+    assert moved["moved_over_bound_before"] > moved["moved_over_bound_after"] >= 1.0
+
+
 @pytest.mark.parametrize(
     ("learner", "receivers", "expected"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rayunify.models.janus.decoding import KV_BUCKET
 from rayunify.models.janus.factory import TINY, build_janus
 from rayunify.models.janus.model import JanusUnifiedModel
 from rayunify.types import SamplingSettings
@@ -31,14 +32,16 @@ def test_graph_decode_greedy_equals_transformers_on_cuda(cuda_tiny):
     assert torch.equal(theirs, ours.image_tokens)
 
 
-def test_graph_decode_equals_eager_decode_on_cuda(cuda_tiny):
+@pytest.mark.parametrize("bucket", [KV_BUCKET, 4, 0])  # one graph per 4 KV slots (several graphs), whole buffer
+def test_graph_decode_equals_eager_decode_on_cuda(cuda_tiny, bucket):
     settings = SamplingSettings(guidance_scale=3.0)
-    graphed = cuda_tiny.generate(PROMPTS, n=3, settings=settings, seed=11)
-    cuda_tiny.decode_mode = "eager"
+    cuda_tiny.decode_bucket = bucket
     try:
+        graphed = cuda_tiny.generate(PROMPTS, n=3, settings=settings, seed=11)
+        cuda_tiny.decode_mode = "eager"
         eager = cuda_tiny.generate(PROMPTS, n=3, settings=settings, seed=11)
     finally:
-        cuda_tiny.decode_mode = "auto"
+        cuda_tiny.decode_mode, cuda_tiny.decode_bucket = "auto", KV_BUCKET
     assert torch.equal(graphed.image_tokens, eager.image_tokens)
 
 

@@ -13,6 +13,7 @@ from rayunify.checkpoints import check_model_dir
 from rayunify.config import JanusModelConfig, LoraConfig
 from rayunify.judges import question
 from rayunify.models import build_model
+from rayunify.models.janus.decoding import KV_BUCKET
 from rayunify.models.janus.factory import TINY, build_janus
 from rayunify.models.janus.model import JanusUnifiedModel, LoraSettings
 from rayunify.types import SamplingSettings, Verdict
@@ -52,17 +53,54 @@ def test_seeded_sampling_equals_transformers_generate(tiny):
     assert torch.equal(theirs, ours.image_tokens)
 
 
-def test_static_shape_decode_step_matches_eager(tiny):
-    """The fixed-shape step that GPUs capture as a CUDA graph gives the same tokens as the eager step."""
+@pytest.mark.parametrize("bucket", [0, 4, 7])
+def test_static_shape_decode_step_matches_eager(tiny, bucket):
+    """The fixed-shape step that GPUs capture as CUDA graphs gives the same tokens as the eager step, reading
+    the whole buffer (bucket 0) or only up to the end of the current KV-length bucket."""
     settings = SamplingSettings(guidance_scale=3.0)
     eager = tiny.generate(["a circle", "two big red squares"], n=2, settings=settings, seed=5)
-    tiny.decode_mode = "static"
+    tiny.decode_mode, tiny.decode_bucket = "static", bucket
     try:
         static = tiny.generate(["a circle", "two big red squares"], n=2, settings=settings, seed=5)
     finally:
-        tiny.decode_mode = "auto"
+        tiny.decode_mode, tiny.decode_bucket = "auto", KV_BUCKET
     assert torch.equal(eager.image_tokens, static.image_tokens)
     torch.testing.assert_close(eager.logprobs, static.logprobs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_bucketed_static_decode_equals_transformers_generate(tiny, greedy):
+    enc = hf_inputs(tiny, PROMPTS)
+    torch.manual_seed(7)
+    sampling = {"do_sample": False} if greedy else {"do_sample": True, "top_k": 0, "temperature": 1.0, "num_return_sequences": 2}
+    theirs = tiny.model.generate(**enc, generation_mode="image", guidance_scale=3.0, **sampling)
+    tiny.decode_mode, tiny.decode_bucket = "static", 5
+    try:
+        ours = tiny.generate(PROMPTS, n=1 if greedy else 2, settings=SamplingSettings(guidance_scale=3.0), seed=7, greedy=greedy)
+    finally:
+        tiny.decode_mode, tiny.decode_bucket = "auto", KV_BUCKET
+    assert torch.equal(theirs, ours.image_tokens)
+
+
+def test_bucketed_decode_reads_what_it_wrote_rounded_up_to_a_bucket(tiny):
+    """Each step reads the filled slots rounded up to the bucket, never the unwritten rest of the buffer."""
+    from rayunify.models.janus.decoding import GraphDecoder
+
+    seen: list[GraphDecoder] = []
+    make = tiny._decoder
+    tiny._decoder = lambda *a: seen.append(make(*a)) or seen[-1]  # type: ignore[method-assign]
+    tiny.decode_mode, tiny.decode_bucket = "static", 4
+    try:
+        tiny.generate(["a circle"], n=1, settings=SamplingSettings(guidance_scale=3.0), seed=0)
+    finally:
+        tiny.decode_mode, tiny.decode_bucket = "auto", KV_BUCKET
+        del tiny._decoder
+    decoder = seen[0]
+    capacity = decoder.cache.capacity
+    filled = range(capacity - tiny.num_image_tokens + 1, capacity)  # the new token's slot included
+    assert len(decoder.spans) == tiny.num_image_tokens - 1
+    assert all(f <= span < f + 4 or span == capacity for f, span in zip(filled, decoder.spans, strict=True))
+    assert decoder.spans[0] < capacity and len(set(decoder.spans)) > 2
 
 
 def test_static_kv_unwritten_slots_are_zero_so_masked_reads_stay_finite():

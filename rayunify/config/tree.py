@@ -319,6 +319,13 @@ class RayConfig(Strict):
     connect_timeout_s: float = Field(
         15.0, gt=0, description="ray.address: the most seconds to wait for the cluster to answer before giving up."
     )
+    gpu_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        description="Memory of each GPU the run will use, in GiB (an 80 GB H100 holds 79.6): the dry run fails "
+        "when its estimate for the worst-packed GPU is above it (`--allow-over-memory` to go on). None: this "
+        "machine's GPU, or no check without one.",
+    )
 
 
 class Config(Strict):

@@ -12,10 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from rayunify.models.base import token_positions
-from rayunify.models.janus.kvcache import StaticKV
+from rayunify.models.janus.kvcache import StaticKV, bucket_span
 
 if TYPE_CHECKING:
     from rayunify.models.janus.model import JanusUnifiedModel
+
+
+# KV slots per CUDA-graph bucket: 6 graphs for a CompBench prompt + 576 image tokens; a step reads on average
+# half a bucket more than it wrote.
+KV_BUCKET = 128
 
 
 class EagerDecoder:
@@ -44,29 +49,38 @@ class EagerDecoder:
 
 
 class GraphDecoder:
-    """The decode step captured once as a CUDA graph and replayed for every image token.
+    """The decode step captured as CUDA graphs and replayed for every image token.
 
     At batch sizes where a step is a few hundred small kernels, launch overhead, not the GPU, sets the pace;
-    a graph replays them with one launch. Shapes are fixed: the KV buffers hold prompt + all image tokens,
-    writes go to a position held in a tensor, and a mask hides the slots not written yet.
+    a graph replays them with one launch. Shapes are fixed within a KV-length bucket: the KV buffers hold
+    prompt + all image tokens, writes go to a position held in a tensor, attention reads the buffer up to
+    the end of the current bucket and a mask hides the slots in it not written yet. One graph per bucket
+    (captured when decoding reaches it, all in one memory pool): a step reads about the KV it has written,
+    not the whole buffer, which at RL batch sizes is more bytes than the weights. `bucket=0` reads the whole
+    buffer at every step (one graph).
     """
 
-    def __init__(self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float, capture: bool = True):
-        self.um, self.scale, self.capture = um, guidance_scale, capture
+    def __init__(
+        self, um: JanusUnifiedModel, hidden, cache, mask, guidance_scale: float, capture: bool = True, bucket: int = KV_BUCKET
+    ):
+        self.um, self.scale, self.capture, self.bucket = um, guidance_scale, capture, bucket
         self.cache = StaticKV(cache)
         self.slot = cache.length  # host-side copy of the write position: no device sync per step
-        total = self.cache.keys[0].shape[-2]
+        total = self.cache.capacity
         self.attend = F.pad(mask, (0, total - mask.shape[1]), value=0).bool()[:, None, None, :].contiguous()
         self.positions = token_positions(mask)[:, -1:].clone()
         self.embeds = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], dtype=hidden.dtype, device=hidden.device)
         self.logits_out = um._guided_logits(hidden, guidance_scale).contiguous()
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.pool = None  # one memory pool for every bucket's graph: they never replay concurrently
+        self.spans: list[int] = []  # the span each step read (what bench_rollout's byte model counts)
 
     def logits(self) -> torch.Tensor:
         return self.logits_out
 
-    def _body(self) -> None:
-        hidden = self.um._decode_layers(self.embeds, self.attend, self.positions, self.cache)
+    def _body(self, span: int) -> None:
+        attend = self.attend[..., :span]
+        hidden = self.um._decode_layers(self.embeds, attend, self.positions, self.cache)
         self.logits_out.copy_(self.um._guided_logits(hidden, self.scale))
 
     def advance(self, embeds: torch.Tensor) -> None:
@@ -74,22 +88,27 @@ class GraphDecoder:
         self.embeds.copy_(embeds)
         self.attend[..., self.slot] = True
         self.positions += 1
+        span = bucket_span(self.slot + 1, self.bucket, self.cache.capacity)
+        self.cache.span = span
+        self.spans.append(span)
         if not self.capture:
-            self._body()
+            self._body(span)
         else:
-            if self.graph is None:
-                self.graph = self._capture()
-            self.graph.replay()
+            if span not in self.graphs:
+                self.graphs[span] = self._capture(span)
+            self.graphs[span].replay()
         self.cache.position += 1
         self.slot += 1
 
-    def _capture(self) -> torch.cuda.CUDAGraph:
+    def _capture(self, span: int) -> torch.cuda.CUDAGraph:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            self._body()  # warm-up (allocator, cuBLAS handles); rewritten identically by the first replay
+            self._body(span)  # warm-up (allocator, cuBLAS handles); rewritten identically by the first replay
         torch.cuda.current_stream().wait_stream(side)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._body()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._body(span)
         return graph

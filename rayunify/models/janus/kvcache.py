@@ -43,15 +43,30 @@ class PreallocatedKV:
 
 
 class StaticKV:
-    """Fixed-shape variant for CUDA graphs: writes at a position held in a tensor, attention reads the whole
-    buffer and a mask hides what is not written yet (shapes never change, so one graph serves every step)."""
+    """Fixed-shape variant for CUDA graphs: writes at a position held in a tensor; attention reads the first
+    `span` slots of the buffer (a host-side int, a whole number of buckets covering what is written) and a
+    mask hides the written-to-be slots inside it. Shapes change only when `span` crosses a bucket, so one
+    graph serves every step of a bucket, and a step reads what has been written, not the whole buffer."""
 
     def __init__(self, preallocated: PreallocatedKV):
         self.keys, self.values = preallocated.keys, preallocated.values
         device = self.keys[0].device
         self.position = torch.tensor([preallocated.length], dtype=torch.long, device=device)
+        self.span = self.capacity
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[-2]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         self.keys[layer_idx].index_copy_(2, self.position, key_states)
         self.values[layer_idx].index_copy_(2, self.position, value_states)
-        return self.keys[layer_idx], self.values[layer_idx]
+        return self.keys[layer_idx][:, :, : self.span], self.values[layer_idx][:, :, : self.span]
+
+
+def bucket_span(filled: int, bucket: int, capacity: int) -> int:
+    """Slots a step reads once `filled` slots hold keys: the next multiple of `bucket` (0: the whole buffer),
+    never more than the buffer holds."""
+    if bucket <= 0:
+        return capacity
+    return min(capacity, -(-filled // bucket) * bucket)

@@ -32,7 +32,7 @@ from rayunify.models.base import (
     UnifiedModel,
     token_positions,
 )
-from rayunify.models.janus.decoding import EagerDecoder, GraphDecoder
+from rayunify.models.janus.decoding import KV_BUCKET, EagerDecoder, GraphDecoder
 from rayunify.models.janus.judging import JanusJudging
 from rayunify.models.janus.kvcache import PreallocatedKV
 from rayunify.models.prompt_fit import generation_chats
@@ -58,6 +58,8 @@ class JanusUnifiedModel(JanusJudging, UnifiedModel):
         # auto: CUDA-graph replay of the decode step on GPUs (GraphDecoder), eager steps elsewhere;
         # "static" runs the graph's fixed-shape step without capturing it (to test it on CPU).
         self.decode_mode: Literal["auto", "eager", "static", "graph"] = "auto"
+        # KV slots per graph bucket: a graph step reads the cache up to the end of its bucket (0: the whole buffer).
+        self.decode_bucket = KV_BUCKET
         lm = self.language_model
         self._lean_decode = all(hasattr(lm, a) for a in ("layers", "norm", "rotary_emb")) and (
             lm.config._attn_implementation in ("sdpa", "eager")
@@ -263,7 +265,7 @@ class JanusUnifiedModel(JanusJudging, UnifiedModel):
         if mode == "auto":
             mode = "graph" if self.device.type == "cuda" else "eager"
         if mode in ("graph", "static") and self._lean_decode:
-            return GraphDecoder(self, hidden, cache, mask, guidance_scale, capture=mode == "graph")
+            return GraphDecoder(self, hidden, cache, mask, guidance_scale, capture=mode == "graph", bucket=self.decode_bucket)
         return EagerDecoder(self, hidden, cache, mask, guidance_scale)
 
     def _decode_layers(self, embeds, attend, positions, cache) -> torch.Tensor:
