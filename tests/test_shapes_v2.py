@@ -177,3 +177,25 @@ def test_the_checker_judge_scores_v2_and_mixed_prompts():
     prompts = [spec_prompt_v2(spec, "colour")] * 2 + [spec_prompt(s, "colour") for s in v1_specs]
     verdicts = [j.score for j in ShapesCheckerJudge().judge(images, prompts)]
     assert verdicts == [1.0, 0.0, 1.0, 1.0]
+
+
+V2_DRY_RUN = ["prompts.source=shapes_v2", "model.path=builtin:tiny", "judge.type=shapes_checker"]
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_dry_run_accepts_the_shapes_v2_source_with_the_checker(capsys, split):
+    from rayunify.train import main
+
+    code = main(["--dry-run", *V2_DRY_RUN, f"prompts.eval_split={split}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"prompts: built-in source 'shapes_v2', eval split '{split}'" in out
+    assert "judge: shapes_checker (built in)" in out and "dry run OK" in out
+
+
+def test_a_dry_run_refuses_an_eval_split_v2_does_not_have(capsys):
+    from rayunify.train import main
+
+    code = main(["--dry-run", *V2_DRY_RUN, "prompts.eval_split=train"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "train" in err and "Traceback" not in err
