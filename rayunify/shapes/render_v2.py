@@ -115,3 +115,13 @@ def _diamond(size: int) -> np.ndarray:
     mask[:even, :even] = np.abs(x - even / 2) + np.abs(y - even / 2) <= even / 2
     mask.setflags(write=False)
     return mask
+
+
+def random_training_images_v2(n: int, rng: np.random.Generator) -> np.ndarray:
+    """v2 images of random specs, category first (uniformly), as `vq.random_training_images` draws v1's:
+    the batches `vq.train_vq(..., images=random_training_images_v2)` trains a v2 tokenizer on."""
+    images = []
+    for _ in range(n):
+        specs = _specs(CATEGORIES[int(rng.integers(len(CATEGORIES)))])
+        images.append(render_v2(specs[int(rng.integers(len(specs)))], rng))
+    return np.stack(images)
