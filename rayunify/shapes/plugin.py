@@ -52,6 +52,12 @@ def _shapes_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[s
     return prompt_split(n_train, n_eval, seed=seed, categories=categories, eval_split=eval_split)
 
 
+def _shapes_v2_prompts(n_train: int, n_eval: int, seed: int, categories: Sequence[str] | None, eval_split: str | None):
+    from rayunify.shapes.splits_v2 import prompt_split_v2
+
+    return prompt_split_v2(n_train, n_eval, seed=seed, categories=categories, eval_split=eval_split)
+
+
 def _shapes_judge_set(model_dir: str, prompts: Sequence[Prompt], size: int, seed: int, settings: Any) -> Any:
     from rayunify.shapes.judge_set import cached_judge_set
 
@@ -72,10 +78,11 @@ def _shapes_checker(cfg: Any) -> Judge:
 
 def _shapes_checker_problem(prompts: Sequence[Prompt]) -> str | None:
     from rayunify.shapes.world import Spec
+    from rayunify.shapes.world_v2 import SpecV2, is_v2_spec
 
     for prompt in prompts:
         try:
-            Spec.from_dict(prompt.spec)
+            (SpecV2 if is_v2_spec(prompt.spec) else Spec).from_dict(prompt.spec)
         except ValueError as err:
             return f"prompt {prompt.text!r} has no ShapesWorld spec ({err}); use another judge for free-text prompts"
     return None
@@ -119,6 +126,15 @@ def register() -> None:
             _shapes_check_categories,
             ("test", "validation"),  # rayunify.shapes.splits.EVAL_SPLITS (not imported: numpy stays unloaded)
             _shapes_judge_set,
+        ),
+    )
+    register_prompt_source(
+        "shapes_v2",
+        BuiltinPromptSource(
+            "ShapesWorld v2: more shapes, colours and sizes; train / validation / test split by meaning",
+            _shapes_v2_prompts,
+            _shapes_check_categories,
+            ("validation", "test"),  # rayunify.shapes.splits_v2.EVAL_SPLITS_V2 (numpy stays unloaded)
         ),
     )
     register_judge("shapes_checker", _shapes_checker, _shapes_checker_problem)

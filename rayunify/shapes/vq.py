@@ -24,6 +24,7 @@ stays in play.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,23 +153,31 @@ def random_training_images(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def train_vq(
-    cfg: VQTrainConfig, seed: int, progress: bool = True, device: str = "cpu", num_threads: int = 1
+    cfg: VQTrainConfig,
+    seed: int,
+    progress: bool = True,
+    device: str = "cpu",
+    num_threads: int = 1,
+    images: Callable[[int, np.random.Generator], np.ndarray] = random_training_images,
 ) -> JanusVQVAE:
     """Trains a JanusVQVAE on freshly rendered images and returns it in eval mode, on `device`.
 
     The same seed gives the same weights on the same device and torch build. Training runs on `num_threads`
     torch threads (restored afterwards): one by default, which makes the result independent of the core
     count and, on a shared machine, is faster than two threads that keep waiting for each other. The
-    caller's global torch RNG is left untouched."""
+    caller's global torch RNG is left untouched. `images(n, rng)` draws each batch (ShapesWorld v2 passes
+    its own world's images)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:
-        return _train(cfg, seed, progress, device)
+        return _train(cfg, seed, progress, device, images)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(cfg: VQTrainConfig, seed: int, progress: bool, device: str) -> JanusVQVAE:
+def _train(
+    cfg: VQTrainConfig, seed: int, progress: bool, device: str, images: Callable[[int, np.random.Generator], np.ndarray]
+) -> JanusVQVAE:
     rng = np.random.default_rng(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -187,7 +196,7 @@ def _train(cfg: VQTrainConfig, seed: int, progress: bool, device: str) -> JanusV
     used = torch.zeros(cfg.num_embeddings, dtype=torch.bool)
     bar = tqdm(range(cfg.steps), desc="train VQ", disable=not progress)
     for step in bar:
-        pixels = images_to_pixels(random_training_images(cfg.batch_size, rng)).to(device)
+        pixels = images_to_pixels(images(cfg.batch_size, rng)).to(device)
         loss, recon_loss, latents, tokens = _vq_losses(vq, pixels, cfg.commitment_beta)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
