@@ -90,7 +90,7 @@ class PromptsConfig(Strict):
         None,
         description="source=hf_dataset: the eval split (None: as eval_path). source=shapes: test (the reported "
         "figures) or validation (choosing settings), both held out from the base by meaning and disjoint from each "
-        "other; None: the held-out list runs used before them.",
+        "other; None: the held-out list runs used before them. source=shapes_v2: validation (the default) or test.",
     )
     column: str = Field("prompt", description="source=hf_dataset: the column that holds the prompt text.")
     category_column: str | None = Field(None, description="source=hf_dataset: a column holding the category.")
@@ -138,7 +138,7 @@ class PromptsConfig(Strict):
         if self.categories is not None and self.source in ("file", "hf_dataset"):
             raise ValueError("prompts.categories applies to source=shapes only (other sources: filter the files)")
         if self.source == "file" and self.eval_split is not None:
-            raise ValueError("prompts.eval_split applies to source=shapes or hf_dataset (files: prompts.eval_path)")
+            raise ValueError("prompts.eval_split applies to source=shapes, shapes_v2 or hf_dataset (files: prompts.eval_path)")
         if self.source not in ("file", "hf_dataset") and self.eval_split is not None:
             splits = prompt_source(self.source).eval_splits
             if self.eval_split not in splits:
