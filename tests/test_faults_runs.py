@@ -190,12 +190,14 @@ def test_a_lost_training_data_actor_names_the_last_good_checkpoint(tmp_path, cap
     run = tmp_path / "data"
     assert main(argv(tmp_path, "data"), hooks=At(2, lambda t: ray.kill(t.data, no_restart=True))) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("run stopped: the training-data actor was lost after step 1 (")
+    # ray.kill is asynchronous: the actor's death shows at its next call, in step 2's bookkeeping or step 3's
+    # collection, so the step the message names depends on timing; what was finished and kept does not.
+    assert re.match(r"run stopped: the training-data actor was lost after step [12] \(", err), err
     assert err.endswith(
         f"the last intact checkpoint is {run / 'checkpoints' / 'step_000001'}: rerun with --resume"
     )
     verify_manifest(run / "checkpoints" / "step_000001")
-    assert train_steps(run) == [1] and steps_on_disk(run) == [1]
+    assert train_steps(run) in ([1], [1, 2]) and steps_on_disk(run) == [1]  # each step logged once at most
 
 
 def test_a_full_disk_stops_with_the_space_needed_and_nothing_corrupted(tmp_path, capsys, monkeypatch):

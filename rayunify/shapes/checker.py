@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,7 +80,7 @@ def perceive_batch(images: np.ndarray) -> list[tuple[SceneObject, ...]]:
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected (B, H, W, 3) uint8 images, got {images.dtype} of shape {images.shape}")
     padded = _remove_spurs(np.pad(_classify_pixels(images), ((0, 0), (1, 1), (1, 1))))
-    return _describe_components(padded, _label_components(padded))
+    return describe_components(padded, _label_components(padded))
 
 
 def _classify_pixels(images: np.ndarray) -> np.ndarray:
@@ -157,7 +157,12 @@ def _label_components(padded: np.ndarray) -> np.ndarray:
         labels = merged
 
 
-def _describe_components(padded: np.ndarray, labels: np.ndarray) -> list[tuple[SceneObject, ...]]:
+def describe_components(
+    padded: np.ndarray, labels: np.ndarray, classify: Callable[[dict[str, np.ndarray]], list[str]] | None = None,
+    colours: Sequence[str] = COLOURS,
+) -> list[tuple[SceneObject, ...]]:
+    """Every object of every image from its labelled components; `classify` and `colours` name the world's
+    shapes and colours (default: v1's)."""
     batch, padded_h, padded_w = padded.shape
     classes = padded.ravel()
     fg = np.nonzero(classes > 0)[0]
@@ -165,7 +170,7 @@ def _describe_components(padded: np.ndarray, labels: np.ndarray) -> list[tuple[S
         return [()] * batch
     roots, component = np.unique(labels.ravel()[fg], return_inverse=True)
     stats = _component_stats(component, xs=fg % padded_w - 1, ys=(fg // padded_w) % padded_h - 1)
-    shapes = _classify_shapes(stats)
+    shapes = (classify or _classify_shapes)(stats)
     image_of = roots // (padded_h * padded_w)
     colour_of = classes[roots]
     found: list[list[SceneObject]] = [[] for _ in range(batch)]
@@ -173,7 +178,7 @@ def _describe_components(padded: np.ndarray, labels: np.ndarray) -> list[tuple[S
         found[image_of[k]].append(
             SceneObject(
                 shape=shapes[k],
-                colour=COLOURS[colour_of[k] - 1],
+                colour=colours[colour_of[k] - 1],
                 centre=(float(stats["cx"][k]), float(stats["cy"][k])),
                 area=int(stats["area"][k]),
                 box=(

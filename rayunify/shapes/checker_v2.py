@@ -23,14 +23,13 @@ from rayunify.shapes.checker import (
     COLOUR_RESIDUAL,
     MAX_ASPECT,
     MAX_SIDE,
-    MIN_AREA,
     MIN_COVERAGE,
     RELATION_MARGIN,
     TRIANGLE_MIN_SKEW,
     CheckResult,
-    _component_stats,
     _label_components,
     _remove_spurs,
+    describe_components,
 )
 from rayunify.shapes.world import SceneObject, relation_holds
 from rayunify.shapes.world_v2 import COLOURS_V2, PALETTE_V2, SpecV2
@@ -91,21 +90,7 @@ def _colour_table_v2() -> np.ndarray:
 
 
 def _describe(padded: np.ndarray, labels: np.ndarray) -> list[tuple[SceneObject, ...]]:
-    batch, padded_h, padded_w = padded.shape
-    classes = padded.ravel()
-    fg = np.nonzero(classes > 0)[0]
-    if fg.size == 0:
-        return [()] * batch
-    roots, component = np.unique(labels.ravel()[fg], return_inverse=True)
-    stats = _component_stats(component, xs=fg % padded_w - 1, ys=(fg // padded_w) % padded_h - 1)
-    shapes = classify_shapes_v2(stats)
-    image_of = roots // (padded_h * padded_w)
-    found: list[list[SceneObject]] = [[] for _ in range(batch)]
-    for k in np.nonzero(stats["area"] >= MIN_AREA)[0]:
-        box = tuple(int(stats[key][k]) for key in ("x0", "y0", "width", "height"))
-        centre = (float(stats["cx"][k]), float(stats["cy"][k]))
-        found[image_of[k]].append(SceneObject(shapes[k], COLOURS_V2[classes[roots[k]] - 1], centre, int(stats["area"][k]), box))
-    return [tuple(f) for f in found]
+    return describe_components(padded, labels, classify_shapes_v2, COLOURS_V2)
 
 
 def classify_shapes_v2(stats: dict[str, np.ndarray]) -> list[str]:
