@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
 	touch $(STAMP)
 
+# Each `make demo` is a fresh demo: --overwrite replaces the previous demo's checkpoints (its final model and
+# metrics move to runs/demo/superseded/).
 demo: $(STAMP)
-	$(BIN)/python -m rayunify.train --config configs/demo.yaml
+	$(BIN)/python -m rayunify.train --config configs/demo.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
