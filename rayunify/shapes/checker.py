@@ -22,6 +22,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -66,13 +67,20 @@ def check(image: np.ndarray, spec: Spec) -> CheckResult:
 
 def check_batch(images: np.ndarray | Sequence[np.ndarray], specs: Sequence[Spec]) -> list[CheckResult]:
     """Judges (B, H, W, 3) uint8 images, one spec each; vectorised, so much faster than a loop of `check`."""
+    return check_in_chunks(images, specs, perceive_batch, match)
+
+
+def check_in_chunks(
+    images: np.ndarray | Sequence[np.ndarray], specs: Sequence[Any], perceive: Callable[[np.ndarray], list[Any]],
+    judge: Callable[[Any, Any], CheckResult],
+) -> list[CheckResult]:
+    """Perceives the images `_CHUNK` at a time (bounded memory) and judges each one's objects against its spec;
+    `perceive` and `judge` name the world (v1's or v2's)."""
     images = np.asarray(images)
     if len(images) != len(specs):
         raise ValueError(f"{len(images)} images but {len(specs)} specs")
-    seen = [
-        objects for i in range(0, len(images), _CHUNK) for objects in perceive_batch(images[i : i + _CHUNK])
-    ]
-    return [match(objects, spec) for objects, spec in zip(seen, specs, strict=True)]
+    seen = [objects for i in range(0, len(images), _CHUNK) for objects in perceive(images[i : i + _CHUNK])]
+    return [judge(objects, spec) for objects, spec in zip(seen, specs, strict=True)]
 
 
 def perceive_batch(images: np.ndarray) -> list[tuple[SceneObject, ...]]:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from rayunify.shapes.checker import (
-    _CHUNK,
     _DROPPED_BITS,
     _KEPT_BITS,
     COLOUR_RESIDUAL,
@@ -29,6 +28,7 @@ from rayunify.shapes.checker import (
     CheckResult,
     _label_components,
     _remove_spurs,
+    check_in_chunks,
     describe_components,
 )
 from rayunify.shapes.world import SceneObject, relation_holds
@@ -58,11 +58,7 @@ def check_v2(image: np.ndarray, spec: SpecV2) -> CheckResult:
 
 def check_batch_v2(images: np.ndarray | Sequence[np.ndarray], specs: Sequence[SpecV2]) -> list[CheckResult]:
     """Judges (B, H, W, 3) uint8 images, one v2 spec each; vectorised as v1's `check_batch`."""
-    images = np.asarray(images)
-    if len(images) != len(specs):
-        raise ValueError(f"{len(images)} images but {len(specs)} specs")
-    seen = [o for i in range(0, len(images), _CHUNK) for o in perceive_batch_v2(images[i : i + _CHUNK])]
-    return [match_v2(objects, spec) for objects, spec in zip(seen, specs, strict=True)]
+    return check_in_chunks(images, specs, perceive_batch_v2, match_v2)
 
 
 def perceive_batch_v2(images: np.ndarray) -> list[tuple[SceneObject, ...]]:
