@@ -41,7 +41,8 @@ from rayunify.shapes.data import ShapesData
 from rayunify.shapes.objectives import JudgeLoss, PatchProbe, cosine_schedule
 from rayunify.shapes.recipe import BASE_VERSION, BaseConfig, size_config, split_prompts
 from rayunify.shapes.vq import train_vq
-from rayunify.shapes.world import CATEGORIES, all_specs, make_prompt_text, save_prompts_jsonl
+from rayunify.shapes.world import save_prompts_jsonl
+from rayunify.shapes.worlds import world_ops
 from rayunify.types import SamplingSettings, Verdict
 
 
@@ -71,7 +72,7 @@ def train_base(
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if vq is None:
-                vq = train_vq(cfg.vq, seed=seed, progress=progress, device=device)
+                vq = train_vq(cfg.vq, seed=seed, progress=progress, device=device, images=world_ops(cfg.world).vq_images)
             vq = vq.to(device)
             vq_seconds = time.perf_counter() - started
             train_prompts, eval_prompts = split_prompts(cfg)
@@ -105,10 +106,10 @@ def train_base(
     return out
 
 
-def tokenizer_corpus() -> list[str]:
-    """Every ShapesWorld text as it appears after "<|User|>:" and inside the judge question, plus the judge's
-    fixed texts, so each word becomes a single token."""
-    texts = sorted({make_prompt_text(s) for c in CATEGORIES for s in all_specs(c)})
+def tokenizer_corpus(world: str = "v1") -> list[str]:
+    """Every text of the ShapesWorld `world` as it appears after "<|User|>:" and inside the judge question,
+    plus the judge's fixed texts, so each word becomes a single token."""
+    texts = world_ops(world).texts()
     fixed = [question.SYSTEM_PROMPT] + [question.answer_text(v) for v in (Verdict.ACCEPT, Verdict.REJECT)]
     return [f": {t}" for t in texts] + [question.judge_question(t) for t in texts] + fixed * 20
 
@@ -128,7 +129,7 @@ def _build_model(cfg: BaseConfig, vq, seed: int) -> UnifiedModel:
     wrong = [f"{k}={getattr(arch, k)!r} (needs {v!r})" for k, v in wanted.items() if getattr(arch, k) != v]
     if wrong:
         raise ValueError(f"config.arch does not fit config.vq: {', '.join(wrong)}; build it with arch_for()")
-    processor = build_processor(arch, tokenizer_corpus(), phrases=question.fixed_prefix_phrases())
+    processor = build_processor(arch, tokenizer_corpus(cfg.world), phrases=question.fixed_prefix_phrases())
     config = janus_config(arch, processor.tokenizer)
     # The generation side must be exactly the trained tokenizer, plus the projections into the LM.
     vq_config = cfg.vq.janus_config().to_dict()

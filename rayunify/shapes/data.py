@@ -15,21 +15,19 @@ import math
 import numpy as np
 import torch
 
-from rayunify.shapes.checker import check_batch
 from rayunify.shapes.recipe import MIX_SOURCES, BaseConfig
-from rayunify.shapes.render import render
 from rayunify.shapes.vq import decode_tokens, encode_tokens
 from rayunify.shapes.world import (
     CATEGORIES,
     COLOURS,
     IMAGE_SIZE,
     MAX_OBJECTS,
-    OPPOSITE_RELATION,
     RELATIONS,
     SHAPES,
     ObjectSpec,
     Spec,
 )
+from rayunify.shapes.worlds import world_ops
 from rayunify.types import Prompt, Verdict
 
 
@@ -38,6 +36,7 @@ class ShapesData:
 
     def __init__(self, vq, prompts: list[Prompt], cfg: BaseConfig, rng: np.random.Generator):
         self.vq, self.cfg, self.rng = vq, cfg, rng
+        self.world = world_ops(cfg.world)
         by_category: dict[str, list[Prompt]] = {c: [] for c in CATEGORIES}
         for p in prompts:
             by_category[p.category].append(p)
@@ -45,14 +44,14 @@ class ShapesData:
         self.prompts = by_category
         weights = np.array([w for c, w in zip(CATEGORIES, cfg.category_weights, strict=True) if by_category[c]])
         self.category_p = weights / weights.sum()
-        self.specs = {p.text: Spec.from_dict(p.spec) for p in prompts}
+        self.specs = {p.text: self.world.spec_from_dict(p.spec) for p in prompts}
         self.all_prompts = prompts
         # The model's own recent samples, (prompt, image), split by the checker's verdict, and in order.
         self.own: dict[bool, list[tuple[Prompt, np.ndarray]]] = {True: [], False: []}
         self.own_recent: list[tuple[Prompt, np.ndarray, bool]] = []
 
     def add_own(self, prompts: list[Prompt], images: np.ndarray) -> None:
-        verdicts = check_batch(images, [self.specs[p.text] for p in prompts])
+        verdicts = self.world.check_batch(images, [self.specs[p.text] for p in prompts])
         for prompt, image, verdict in zip(prompts, images, verdicts, strict=True):
             self.own[verdict.aligned].append((prompt, image))
             self.own_recent.append((prompt, image, verdict.aligned))
@@ -76,8 +75,8 @@ class ShapesData:
         specs = [self.specs[p.text] for p in prompts]
         if self.cfg.caption_noise > 0:  # (no draw at 0, so the noiseless base's stream is unchanged)
             noisy = self.rng.random(n) < self.cfg.caption_noise
-            specs = [one_attribute_away(s, self.rng) if bad else s for s, bad in zip(specs, noisy, strict=True)]
-        images = np.stack([render(spec, self.rng) for spec in specs])
+            specs = [self.world.one_attribute_away(s, self.rng) if bad else s for s, bad in zip(specs, noisy, strict=True)]
+        images = np.stack([self.world.render(spec, self.rng) for spec in specs])
         return [p.text for p in prompts], encode_tokens(self.vq, images)
 
     def understanding_batch(self, n: int) -> tuple[list[np.ndarray], list[str], list[Verdict]]:
@@ -114,12 +113,12 @@ class ShapesData:
         for i in rendered:
             spec = self.specs[prompts[i].text]
             if kinds[i] == "opposite_relation" and spec.relation is not None:
-                spec = Spec(spec.objects, OPPOSITE_RELATION[spec.relation])
+                spec = self.world.opposite_relation(spec)
             elif kinds[i] in ("one_attribute_away", "opposite_relation"):
-                spec = one_attribute_away(spec, self.rng, by_kind=mix.negatives_by_kind)
+                spec = self.world.one_attribute_away(spec, self.rng, by_kind=mix.negatives_by_kind)
             elif kinds[i] == "random_prompt":
                 spec = self.specs[self.all_prompts[self.rng.integers(len(self.all_prompts))].text]
-            drawn.append(render(spec, self.rng))
+            drawn.append(self.world.render(spec, self.rng))
         images = np.zeros((n_candidates, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
         if len(rendered):
             tokens = encode_tokens(self.vq, np.stack(drawn)).numpy()
@@ -128,7 +127,7 @@ class ShapesData:
             images[rendered] = decode_tokens(self.vq, torch.from_numpy(tokens))
         for i in np.nonzero(kinds == "own")[0]:
             prompts[i], images[i] = self._own_sample()
-        accepted = np.array([r.aligned for r in check_batch(images, [self.specs[p.text] for p in prompts])])
+        accepted = np.array([r.aligned for r in self.world.check_batch(images, [self.specs[p.text] for p in prompts])])
         chosen = balanced_choice(accepted, n)
         chosen = chosen[self.rng.permutation(len(chosen))]
         verdicts = [Verdict.ACCEPT if accepted[i] else Verdict.REJECT for i in chosen]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -25,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from rayunify.shapes.checker import check_batch
-from rayunify.shapes.data import one_attribute_away
-from rayunify.shapes.render import render
-from rayunify.shapes.world import Spec
+from rayunify.shapes.worlds import world_of_prompts
 from rayunify.types import Prompt, SamplingSettings
+
+log = logging.getLogger(__name__)
 
 JUDGE_SET_VERSION = 1  # bump when the construction changes, so cached sets are rebuilt
 CHUNK_PROMPTS = 16  # prompts per generate call
@@ -81,6 +81,14 @@ def build_judge_set(model: Any, prompts: Sequence[Prompt], size: int, seed: int,
         candidates = _own(model, chosen, per_text, settings, seed + 1000 * index) + _renders(model, chosen, per_text, rng)
         parts.append(_balanced(category, candidates, per_cell, rng))
     items = [item for part in parts for item in part]
+    missing = [c for c, part in zip(by_category, parts, strict=True) if not part]
+    if len(missing) == len(parts):
+        raise ValueError(
+            "no category has both an image the checker accepts and one it rejects: the model's own samples and "
+            "its tokenizer's round trips of renders are all one label, so no balanced judge set exists"
+        )
+    if missing:
+        log.warning("the judge set leaves out %s: no image of one label among its candidates", ", ".join(missing))
     return JudgeSet(
         texts=[p.text for _, p, _, _ in items], categories=[p.category for _, p, _, _ in items],
         images=np.stack([img for _, _, img, _ in items]), labels=np.array([ok for _, _, _, ok in items], dtype=bool),
@@ -115,14 +123,17 @@ def _own(model: Any, prompts: list[Prompt], n: int, settings: SamplingSettings, 
 
 def _renders(model: Any, prompts: list[Prompt], n: int, rng: np.random.Generator) -> list[Candidate]:
     expanded = [p for p in prompts for _ in range(n)] * 2
-    specs = [Spec.from_dict(p.spec) for p in expanded]
+    world = world_of_prompts(expanded)
+    specs = [world.spec_from_dict(p.spec) for p in expanded]
     half = len(specs) // 2
-    drawn = [render(s, rng) for s in specs[:half]] + [render(one_attribute_away(s, rng, by_kind=True), rng) for s in specs[half:]]
+    drawn = [world.render(s, rng) for s in specs[:half]]  # positives first: the rng's order is the set's
+    drawn += [world.render(world.one_attribute_away(s, rng, by_kind=True), rng) for s in specs[half:]]
     return _labelled("render", expanded, _vq_round_trip(model, np.stack(drawn)))
 
 
 def _labelled(source: str, prompts: list[Prompt], images: np.ndarray) -> list[Candidate]:
-    results = check_batch(images, [Spec.from_dict(p.spec) for p in prompts])
+    world = world_of_prompts(prompts)
+    results = world.check_batch(images, [world.spec_from_dict(p.spec) for p in prompts])
     return [(source, p, img, r.aligned) for p, img, r in zip(prompts, images, results, strict=True)]
 
 

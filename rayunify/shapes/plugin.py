@@ -24,7 +24,7 @@ from rayunify.builtins import (
 if TYPE_CHECKING:
     from rayunify.types import Judge, Prompt
 
-BASE_SIZES = ("base", "noisy", "test")
+BASE_SIZES = ("base", "noisy", "test", "v2", "v2-test")
 
 
 def _shapes_model(size: str) -> Callable[[int], str]:
@@ -116,6 +116,8 @@ def register() -> None:
         ("base", "the ShapesWorld base model (trained on first use)"),
         ("noisy", "the ShapesWorld base trained on noisy captions"),
         ("test", "a small ShapesWorld base for tests"),
+        ("v2", "the ShapesWorld v2 base model (trained on first use)"),
+        ("v2-test", "a small ShapesWorld v2 base for tests"),
     ):
         register_model(f"shapes-{size}", BuiltinModel(description, _shapes_model(size), existing=_existing_shapes_model(size)))
     register_prompt_source(
@@ -135,6 +137,7 @@ def register() -> None:
             _shapes_v2_prompts,
             _shapes_check_categories,
             ("validation", "test"),  # rayunify.shapes.splits_v2.EVAL_SPLITS_V2 (numpy stays unloaded)
+            _shapes_judge_set,
         ),
     )
     register_judge("shapes_checker", _shapes_checker, _shapes_checker_problem)

@@ -92,6 +92,9 @@ class BaseConfig:
     prompt_seed: int = 0
     guidance_scale: float = 3.0  # saved as the model's default; `rayunify eval` uses 3 as well
     threads: int = 2  # torch CPU threads while training (results depend on it)
+    # Which ShapesWorld the base draws, judges and trains on: "v1" (`world`) or "v2" (`world_v2`). A v2 base
+    # trains on v2's train split (every text) and keeps `n_eval_prompts` validation texts as its eval list.
+    world: str = "v1"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,6 +121,8 @@ SIZES: dict[str, BaseConfig] = {
     # prompt. Its generation is weak because its data is, while its judge learns from exact labels: the
     # situation the paper's method is for (see README, "Where self-supervision has something to add").
     "noisy": BaseConfig(arch=arch_for(_BASE_VQ, 128, 4, 64, 2), vq=_BASE_VQ, caption_noise=0.5),
+    # ShapesWorld v2 (docs/shapes-v2.md): v1's recipe on v2's train split, every text of it.
+    "v2": BaseConfig(arch=arch_for(_BASE_VQ, 128, 4, 64, 2), vq=_BASE_VQ, world="v2", n_train_prompts=100_000),
     # For tests: the same pipeline in well under two minutes; the model is not meant to be good.
     "test": BaseConfig(
         arch=arch_for(_TEST_VQ, 64, 2, 32, 1),
@@ -131,6 +136,7 @@ SIZES: dict[str, BaseConfig] = {
         n_eval_prompts=16,
     ),
 }
+SIZES["v2-test"] = dataclasses.replace(SIZES["test"], world="v2")
 
 
 def size_config(size: str) -> BaseConfig:
@@ -140,10 +146,19 @@ def size_config(size: str) -> BaseConfig:
 
 
 def split_prompts(cfg: BaseConfig) -> tuple[list[Prompt], list[Prompt]]:
-    """Train and eval prompts from the 2 : 1 split of meanings (`held_out_split`)."""
-    return held_out_split(cfg.n_train_prompts, cfg.n_eval_prompts, cfg.prompt_seed)
+    """Train and eval prompts: v1's 2 : 1 split of meanings (`held_out_split`), or v2's train split (every
+    text, or the first `n_train_prompts` in turn by category when that is fewer) and validation texts."""
+    if cfg.world == "v1":
+        return held_out_split(cfg.n_train_prompts, cfg.n_eval_prompts, cfg.prompt_seed)
+    from rayunify.shapes.splits_v2 import prompt_split_v2, split_pools_v2
+
+    n_train = min(cfg.n_train_prompts, sum(map(len, split_pools_v2("train", cfg.prompt_seed).values())))
+    return prompt_split_v2(n_train, cfg.n_eval_prompts, cfg.prompt_seed, eval_split="validation")
 
 
 def cache_key(cfg: BaseConfig, seed: int) -> str:
-    payload = json.dumps([cfg.to_dict(), seed, BASE_VERSION], sort_keys=True, default=str)
+    recipe = cfg.to_dict()
+    if recipe["world"] == "v1":
+        del recipe["world"]  # added with v2: v1 recipes keep the key (and the shipped base its directory)
+    payload = json.dumps([recipe, seed, BASE_VERSION], sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -208,3 +208,33 @@ def one_attribute_negatives(spec: SpecV2) -> list[SpecV2]:
     if spec.relation is not None:
         found.append(SpecV2(spec.objects, OPPOSITE_RELATION[spec.relation], spec.template))
     return found
+
+
+def one_attribute_away_v2(spec: SpecV2, rng: np.random.Generator, by_kind: bool = False) -> SpecV2:
+    """A random spec one attribute away from `spec` (a training negative): one of `one_attribute_negatives`,
+    two objects' colours swapped (colour attribution's typical mistake), or an object dropped (two objects
+    without a relation) or added (one kind of object). `by_kind` as v1's `data.one_attribute_away`: first the
+    kind of change, each equally likely, then a spec of that kind; otherwise every such spec equally likely."""
+    candidates = [("attribute", s) for s in one_attribute_negatives(spec)]
+    objects = spec.objects
+    distinct = len(objects) == 2 and objects[0].shape != objects[1].shape and objects[0].colour != objects[1].colour
+    if distinct and objects[0].colour is not None:  # (with one shape or one colour the swap says the same)
+        a, b = objects
+        swapped = (ObjectSpecV2(a.shape, b.colour, a.count), ObjectSpecV2(b.shape, a.colour, b.count))
+        candidates.append(("swap", SpecV2(swapped, spec.relation, spec.template)))
+    if len(objects) == 2 and spec.relation is None:
+        candidates += [("drop", SpecV2((o,), None, spec.template)) for o in objects]
+    if len(objects) == 1:
+        coloured = objects[0].colour is not None
+        for shape in SHAPES_V2:
+            extra = ObjectSpecV2(shape, COLOURS_V2[int(rng.integers(len(COLOURS_V2)))] if coloured else None)
+            plain = ObjectSpecV2(objects[0].shape, objects[0].colour, objects[0].count)  # a size is for one object
+            try:
+                candidates.append(("add", SpecV2((plain, extra), None, spec.template)))
+            except ValueError:  # the same kind twice, or too many objects
+                continue
+    if by_kind:
+        kinds = list(dict.fromkeys(kind for kind, _ in candidates))
+        chosen = kinds[int(rng.integers(len(kinds)))]
+        candidates = [(kind, s) for kind, s in candidates if kind == chosen]
+    return candidates[int(rng.integers(len(candidates)))][1]
