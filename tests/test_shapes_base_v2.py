@@ -137,3 +137,38 @@ def test_the_fixed_judge_set_is_built_for_v2_prompts_and_labelled_by_the_v2_chec
     checked = check_batch_v2(judge_set.images, [by_text[t] for t in judge_set.texts])
     assert [r.aligned for r in checked] == judge_set.labels.tolist()
     assert set(judge_set.categories) <= set(CATEGORIES) and judge_set.labels.any() and (~judge_set.labels).any()
+
+
+def test_best_of_n_takes_the_judges_favourite_and_the_oracle_any_correct_image():
+    from rayunify.shapes.base_report import best_of_n_report, targets
+
+    by_prompt = {  # (judge P(yes), judge accepts, checker accepts) per image
+        "a": [(0.9, True, False), (0.2, False, True), (0.1, False, False), (0.3, False, False)],
+        "b": [(0.4, False, True), (0.8, True, True), (0.1, False, False), (0.0, False, False)],
+        "c": [(0.5, True, False)] * 4,
+    }
+    report = best_of_n_report({"a": "colour", "b": "colour", "c": "counting"}, by_prompt)
+    colour = report["colour"]
+    assert (colour["pass_at_1"], colour["judge_best_of_n"], colour["oracle_any_of_n"]) == (0.375, 0.5, 1.0)
+    assert report["counting"]["judge_accepts"] == 1.0 and report["counting"]["oracle_any_of_n"] == 0.0
+    assert report["category_mean"]["pass_at_1"] == pytest.approx(0.1875)
+    verdict = targets({"overall": {"balanced_accuracy": 0.9, "auroc": 0.94}}, report)
+    assert verdict["judge_balanced_accuracy"]["holds"] and not verdict["judge_auroc"]["holds"]
+    assert not verdict["generation_category_mean"]["holds"] and verdict["best_of_n_over_pass_at_1"]["value"] == pytest.approx(0.25 / 0.1875)
+
+
+def test_the_base_report_scores_a_v2_base_on_its_test_split(tiny_v2_base: Path):
+    from rayunify.config import JanusModelConfig
+    from rayunify.models import build_model
+    from rayunify.shapes.base_report import ReportSettings, generation_figures, judge_figures
+    from rayunify.shapes.splits_v2 import split_pools_v2
+
+    model = build_model(JanusModelConfig(path=str(tiny_v2_base), device="cpu"))
+    prompts = [p for pool in split_pools_v2("test").values() for p in pool]
+    settings = ReportSettings(judge_set_size=24, texts_per_category=2, samples=3)
+    judge = judge_figures(model, prompts, settings)
+    generation = generation_figures(model, prompts, settings)
+    assert 0.0 <= judge["overall"]["balanced_accuracy"] <= 1.0 and judge["overall"]["count"] > 0
+    assert set(generation) == {*CATEGORIES, "category_mean"}
+    assert all(g["texts"] == 2 for c, g in generation.items() if c != "category_mean")
+    assert all(g["pass_at_1"] <= g["oracle_any_of_n"] for g in generation.values())
