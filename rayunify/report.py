@@ -106,14 +106,15 @@ def summary_table(runs: dict[str, list[dict]]) -> str:
 
 
 # (records, metric, group, label) of the interval tables, the figures a finding is read from: records "eval"
-# are the model's own images, "judgeset" the fixed judge set (trainer.judge_set_size; no column where a run
-# lacks it)
+# are the model's own images, "judgeset" the fixed judge set (trainer.judge_set_size), "judgeset_train" the
+# one on the training prompts (trainer.judge_set_train_size); no column where a run lacks it
 INTERVAL_COLUMNS = [
     ("eval", "gen_accuracy", "overall", "gen_accuracy"),
     ("eval", "gen_accuracy", "category_mean", "gen_accuracy, category mean"),
     ("eval", "nonunified", "overall", "nonunified"),
     ("eval", "judge_accuracy", "overall", "judge_accuracy"),
     ("judgeset", "balanced_accuracy", "overall", "judge set balanced accuracy"),
+    ("judgeset_train", "balanced_accuracy", "overall", "training-prompt judge set balanced accuracy"),
 ]
 SEED_SUFFIX = re.compile(r"_s\d+$")
 START = "start"  # `against` of a contrast that is a recipe's change from its own start
@@ -159,7 +160,7 @@ def contrast(
     end. The judge set resamples seeds only (fixed images, a deterministic judge); the model's own images
     resample seeds, texts and images (rayunify.intervals)."""
     records, metric, group, _ = column
-    levels = JUDGE_SET_LEVELS if records == "judgeset" else LEVELS
+    levels = JUDGE_SET_LEVELS if records.startswith("judgeset") else LEVELS
     if against == START:
         arms = {
             "end": eval_table(recipes[recipe], "final", records),

@@ -253,9 +253,11 @@ def test_judge_set_is_built_once_and_judged_at_every_evaluation(tmp_path):
     and re-judged by the current model at the start, every evaluation and the end (judgeset/*)."""
     cfg = tiny_config(
         tmp_path, "judge_set", "trainer.judge_set_size=24", "prompts.eval_split=test", "prompts.n_eval=12",
-        "trainer.steps=2",
+        "trainer.steps=2", "trainer.judge_set_train_size=96",  # the random tiny model: few balanced cells
     )  # fmt: skip
-    Trainer(cfg).run()
+    trainer = Trainer(cfg)
+    train_texts = {p.text for p in trainer.train_prompts}
+    trainer.run()
     rows = read_metrics(tmp_path / "judge_set")
     evaluations = [r for r in rows if "eval/gen_accuracy" in r]
     assert len(evaluations) >= 2
@@ -264,3 +266,7 @@ def test_judge_set_is_built_once_and_judged_at_every_evaluation(tmp_path):
         assert row["judgeset/count"] == evaluations[0]["judgeset/count"] > 0  # the same set every time
     saved = np.load(tmp_path / "judge_set" / "judge_set.npz")
     assert saved["labels"].sum() * 2 == len(saved["labels"]) == evaluations[0]["judgeset/count"]  # balanced
+    # trainer.judge_set_train_size: the same on the training prompts, beside it (judgeset_train/*)
+    assert all(row["judgeset_train/count"] == evaluations[0]["judgeset_train/count"] > 0 for row in evaluations)
+    train_set = np.load(tmp_path / "judge_set" / "judge_set_train.npz")
+    assert set(train_set["texts"].tolist()) <= train_texts and not set(train_set["texts"].tolist()) & set(saved["texts"].tolist())

@@ -23,8 +23,6 @@ from rayunify.shapes.world_v2 import SpecV2, all_specs_v2, meaning_key_v2, one_a
 from rayunify.shapes.worlds import world_of_prompts, world_ops
 from rayunify.types import Prompt, SamplingSettings, Verdict
 
-pytestmark = pytest.mark.kernels  # trains a model
-
 TINY_V2 = dataclasses.replace(
     SIZES["v2-test"], steps=3, vision_pretrain_steps=1, gen_batch=4, und_batch=4, n_train_prompts=10_000,
     vq=VQTrainConfig.tiny(),  # the test size's 300 steps: too few for any v2 round trip to pass

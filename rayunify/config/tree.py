@@ -274,7 +274,12 @@ class TrainerConfig(Strict):
     judge_set_size: int = Field(
         0, ge=0, description="Images of the fixed judge set (balanced accepted/rejected per category: renders and "
         "the starting model's own samples for the eval prompts, labelled by the prompt source's checker), re-judged "
-        "at every evaluation (judgeset/*: AUROC of P(yes), balanced accuracy). 0: off. source=shapes only."
+        "at every evaluation (judgeset/*: AUROC of P(yes), balanced accuracy). 0: off. Sources with a checker only (shapes, shapes_v2)."
+    )
+    judge_set_train_size: int = Field(
+        0, ge=0, description="Images of a second fixed judge set, built the same way on the run's training prompts "
+        "(judgeset_train/*): where updates from the training pairs should move the judge first, beside the held-out "
+        "set. 0: off. Sources with a checker only (shapes, shapes_v2)."
     )
     checkpoint_every: int = Field(10, gt=0, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, gt=0, description="Checkpoints kept; older ones are deleted.")
@@ -348,14 +353,14 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _judge_set_has_labels(self) -> Config:
-        if self.trainer.judge_set_size == 0:
-            return self
+        sizes = {"judge_set_size": self.trainer.judge_set_size, "judge_set_train_size": self.trainer.judge_set_train_size}
         source = PROMPT_SOURCES.get(self.prompts.source)
-        if source is None or source.judge_set is None:
-            raise ValueError(
-                f"trainer.judge_set_size={self.trainer.judge_set_size} needs a prompt source that labels images "
-                f"(prompts.source=shapes); prompts.source={self.prompts.source!r} has no checker: set it to 0"
-            )
+        for key, size in sizes.items():
+            if size > 0 and (source is None or source.judge_set is None):
+                raise ValueError(
+                    f"trainer.{key}={size} needs a prompt source that labels images (prompts.source=shapes or "
+                    f"shapes_v2); prompts.source={self.prompts.source!r} has no checker: set it to 0"
+                )
         return self
 
     @model_validator(mode="after")

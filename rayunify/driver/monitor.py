@@ -74,16 +74,19 @@ class Monitor:
         logger: Any,  # rayunify.runlog.RunLogger
         progress: Any,  # tqdm
         eval_prompts: list[Any],
+        train_prompts: list[Any],
         on_first_rollout: Callable[..., Any],  # runs a RolloutWorker method on the actor with current weights
         save_checkpoint: Callable[[], Any],  # before a guard alarm stops the run
     ) -> None:
         self.cfg, self.run_dir, self.logger, self.progress = cfg, run_dir, logger, progress
-        self.eval_prompts = eval_prompts
+        self.eval_prompts, self.train_prompts = eval_prompts, train_prompts
         self.on_first_rollout, self.save_checkpoint = on_first_rollout, save_checkpoint
         self.guard = CoDegradationGuard(min_agreement=cfg.guard.min_agreement, window=cfg.guard.window)
         self.probe: ProbeSet | None = None
         self.fixed_images: FixedImages | None = None
-        self.judge_set: Any | None = None  # trainer.judge_set_size > 0: the fixed, labelled set (judgeset/*)
+        # The fixed, labelled judge sets by metric prefix: "judgeset" on the eval prompts (trainer.judge_set_size),
+        # "judgeset_train" on the training prompts (trainer.judge_set_train_size).
+        self.judge_sets: dict[str, Any] = {}
         self.start_acceptance: dict[str, float] = {}  # the model's own acceptance rate per category at the start
 
     # ------------------------------------------------------------------ evaluation, probe, fixed images
@@ -93,7 +96,7 @@ class Monitor:
         self.start_acceptance = acceptance_by_category((i.prompt.category, i.own.verdict) for i in items)
         self.probe = self._probe_set(items)
         self.fixed_images = self._fixed_images(items)
-        self.judge_set = self.load_judge_set()
+        self.judge_sets = self.load_judge_sets()
         return {**metrics, **self.probe_metrics("start")}
 
     def evaluate_all(self, tag: str, step: int) -> dict[str, float]:
@@ -121,37 +124,42 @@ class Monitor:
             metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens, p.commit_steps))
         if self.fixed_images is not None:
             metrics.update(self._rejudge_fixed_images(self.fixed_images))
-        if self.judge_set is not None:
-            metrics.update(self._judge_the_judge_set(self.judge_set, tag))
+        for name, judge_set in self.judge_sets.items():
+            metrics.update(self._judge_the_judge_set(name, judge_set, tag))
         return metrics
 
-    def load_judge_set(self) -> Any | None:
-        """The fixed judge set of the run's eval prompts, drawn from the starting model (cached on disk, so
-        every run from the same model and eval split is scored on the same images, and a resumed run finds
-        it again); a copy in the run dir."""
-        size = self.cfg.trainer.judge_set_size
-        if size == 0:
-            return None
+    def load_judge_sets(self) -> dict[str, Any]:
+        """The fixed judge sets of the run's eval (and training) prompts, drawn from the starting model (cached
+        on disk, so every run from the same model and split is scored on the same images, and a resumed run
+        finds them again); a copy of each in the run dir."""
+        wanted = {"judgeset": (self.cfg.trainer.judge_set_size, self.eval_prompts, "judge_set.npz"),
+                  "judgeset_train": (self.cfg.trainer.judge_set_train_size, self.train_prompts, "judge_set_train.npz")}  # fmt: skip
+        sets = {}
+        for name, (size, prompts, file_name) in wanted.items():
+            if size > 0:
+                sets[name] = self._load_judge_set(prompts, size)
+                sets[name].save(self.run_dir / file_name)
+                self.progress.write(f"[{name}] {sets[name].summary()}")
+        return sets
+
+    def _load_judge_set(self, prompts: list[Any], size: int) -> Any:
         from rayunify import builtins
 
         source = builtins.prompt_source(self.cfg.prompts.source)
         assert source.judge_set is not None  # Config checks it
         model_dir = builtins.resolve_model_path(self.cfg.model.path, seed=self.cfg.model.builtin_seed)
-        judge_set = source.judge_set(model_dir, self.eval_prompts, size, self.cfg.prompts.seed, self.cfg.sampling.settings())
-        judge_set.save(self.run_dir / "judge_set.npz")
-        self.progress.write(f"[judge set] {judge_set.summary()}")
-        return judge_set
+        return source.judge_set(model_dir, prompts, size, self.cfg.prompts.seed, self.cfg.sampling.settings())
 
-    def _judge_the_judge_set(self, judge_set: Any, tag: str) -> dict[str, float]:
+    def _judge_the_judge_set(self, name: str, judge_set: Any, tag: str) -> dict[str, float]:
         judgements = self.on_first_rollout("judge_images", judge_set.texts, judge_set.images)
-        path = self.run_dir / f"judgeset_{tag}_records.jsonl"
+        path = self.run_dir / f"{name}_{tag}_records.jsonl"
         write_judge_set_records(
             judge_set.texts, judge_set.categories, list(judge_set.labels), judgements, path
         )
         report = judge_set_report(
             judge_set.categories, list(judge_set.labels), [j.score for j in judgements], [j.verdict for j in judgements]
         )
-        return flatten(report, prefix="judgeset/")
+        return flatten(report, prefix=f"{name}/")
 
     def _probe_set(self, items: list[Any]) -> ProbeSet | None:
         chosen = [i for i in items if i.own.verdict == Verdict.ACCEPT and i.reference.verdict == Verdict.REJECT]

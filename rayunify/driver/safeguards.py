@@ -104,7 +104,7 @@ def restore(trainer: Trainer) -> None:
     ray_get(trainer.data.load_state_dict.remote(state.data))
     trainer.monitor.guard.load_state_dict(state.guard)
     trainer.monitor.probe, trainer.monitor.fixed_images = state.probe, state.fixed_images
-    trainer.monitor.judge_set = trainer.monitor.load_judge_set()
+    trainer.monitor.judge_sets = trainer.monitor.load_judge_sets()
     trainer.skipped_batches, trainer.step = state.skipped_batches, state.step
     trainer.safeguards.load_divergence_state(state.divergence)
     dropped = trainer.logger.rewind(state.log_rows)

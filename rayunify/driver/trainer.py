@@ -94,7 +94,7 @@ class Trainer:
         self.collector = Collector(actors, self.sync, cfg.sampling.samples_per_prompt, cfg.trainer.seed,
                                    partial(reference_fraction, cfg), part_prompts=prompts_per_call(cfg))  # fmt: skip
         self.sync.restart_dead = self.collector.restart_dead_actors  # a receiver lost mid-push: restart, retry
-        self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts,
+        self.monitor = Monitor(cfg, self.run_dir, self.logger, self.progress, eval_prompts, train_prompts,
                                self.collector.on_first_rollout, self.save_checkpoint)  # fmt: skip
         grpo = cfg.algorithm.type == "grpo"
         self.algorithm = GRPOLearning(cfg, self.data, self.learner) if grpo else PreferenceLearning(
