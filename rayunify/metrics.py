@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,3 +285,29 @@ def _percentiles(values: np.ndarray, lo: float, hi: float) -> list[float]:
     if not len(finite):
         return [math.nan, math.nan]
     return [float(np.percentile(finite, lo)), float(np.percentile(finite, hi))]
+
+
+# ---------------------------------------------------------------------------------------------- the probe
+# Per-image figures of the false-positive probe (images the base accepted and the reference rejects), as the
+# rollout worker returns them beside the means; the driver pops them and logs what `probe_changes` makes.
+PROBE_P_YES = "probe_images/p_yes"
+PROBE_GEN_LOGP = "probe_images/gen_logp"
+
+
+def probe_changes(start: Mapping[str, Sequence[float]], now: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Each probe image's change since the start in the judge's P(yes) (ΔU) and in the generation
+    log-likelihood per token (ΔG), summarised: their means, the share of images where both fall (the
+    paper's shared-kernel mechanism moves both the same way on the same image) and their Pearson
+    correlation across images (NaN under three images or with no spread)."""
+    lengths = {len(figures[key]) for figures in (start, now) for key in (PROBE_P_YES, PROBE_GEN_LOGP)}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"probe figures do not line up: {sorted(lengths)} images at the start and now")
+    du = np.asarray(now[PROBE_P_YES], float) - np.asarray(start[PROBE_P_YES], float)
+    dg = np.asarray(now[PROBE_GEN_LOGP], float) - np.asarray(start[PROBE_GEN_LOGP], float)
+    spread = du.size >= 3 and du.std() > 0 and dg.std() > 0
+    return {
+        "probe/delta_u_mean": float(du.mean()),
+        "probe/delta_g_mean": float(dg.mean()),
+        "probe/both_fall": float(np.mean((du < 0) & (dg < 0))),
+        "probe/delta_corr": float(np.corrcoef(du, dg)[0, 1]) if spread else math.nan,
+    }

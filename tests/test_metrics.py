@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import pytest
 
 from rayunify.metrics import VerdictRecord, by_category, flatten, unification_metrics
@@ -113,3 +115,42 @@ def test_balanced_accuracy_weighs_the_classes_equally_and_counts_invalid_as_wron
     report = judge_set_report(["a", "a", "b", "b"], [True, False, True, False], [0.8, 0.3, 0.6, 0.7], [A, R, INV, A])
     assert report["a"]["balanced_accuracy"] == 1.0 and report["b"]["auroc"] == 0.0
     assert flatten(report, "judgeset/")["judgeset/auroc"] == pytest.approx(3 / 4)
+
+
+def test_probe_changes_are_each_images_change_since_the_start():
+    from rayunify.metrics import PROBE_GEN_LOGP, PROBE_P_YES, probe_changes
+
+    start = {PROBE_P_YES: [0.9, 0.8, 0.7, 0.6], PROBE_GEN_LOGP: [-2.0, -2.0, -2.0, -2.0]}
+    now = {PROBE_P_YES: [0.5, 0.6, 0.7, 0.9], PROBE_GEN_LOGP: [-2.4, -2.2, -2.0, -1.7]}
+    changes = probe_changes(start, now)
+    assert changes["probe/delta_u_mean"] == pytest.approx(-0.075)
+    assert changes["probe/delta_g_mean"] == pytest.approx(-0.075)
+    assert changes["probe/both_fall"] == 0.5  # the first two images: P(yes) and log-likelihood both fall
+    assert changes["probe/delta_corr"] == pytest.approx(np.corrcoef([-0.4, -0.2, 0.0, 0.3], [-0.4, -0.2, 0.0, 0.3])[0, 1])
+    assert math.isnan(probe_changes({k: v[:2] for k, v in start.items()}, {k: v[:2] for k, v in now.items()})["probe/delta_corr"])
+    with pytest.raises(ValueError, match="do not line up"):
+        probe_changes(start, {PROBE_P_YES: [0.5], PROBE_GEN_LOGP: [-2.0]})
+
+
+def test_the_monitor_logs_probe_changes_against_the_start_it_wrote(tmp_path):
+    """The per-image figures of each evaluation go to probe_<tag>_records.jsonl, and later evaluations are
+    compared with the start's as read back from there (so a resumed run compares with the same start)."""
+    from rayunify.config import load_config
+    from rayunify.driver.monitor import Monitor, ProbeSet
+    from rayunify.metrics import PROBE_GEN_LOGP, PROBE_P_YES
+
+    figures = iter([([0.9, 0.6, 0.8], [-1.0, -2.0, -3.0]), ([0.5, 0.6, 0.9], [-1.5, -2.0, -2.0])])
+
+    def rollout(method, *args):  # the rollout worker's `probe`, as figures of two evaluations
+        assert method == "probe"
+        p_yes, logp = next(figures)
+        return {"probe/p_yes": float(np.mean(p_yes)), PROBE_P_YES: p_yes, PROBE_GEN_LOGP: logp}
+
+    monitor = Monitor(load_config(None, []), tmp_path, None, None, [], [], rollout, lambda: None)
+    monitor.probe = ProbeSet(["a", "b", "c"], np.zeros((3, 2, 2, 3), np.uint8), np.zeros((3, 4), np.int64))
+    start = monitor._probe("start")
+    assert set(start) == {"probe/p_yes"} and (tmp_path / "probe_start_records.jsonl").is_file()
+    later = monitor._probe("step10")
+    assert later["probe/delta_u_mean"] == pytest.approx(-0.1) and later["probe/both_fall"] == pytest.approx(1 / 3)
+    rows = [json.loads(line) for line in (tmp_path / "probe_step10_records.jsonl").open()]
+    assert [r["prompt"] for r in rows] == ["a", "b", "c"] and rows[2][PROBE_GEN_LOGP] == -2.0

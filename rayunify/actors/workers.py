@@ -19,6 +19,7 @@ from rayunify.actors import name_cpu_accelerator
 from rayunify.actors.collective import ChannelSpec, ModuleReceiver, UpdateHeader
 from rayunify.batching import prompt_seeds
 from rayunify.config import Config
+from rayunify.metrics import PROBE_GEN_LOGP, PROBE_P_YES
 from rayunify.models.base import GenerationOutput
 from rayunify.types import JudgedSample, Judgement, Prompt, Sample
 from rayunify.weights import WeightUpdate
@@ -154,7 +155,8 @@ class RolloutWorker(ModelHolder):
         self, prompts: list[str], images: np.ndarray, tokens: np.ndarray, commit_steps: np.ndarray | None = None
     ) -> dict[str, float]:
         """The paper's false-positive probe: the judge's P(yes) and the generation log-likelihood of fixed
-        images the base model accepted but the reference rejects. Co-improvement: both fall together."""
+        images the base model accepted but the reference rejects. Co-improvement: both fall together. Besides
+        the means, each image's figures, from which the driver takes each image's change since the start."""
         judgements = self.unified.judge(list(images), prompts)
         with torch.no_grad():
             # Copies: the arrays arrive read-only from Ray's object store, and on CPU `.to(device)` inside the
@@ -164,10 +166,13 @@ class RolloutWorker(ModelHolder):
                 guidance_scale=self.cfg.sampling.guidance_scale,
                 commit_steps=None if commit_steps is None else torch.tensor(commit_steps),
             )  # fmt: skip
+        per_image = logps.float().mean(dim=1)
         return {
             "probe/p_yes": float(np.mean([j.score for j in judgements])),
             "probe/gen_logp_per_token": float(logps.mean()),
             "probe/size": float(len(prompts)),
+            PROBE_P_YES: [float(j.score) for j in judgements],  # per image, for ΔU (popped by the driver)
+            PROBE_GEN_LOGP: per_image.tolist(),  # per image and token, for ΔG (popped by the driver)
         }
 
     def judge_images(self, prompts: list[str], images: np.ndarray) -> list[Judgement]:

@@ -15,7 +15,15 @@ from rayunify.config import Config
 from rayunify.guard import CoDegradationAlarm, CoDegradationGuard
 from rayunify.intervals import write_eval_records, write_judge_set_records
 from rayunify.levels import acceptance_by_category
-from rayunify.metrics import VerdictRecord, flatten, judge_set_report, unification_metrics
+from rayunify.metrics import (
+    PROBE_GEN_LOGP,
+    PROBE_P_YES,
+    VerdictRecord,
+    flatten,
+    judge_set_report,
+    probe_changes,
+    unification_metrics,
+)
 from rayunify.types import JudgedSample, Verdict
 
 FIXED_KEYS = ("judge_accuracy", "judge_fpr", "judge_fnr", "nonunified", "mean_self_score", "invalid_rate", "count")
@@ -120,13 +128,32 @@ class Monitor:
     def probe_metrics(self, tag: str) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.probe is not None:
-            p = self.probe
-            metrics.update(self.on_first_rollout("probe", p.prompts, p.images, p.tokens, p.commit_steps))
+            metrics.update(self._probe(tag))
         if self.fixed_images is not None:
             metrics.update(self._rejudge_fixed_images(self.fixed_images))
         for name, judge_set in self.judge_sets.items():
             metrics.update(self._judge_the_judge_set(name, judge_set, tag))
         return metrics
+
+    def _probe(self, tag: str) -> dict[str, float]:
+        """The probe's means, and each image's change since the start (ΔU, ΔG; `metrics.probe_changes`).
+        Each evaluation's per-image figures go to probe_<tag>_records.jsonl; the start's are read back from
+        there, so a resumed run compares with the same start."""
+        p = self.probe
+        assert p is not None
+        metrics = self.on_first_rollout("probe", p.prompts, p.images, p.tokens, p.commit_steps)
+        per_image = {key: metrics.pop(key) for key in (PROBE_P_YES, PROBE_GEN_LOGP)}
+        with open(self.run_dir / f"probe_{tag}_records.jsonl", "w") as f:
+            for i, prompt in enumerate(p.prompts):
+                f.write(json.dumps({"prompt": prompt, **{key: values[i] for key, values in per_image.items()}}) + "\n")
+        if tag != "start":
+            metrics.update(probe_changes(self._probe_start(), per_image))
+        return metrics
+
+    def _probe_start(self) -> dict[str, list[float]]:
+        with open(self.run_dir / "probe_start_records.jsonl") as f:
+            rows = [json.loads(line) for line in f]
+        return {key: [row[key] for row in rows] for key in (PROBE_P_YES, PROBE_GEN_LOGP)}
 
     def load_judge_sets(self) -> dict[str, Any]:
         """The fixed judge sets of the run's eval (and training) prompts, drawn from the starting model (cached
