@@ -95,6 +95,33 @@ _FINDINGS = [
     ),
     ("online_grpo", "online_grpo", [*_ONLINE]),
 ]
+# "findings_v2": the findings on ShapesWorld v2's base, scored on v2's test split (which no setting was chosen
+# on) and on fixed judge sets of the test and the training prompts. Beside each self-judged primary recipe
+# the same recipe with the exact checker as its judge (the oracle: what the algorithm reaches with perfect
+# verdicts), the lax-threshold self-judge (the paper's co-degradation case) and flipped verdicts (a positive
+# control: supervision known to be wrong must degrade). Five seeds (`--seeds 0 1 2 3 4`).
+_V2 = (
+    "model.path=builtin:shapes-v2",
+    "prompts.source=shapes_v2",
+    "prompts.eval_split=test",
+    "prompts.n_eval=180",
+    "trainer.eval_prompts=180",
+    "trainer.judge_set_size=600",
+    "trainer.judge_set_train_size=600",
+    "trainer.output_dir=runs/shapes_v2",
+)
+_ORACLE = ("judge.type=shapes_checker",)
+_FLIPPED = ("judge.type=noisy", "judge.base.type=self", "judge.flip_fraction=1.0")
+_FINDINGS_V2 = [
+    ("sft", "sft", [*_V2, *_OFFLINE]),
+    ("sft_oracle", "sft", [*_V2, *_OFFLINE, *_ORACLE, "trainer.run_name=sft_oracle"]),
+    ("online_dpo", "online_dpo", [*_V2, *_ONLINE]),
+    ("online_dpo_oracle", "online_dpo", [*_V2, *_ONLINE, *_ORACLE, "trainer.run_name=online_dpo_oracle"]),
+    ("c_dpo", "c_dpo", [*_V2, *_OFFLINE]),
+    ("dpo", "dpo", [*_V2, *_OFFLINE]),
+    ("lax_sft", "sft", [*_V2, *_OFFLINE, "judge.accept_threshold=0.01", "trainer.run_name=lax_sft"]),
+    ("flipped_sft", "sft", [*_V2, *_OFFLINE, *_FLIPPED, "trainer.run_name=flipped_sft"]),
+]
 # What each findings table compares (recipe, against), paired over prompts with the seeds pooled.
 COMPARISONS = {
     "findings": [
@@ -110,6 +137,13 @@ COMPARISONS = {
         ("co_degradation_sft", "sft"),
         ("online_grpo", "online_dpo"),
     ],
+    "findings_v2": [
+        ("sft_oracle", "sft"),
+        ("online_dpo_oracle", "online_dpo"),
+        ("c_dpo", "dpo"),
+        ("lax_sft", "sft"),
+        ("flipped_sft", "sft"),
+    ],
 }
 # The findings suite's primary contrasts, declared before its runs (recipe, against, report column; against
 # "start": the recipe's own change). They are read at 95% with their minimum detectable effect; every other
@@ -123,9 +157,19 @@ PRIMARY = {
         ("c_dpo", "dpo", "gen_accuracy, category mean"),  # curriculum, as the paper runs it
         ("c_dpo_matched", "dpo", "gen_accuracy, category mean"),  # curriculum at DPO's step budget
     ),
+    # Declared before any v2 run: one per claim, each against its own start or its control arm.
+    "findings_v2": (
+        ("online_dpo", "start", "gen_accuracy, category mean"),  # self-improvement
+        ("online_dpo", "start", "training-prompt judge set balanced accuracy"),  # co-improvement, where it acts
+        ("sft_oracle", "sft", "gen_accuracy, category mean"),  # what the self-judge's errors cost
+        ("lax_sft", "sft", "judge set balanced accuracy"),  # co-degradation, the paper's case: the judge
+        ("flipped_sft", "sft", "gen_accuracy, category mean"),  # co-degradation's positive control
+        ("c_dpo", "dpo", "gen_accuracy, category mean"),  # curriculum
+    ),
 }
 SUITES: dict[str, list[tuple[str, str, list[str]]]] = {
     "findings": _FINDINGS,
+    "findings_v2": _FINDINGS_V2,
     "objects": [
         *((name, name, [*_OBJECTS, "sampling.samples_per_prompt=32"]) for name in ("sft", "dpo", "c_sft", "c_dpo")),
         ("online_dpo", "online_dpo", [*_OBJECTS]),

@@ -233,7 +233,8 @@ def test_primary_contrasts_come_first_with_their_mde_and_the_rest_are_holm_adjus
         interval_tables(recipes, resamples=50, primary=[("dpo", "sft", "gen_accuracy")])
 
 
-def test_the_findings_suite_declares_at_most_six_primary_contrasts_it_tabulates():
+@pytest.mark.parametrize("name", ["findings", "findings_v2"])
+def test_the_findings_suite_declares_at_most_six_primary_contrasts_it_tabulates(name):
     import importlib.util
     from pathlib import Path
 
@@ -243,12 +244,12 @@ def test_the_findings_suite_declares_at_most_six_primary_contrasts_it_tabulates(
     spec = importlib.util.spec_from_file_location("run_shapes_experiments", path)
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)
-    primary = suite.PRIMARY["findings"]
-    recipes = {name for name, *_ in suite.SUITES["findings"]}
+    primary = suite.PRIMARY[name]
+    recipes = {name for name, *_ in suite.SUITES[name]}
     assert 1 <= len(primary) <= 6 and len(set(primary)) == len(primary)
     for recipe, against, label in primary:
         assert recipe in recipes and label in {c[3] for c in INTERVAL_COLUMNS}
-        assert against == "start" or (recipe, against) in suite.COMPARISONS["findings"]
-    assert suite.primary_of("findings", dict.fromkeys(recipes), suite.COMPARISONS["findings"]) == list(
+        assert against == "start" or (recipe, against) in suite.COMPARISONS[name]
+    assert suite.primary_of(name, dict.fromkeys(recipes), suite.COMPARISONS[name]) == list(
         primary
     )
