@@ -1,22 +1,21 @@
 """Every role at Janus-Pro-1B's real width, vocabulary, 384 px and 576 image tokens, against the memory estimate.
 
 Each role runs in its own process on the Janus-Pro-1B architecture with random weights (bfloat16 where the CPU
-has it), at a few of the 24 layers: rollout (prompts × 2 images, CFG, decoded to pixels), the self-judge, the
+has it), at three of the 24 layers: rollout (prompts × 2 images, CFG, decoded to pixels), the self-judge, the
 learner (DPO on one pair: LoRA, and full fine-tuning under ZeRO-2 and ZeRO-3, a one-rank DeepSpeed engine on
 gloo) and the reference pass. Peak resident memory above the process's baseline (imports and tokenizer) is
 read from the kernel's high-water mark, reset before each phase so that terms can be told apart: weights
 (after the model is built), the learner's state (master copies, gradients, optimizer moments, the frozen
-reference), and each phase's transient peak (activations, KV cache, logits). Peak memory is fitted linearly
-in the layer count, extrapolated to 24 layers, checked once against a full-depth run of one role, and compared
-with `rayunify.sizing`'s estimate for the same config, term by term.
+reference), and each phase's transient peak (activations, the rollout's decode loop and VQ decode, logits).
+Peak memory is fitted linearly in the layer count, extrapolated to 24 layers, checked once against a
+full-depth run of one role, and compared with `rayunify.sizing`'s estimate for the same config, term by term.
 
-    python benchmarks/bench_real_scale.py                       # 2 and 4 layers, full-depth reference pass
-    python benchmarks/bench_real_scale.py --learner-layers 1 2 --results runs/real-scale   # as docs/real-scale.md
+    python benchmarks/bench_real_scale.py --results runs/real-scale   # 2, 4, 6 layers (learners 1, 2, 3), as docs/real-scale.md
     python benchmarks/bench_real_scale.py --layers 1 --full-check none --roles judge reference
     python benchmarks/bench_real_scale.py --worker learner_zero2 --at 2   # one role, one depth (JSON line)
 
 What CPU cannot show (CUDA context, the caching allocator's fragmentation, NCCL buffers) is the margin
-`rayunify.sizing.GPU_OVERHEAD_*` adds on top; see docs/real-scale.md. Last line:
+`rayunify.sizing.with_gpu_margin` adds on top; see docs/real-scale.md. Last line:
 `sizing ratio=<measured/estimated>` for the role furthest from 1 (extrapolated to the full depth).
 """
 
@@ -356,8 +355,8 @@ def main() -> None:
     parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6], help="depths measured, then fitted")
     parser.add_argument("--learner-layers", type=int, nargs="+",
-                        help="depths for the learner roles (default: --layers); their optimizer state makes them the "
-                        "slowest and largest")  # fmt: skip
+                        help="depths for the learner roles (default: half of each of --layers, at least 1); their "
+                        "optimizer state makes them the largest")  # fmt: skip
     parser.add_argument("--full-check", default="reference", choices=[*ROLES, "none"],
                         help="the role also run at all 24 layers to check the extrapolation")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
@@ -372,7 +371,9 @@ def main() -> None:
     target = FULL_DEPTH if len(args.layers) > 1 else args.layers[0]  # one depth: compare there, no extrapolation
     rows, runs = [], []
     for role in args.roles:
-        depths = args.learner_layers if role.startswith("learner") and args.learner_layers else args.layers
+        depths = args.layers
+        if role.startswith("learner"):
+            depths = args.learner_layers or sorted({max(1, depth // 2) for depth in args.layers})
         role_runs = [run_role(role, depth, args.threads, args.results) for depth in depths]
         runs += role_runs
         rows.append(summarise(role, role_runs, target))
