@@ -32,6 +32,7 @@ _VQ_DECODER_CHANNELS = 128
 _VQ_DECODER_LIVE_MAPS = 4.25
 # The decode loop embeds each sampled token through a table of every image token's embedding (codebook x
 # hidden), built once and kept between calls; while the aligner builds it, its hidden layer is a second copy.
+# (Janus's; Show-o's decode reads its embedding directly, so its estimate is high by the table.)
 _IMAGE_TABLE_BUILD_COPIES = 2
 _JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 120  # the vision tower's transient per patch and hidden unit
 _REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's reduce_bucket_size default
