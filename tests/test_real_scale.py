@@ -1,6 +1,6 @@
 """A one-layer slice of benchmarks/bench_real_scale.py: every role at Janus-Pro-1B's real width, vocabulary,
 384 px and 576 image tokens (one of its 24 layers, random bfloat16 weights), each in its own process, its peak
-resident memory against `rayunify.sizing`'s estimate for the same config (the full check fits 2 and 4 layers
+resident memory against `rayunify.sizing`'s estimate for the same config (the full check fits 2, 4 and 6 layers
 and extrapolates to 24; docs/real-scale.md)."""
 
 from __future__ import annotations
