@@ -1,22 +1,21 @@
 """Every role at Janus-Pro-1B's real width, vocabulary, 384 px and 576 image tokens, against the memory estimate.
 
 Each role runs in its own process on the Janus-Pro-1B architecture with random weights (bfloat16 where the CPU
-has it), at a few of the 24 layers: rollout (prompts × 2 images, CFG, decoded to pixels), the self-judge, the
+has it), at three of the 24 layers: rollout (prompts × 2 images, CFG, decoded to pixels), the self-judge, the
 learner (DPO on one pair: LoRA, and full fine-tuning under ZeRO-2 and ZeRO-3, a one-rank DeepSpeed engine on
 gloo) and the reference pass. Peak resident memory above the process's baseline (imports and tokenizer) is
 read from the kernel's high-water mark, reset before each phase so that terms can be told apart: weights
 (after the model is built), the learner's state (master copies, gradients, optimizer moments, the frozen
-reference), and each phase's transient peak (activations, KV cache, logits). Peak memory is fitted linearly
-in the layer count, extrapolated to 24 layers, checked once against a full-depth run of one role, and compared
-with `rayunify.sizing`'s estimate for the same config, term by term.
+reference), and each phase's transient peak (activations, the rollout's decode loop and VQ decode, logits).
+Peak memory is fitted linearly in the layer count, extrapolated to 24 layers, checked once against a
+full-depth run of one role, and compared with `rayunify.sizing`'s estimate for the same config, term by term.
 
-    python benchmarks/bench_real_scale.py                       # 2 and 4 layers, full-depth reference pass
-    python benchmarks/bench_real_scale.py --learner-layers 1 2 --results runs/real-scale   # as docs/real-scale.md
+    python benchmarks/bench_real_scale.py --results runs/real-scale   # 2, 4, 6 layers (learners 1, 2, 3), as docs/real-scale.md
     python benchmarks/bench_real_scale.py --layers 1 --full-check none --roles judge reference
     python benchmarks/bench_real_scale.py --worker learner_zero2 --at 2   # one role, one depth (JSON line)
 
 What CPU cannot show (CUDA context, the caching allocator's fragmentation, NCCL buffers) is the margin
-`rayunify.sizing.GPU_OVERHEAD_*` adds on top; see docs/real-scale.md. Last line:
+`rayunify.sizing.with_gpu_margin` adds on top; see docs/real-scale.md. Last line:
 `sizing ratio=<measured/estimated>` for the role furthest from 1 (extrapolated to the full depth).
 """
 
@@ -120,11 +119,27 @@ def build(layers: int, cfg):
 
 
 def run_rollout(um, cfg, meter: Meter) -> None:
+    """One generate call with decoding, as a rollout actor makes it; its decode loop (the image-token
+    table, the KV cache) and its VQ decode to pixels are told apart by closing the loop's peak when the VQ
+    decoder starts. Both are measured above the call's start."""
     from rayunify.types import SamplingSettings
 
     settings = SamplingSettings(guidance_scale=cfg.sampling.guidance_scale)
     prompts = [PROMPT] * cfg.trainer.prompts_per_step
+    vq_decode = um.decode_images
+    call_start = rss()
+
+    def metered_vq_decode(tokens):
+        meter.points["decode_loop_transient"] = peak() - call_start
+        reset_peak()
+        images = vq_decode(tokens)
+        meter.points["vq_decode_transient"] = peak() - call_start
+        return images
+
+    um.decode_images = metered_vq_decode
     meter.phase("generate", lambda: um.generate(prompts, n=cfg.sampling.samples_per_prompt, settings=settings, seed=0, decode=True))
+    meter.points["generate_transient"] = max(meter.points["decode_loop_transient"], meter.points["vq_decode_transient"])
+    meter.points["generate_peak"] = call_start - meter.base + meter.points["generate_transient"]
 
 
 def run_judge(um, cfg, meter: Meter) -> None:
@@ -189,7 +204,9 @@ def worker_main(role: str, layers: int, threads: int) -> None:
     um, config, meter = build(layers, cfg)
     runner = {"rollout": run_rollout, "judge": run_judge, "reference": run_reference}.get(role, run_learner)
     runner(um, cfg, meter)
-    meter.points["total_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - meter.base
+    # The kernel's high-water mark since the last reset, or a phase's peak if one was higher before it.
+    peaks = [v for k, v in meter.points.items() if k.endswith("_peak")]
+    meter.points["total_peak"] = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - meter.base, *peaks])
     result = {"role": role, "layers": layers, "seconds": time.perf_counter() - started,
               "cpu_seconds": time.process_time(), "bytes": meter.points}  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
@@ -205,8 +222,9 @@ def estimate(role: str, layers: int) -> dict[str, float]:
     cfg = role_config(role)
     shape = model_shape(cfg, janus_config(replace(JANUS_PRO_1B, num_layers=layers)))
     run = run_shape(cfg, shape)
-    if role == "rollout":
-        return sizing.rollout_memory(shape, run)
+    if role == "rollout":  # the VQ decoder's own peak too, which the total counts only beyond the loop's
+        images = cfg.trainer.prompts_per_step * cfg.sampling.samples_per_prompt
+        return {**sizing.rollout_memory(shape, run), "vq_pixels": sizing.vq_decode_bytes(shape, images, run.dtype) / GIB}
     if role == "judge":
         return sizing.judge_memory(shape, run)
     if role == "reference":
@@ -218,7 +236,7 @@ def measured_terms(role: str, b: dict[str, int]) -> dict[str, float]:
     """The measured counterparts of the estimate's terms (GiB), where a phase isolates them."""
     g = {k: v / GIB for k, v in b.items()}
     if role == "rollout":
-        return {"weights": g["weights"], "kv_cache+decode": g["generate_transient"]}
+        return {"weights": g["weights"], "decode_loop": g["decode_loop_transient"], "vq_decode": g["vq_decode_transient"]}
     if role == "judge":
         return {"weights": g["weights"], "activations": g["judge_transient"]}
     if role == "reference":
@@ -233,7 +251,9 @@ def measured_terms(role: str, b: dict[str, int]) -> dict[str, float]:
 
 def estimate_terms(role: str, est: dict[str, float]) -> dict[str, float]:
     if role == "rollout":
-        return {"weights": est["weights"], "kv_cache+decode": est["kv_cache"] + est["decode"]}
+        # Both phases are measured above the call's start, so each holds the embedding table built in it.
+        return {"weights": est["weights"], "decode_loop": est["image_embeddings"] + est["decode_loop"],
+                "vq_decode": est["image_embeddings"] + est["vq_pixels"]}  # fmt: skip
     if role in ("judge", "reference"):
         return {"weights": est["weights"], "activations": est["activations"]}
     return {
@@ -272,6 +292,30 @@ def fit(points: dict[int, float], at: int) -> float:
     return my + slope * (at - mx)
 
 
+def fit_residual(points: dict[int, float]) -> float:
+    """The largest distance of a measured depth from the fitted line (0 through two points): how far
+    memory is from linear in the layer count, which the extrapolation to 24 layers assumes."""
+    return max(abs(y - fit(points, x)) for x, y in points.items())
+
+
+def rollout_total(terms: dict[int, dict[str, float]], target: int) -> float:
+    """A generate call's peak at `target` layers from its phases: the weights and the decode loop (the KV
+    cache) grow with depth and are fitted; the VQ decode runs on the tokens after the cache is freed, so it
+    does not depend on the language model's depth and is averaged over the depths (fitting its run-to-run
+    spread, a few hundredths of a GiB on CPU, would multiply it by the distance to 24 layers). The call's
+    peak is the larger phase."""
+    fitted = lambda name: fit({d: t[name] for d, t in terms.items()}, target)  # noqa: E731
+    vq = sum(t["vq_decode"] for t in terms.values()) / len(terms)
+    return fitted("weights") + max(fitted("decode_loop"), vq)
+
+
+def term_at(points: dict[int, float], target: int, role: str, name: str) -> float:
+    """A term at `target` layers: fitted, but the rollout's VQ decode averaged (see `rollout_total`)."""
+    if role == "rollout" and name == "vq_decode":
+        return sum(points.values()) / len(points)
+    return fit(points, target)
+
+
 def summarise(role: str, runs: list[dict], target: int) -> dict:
     from rayunify import sizing
 
@@ -280,23 +324,27 @@ def summarise(role: str, runs: list[dict], target: int) -> dict:
     estimates = {d: estimate(role, d) for d in by_depth}
     estimated = {d: estimate_terms(role, e) for d, e in estimates.items()}
     totals = {d: r["bytes"]["total_peak"] / GIB for d, r in by_depth.items()}
-    est_totals = {d: sizing.total(e) for d, e in estimates.items()}
-    terms = {name: {"measured": fit({d: m[name] for d, m in measured.items()}, target),
-                    "estimate": fit({d: e[name] for d, e in estimated.items()}, target)} for name in measured[min(measured)]}  # fmt: skip
-    total = fit(totals, target)
-    est = fit(est_totals, target)
+    est_totals = {d: sizing.total({k: v for k, v in e.items() if k != "vq_pixels"}) for d, e in estimates.items()}  # a part of the call's peak, not a term
+    terms = {name: {"measured": term_at({d: m[name] for d, m in measured.items()}, target, role, name),
+                    "estimate": term_at({d: e[name] for d, e in estimated.items()}, target, role, name)}
+             for name in measured[min(measured)]}  # fmt: skip
+    total, est = fit(totals, target), fit(est_totals, target)
+    if role == "rollout" and len(by_depth) > 1:
+        total, est = rollout_total(measured, target), rollout_total(estimated, target)
     return {"role": role, "measured_gib": {d: round(v, 3) for d, v in totals.items()}, "at": target,
             "extrapolated_gib": total, "estimate_gib": est, "ratio": total / est, "terms": terms,
+            "fit_residual_gib": fit_residual(totals),
             "seconds": {d: round(r["seconds"], 1) for d, r in by_depth.items()},
             "cpu_seconds": {d: round(r.get("cpu_seconds", 0), 1) for d, r in by_depth.items()}}  # fmt: skip
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"| role | measured GiB (layers: GiB) | extrapolated to {rows[0]['at']} | estimate | ratio |")
-    print("|---|---|---|---|---|")
+    print(f"| role | measured GiB (layers: GiB) | fit residual | extrapolated to {rows[0]['at']} | estimate | ratio |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         cells = ", ".join(f"{d}: {v:.2f}" for d, v in r["measured_gib"].items())
-        print(f"| {r['role']} | {cells} | {r['extrapolated_gib']:.2f} | {r['estimate_gib']:.2f} | {r['ratio']:.2f} |")
+        print(f"| {r['role']} | {cells} | {r['fit_residual_gib']:.3f} | {r['extrapolated_gib']:.2f} | {r['estimate_gib']:.2f} | "
+              f"{r['ratio']:.3f} |")  # fmt: skip
     for r in rows:
         parts = ", ".join(f"{n} {t['measured']:.2f}/{t['estimate']:.2f}" for n, t in r["terms"].items())
         print(f"terms {r['role']} (measured/estimated GiB at {r['at']} layers): {parts}")
@@ -305,10 +353,10 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--roles", nargs="+", choices=ROLES, default=list(ROLES))
-    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4], help="depths measured, then fitted")
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6], help="depths measured, then fitted")
     parser.add_argument("--learner-layers", type=int, nargs="+",
-                        help="depths for the learner roles (default: --layers); their optimizer state makes them the "
-                        "slowest and largest")  # fmt: skip
+                        help="depths for the learner roles (default: half of each of --layers, at least 1); their "
+                        "optimizer state makes them the largest")  # fmt: skip
     parser.add_argument("--full-check", default="reference", choices=[*ROLES, "none"],
                         help="the role also run at all 24 layers to check the extrapolation")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
@@ -323,7 +371,9 @@ def main() -> None:
     target = FULL_DEPTH if len(args.layers) > 1 else args.layers[0]  # one depth: compare there, no extrapolation
     rows, runs = [], []
     for role in args.roles:
-        depths = args.learner_layers if role.startswith("learner") and args.learner_layers else args.layers
+        depths = args.layers
+        if role.startswith("learner"):
+            depths = args.learner_layers or sorted({max(1, depth // 2) for depth in args.layers})
         role_runs = [run_role(role, depth, args.threads, args.results) for depth in depths]
         runs += role_runs
         rows.append(summarise(role, role_runs, target))
@@ -341,7 +391,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": rows}, indent=1))
     print(f"wall clock {time.perf_counter() - started:.0f} s, {args.threads} torch thread(s) per role")
     worst = max(rows, key=lambda r: abs(r["ratio"] - 1) if r["ratio"] >= 1 else abs(1 / r["ratio"] - 1))
-    print(f"sizing ratio={worst['ratio']:.2f}")
+    print(f"sizing ratio={worst['ratio']:.3f}")
 
 
 if __name__ == "__main__":

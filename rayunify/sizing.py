@@ -25,7 +25,15 @@ _TRAIN_BYTES_PER_TOKEN_UNIT_LAYER = 58  # saved for backward per token, hidden u
 _TRAIN_HEAD_BYTES_PER_LOGIT = 18  # image-head logits: bf16 out, fp32 log-softmax kept, and their gradients
 _NO_GRAD_BYTES_PER_TOKEN_UNIT_LAYER = 6  # keys and values the language model caches (4), and the step transient
 _NO_GRAD_HEAD_BYTES_PER_LOGIT = 10  # bf16 logits, their fp32 copy and fp32 log-softmax
-_VQ_DECODE_BYTES_PER_PIXEL = 1500  # the VQ decoder at full resolution: 128 channels, a few tensors alive
+# The VQ decoder's peak is in a resnet block at full resolution, where four maps of its 128 channels are alive
+# at once (the block's input kept for the residual, the norm's output, the sigmoid's temporary, the sum): 4.24
+# maps per pixel measured at 384 px in bfloat16.
+_VQ_DECODER_CHANNELS = 128
+_VQ_DECODER_LIVE_MAPS = 4.25
+# The decode loop embeds each sampled token through a table of every image token's embedding (codebook x
+# hidden), built once and kept between calls; while the aligner builds it, its hidden layer is a second copy.
+# (Janus's; Show-o's decode reads its embedding directly, so its estimate is high by the table.)
+_IMAGE_TABLE_BUILD_COPIES = 2
 _JUDGE_VISION_BYTES_PER_TOKEN_UNIT = 120  # the vision tower's transient per patch and hidden unit
 _REDUCE_BUCKET_ELEMENTS = 500_000_000  # DeepSpeed's reduce_bucket_size default
 _ZERO3_PREFETCH_ELEMENTS = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size default
@@ -127,16 +135,26 @@ def no_grad_pass_bytes(model: ModelShape, rows: int, dtype: str) -> float:
 
 
 def rollout_memory(model: ModelShape, run: RunShape) -> dict[str, float]:
-    """GiB per rollout actor: its model copy, the KV cache of one generate call and the VQ decoder's
-    activations turning that call's tokens into pixels."""
+    """GiB per rollout actor: its model copy, the image-token embedding table the decode loop reads, the
+    decode loop's peak (one generate call's KV cache, beside the table's second copy while the first call
+    builds it) and the VQ decoder turning the call's tokens into pixels, which starts once the cache is freed:
+    the call's peak is the larger of the two."""
     images = run.rollout_rows // 2 if run.rollout_rows > 1 else 1  # CFG twins make no image
-    kv = kv_cache_bytes(model, run.rollout_rows, run.dtype)
-    decode = images * model.image_pixels * _VQ_DECODE_BYTES_PER_PIXEL
+    dtype_bytes = _bytes(run.dtype)
+    table = model.image_vocab * model.hidden_size * dtype_bytes
+    loop = kv_cache_bytes(model, run.rollout_rows, run.dtype) + (_IMAGE_TABLE_BUILD_COPIES - 1) * table
+    pixels = vq_decode_bytes(model, images, run.dtype)
     return {
-        "weights": model.total_params * _bytes(run.dtype) / GIB,
-        "kv_cache": kv / GIB,
-        "decode": max(0.0, decode - kv) / GIB,  # the cache is freed before the pixels are decoded
+        "weights": model.total_params * dtype_bytes / GIB,
+        "image_embeddings": table / GIB,
+        "decode_loop": loop / GIB,
+        "vq_decode": max(0.0, pixels - loop) / GIB,  # what the pixels need beyond the freed loop's memory
     }
+
+
+def vq_decode_bytes(model: ModelShape, images: int, dtype: str) -> float:
+    """The VQ decoder's activations at its peak, turning `images` images' tokens into pixels at once."""
+    return images * model.image_pixels * _VQ_DECODER_CHANNELS * _VQ_DECODER_LIVE_MAPS * _bytes(dtype)
 
 
 def judge_memory(model: ModelShape, run: RunShape) -> dict[str, float]:

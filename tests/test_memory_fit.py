@@ -86,6 +86,6 @@ def test_when_no_single_change_fits_a_combination_is_named():
     recipe = ROOT / "examples" / "janus_pro_7b_sft.yaml"
     cfg, shape, run = recipe_estimate(recipe, "learner.batch_size=64", "rollout.max_rows=null")
     problem = sizing.fit_problem(cfg, shape, run, preflight.judge_holds_model(cfg), 79.6)
-    assert "2 x rollout actor (448.2 GiB each)" in problem
+    assert "2 x rollout actor (448.5 GiB each)" in problem
     fix = problem.split("this fits: ")[1]
     assert "rollout.max_rows=" in fix and " and learner." in fix and "together" in fix

@@ -154,6 +154,29 @@ def test_decode_returns_uint8_images(tiny):
     assert out.images.dtype == np.uint8 and out.images.shape == (2, TINY.image_size, TINY.image_size, 3)
 
 
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_generate_frees_the_kv_cache_before_the_vq_decode(tiny, monkeypatch, mode):
+    # The memory estimate counts the larger of the decode loop and the VQ decode, not their sum.
+    import weakref
+
+    caches, alive_at_decode = [], []
+    make_decoder, decode_images = tiny._decoder, tiny.decode_images
+
+    def tracked_decoder(hidden, cache, mask, scale):
+        caches.append(weakref.ref(cache.keys[0]))  # a buffer both decoders write into
+        return make_decoder(hidden, cache, mask, scale)
+
+    def tracked_decode(tokens):
+        alive_at_decode.append(caches[-1]() is not None)
+        return decode_images(tokens)
+
+    monkeypatch.setattr(tiny, "_decoder", tracked_decoder)
+    monkeypatch.setattr(tiny, "decode_images", tracked_decode)
+    monkeypatch.setattr(tiny, "decode_mode", mode)
+    assert tiny.generate(PROMPTS, seed=0, decode=True).images is not None
+    assert alive_at_decode == [False]
+
+
 def test_judge_on_random_model_counts_invalid_and_scores_in_range(tiny):
     images = tiny.generate(PROMPTS, seed=0, decode=True).images
     verdicts = tiny.judge(list(images), PROMPTS)

@@ -221,6 +221,7 @@ class JanusUnifiedModel(JanusJudging, UnifiedModel):
             if step + 1 < self.num_image_tokens:
                 embeds = self._image_token_embeddings(next_token[:, None])
                 decoder.advance(torch.cat([embeds, embeds]) if use_cfg else embeds)
+        del decoder, logits  # frees the KV cache before the VQ decoder's activations need the memory
         images = self.decode_images(tokens) if decode else None
         return GenerationOutput(image_tokens=tokens, logprobs=logprobs, images=images)
 
