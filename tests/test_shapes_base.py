@@ -298,6 +298,13 @@ def test_unbalanced_own_rows_keep_the_generators_success_rate_and_the_rest_stays
     assert abs(rendered_accepted / rendered_total - 0.5) < 0.05
 
 
+def spy_on_render(monkeypatch, spy) -> None:
+    """ShapesData renders through its world's operations: v1's, with `spy` in place of the renderer."""
+    from rayunify.shapes.worlds import world_ops
+
+    monkeypatch.setattr(shapes_data, "world_ops", lambda name: dataclasses.replace(world_ops(name), render=spy))
+
+
 def test_opposite_relation_negatives_show_the_two_objects_in_each_others_places(test_model: Path, monkeypatch):
     import dataclasses
 
@@ -310,7 +317,7 @@ def test_opposite_relation_negatives_show_the_two_objects_in_each_others_places(
     only_position = tuple(float(c == "position") for c in CATEGORIES)
     cfg = dataclasses.replace(SIZES["test"], mix=mix, category_weights=only_position)
     rendered = []
-    monkeypatch.setattr(shapes_data, "render", lambda spec, rng: rendered.append(spec) or render(spec, rng))
+    spy_on_render(monkeypatch, lambda spec, rng: rendered.append(spec) or render(spec, rng))
     data = ShapesData(vq, prompts, cfg, np.random.default_rng(0))
     images, texts, verdicts = data.understanding_batch(8)
     assert len(rendered) == 16 and {s.relation for s in rendered} <= {"left of", "right of", "above", "below"}
@@ -328,7 +335,7 @@ def test_caption_noise_renders_specs_one_attribute_away_and_leaves_the_noiseless
     vq = JanusUnifiedModel.from_pretrained(test_model).model.model.vqmodel
     prompts, _ = split_prompts(SIZES["test"])
     drawn: list[Spec] = []
-    monkeypatch.setattr(shapes_data, "render", lambda spec, rng: drawn.append(spec) or render(spec, rng))
+    spy_on_render(monkeypatch, lambda spec, rng: drawn.append(spec) or render(spec, rng))
 
     def drawn_specs(noise: float) -> tuple[list[str], list[Spec]]:
         drawn.clear()
