@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,14 +27,45 @@ def free_port(host: str = LOOPBACK) -> int:
     return free_ports(1, host)[0]
 
 
+# Ray's workers take ports 10002-19999 by default; ours start above them.
+_FIRST_PORT = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """`count` distinct free ports. The sockets are held open together: probing one port at a time can
-    hand out the same port twice (the kernel may reuse a just-closed ephemeral port)."""
+    """`count` distinct ports free on `host` right now, for a server that binds them a moment later.
+
+    They come from between Ray's worker ports and the kernel's ephemeral range. A port the kernel hands out
+    (bind to 0) goes back to the pool that outgoing connections draw their local ports from, and on a busy
+    node (Ray and gloo open hundreds) one of those can take it before our server binds it: EADDRINUSE. The
+    sockets are held open together, so no port is handed out twice.
+    """
+    candidates = _ports_below_ephemeral_range()
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
+        ports: list[int] = []
+        for port in candidates:
+            if len(ports) == count:
+                break
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            with contextlib.suppress(OSError):
+                sock.bind((host, port))
+                ports.append(port)
+        while len(ports) < count:  # no such range here (or all taken): what the kernel picks
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def _ports_below_ephemeral_range(tries: int = 256) -> list[int]:
+    """Up to `tries` distinct ports from [_FIRST_PORT, start of the ephemeral range), in random order (so
+    processes asking at once rarely try the same ones); [] where the range cannot be read."""
+    try:
+        ephemeral_start = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    span = range(_FIRST_PORT, ephemeral_start)
+    return random.SystemRandom().sample(span, min(tries, len(span)))
 
 
 def log_tail(path: str | os.PathLike, chars: int = 4000) -> str:

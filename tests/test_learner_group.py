@@ -343,3 +343,32 @@ def test_a_receiver_dying_in_an_object_store_push_is_restarted_and_handed_the_sa
     finally:
         for r in receivers:
             ray.kill(r)
+
+
+def test_a_taken_rendezvous_port_costs_a_retry_not_the_run(ray_cluster, monkeypatch):
+    """CI once lost every learner test to EADDRINUSE: rank 0's port was taken between picking and binding.
+    Here the first port handed out is held by a listening socket; the group must come up on a second one."""
+    import socket
+
+    from rayunify.actors import learner_group
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real_run_on_bundle = learner_group.run_on_bundle
+    picked: list[tuple[str, int]] = []
+
+    def first_port_taken(pg, index, fn):
+        picked.append(("127.0.0.1", taken.getsockname()[1]) if not picked else real_run_on_bundle(pg, index, fn))
+        return picked[-1]
+
+    monkeypatch.setattr(learner_group, "run_on_bundle", first_port_taken)
+    try:
+        learner = LearnerGroup(1, tiny_mlp, mse_loss, ds_config(2), optimizer_kwargs={"lr": 1e-2}, num_cpus_per_rank=0.5)
+    finally:
+        taken.close()
+    try:
+        assert len(picked) == 2 and picked[1][1] != picked[0][1]
+        assert learner.train_step([make_batch(0)])["version"] == 1
+    finally:
+        learner.kill()

@@ -117,3 +117,16 @@ def test_model_dir_check_names_the_family_it_needs(tmp_path):
     (tmp_path / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="incomplete checkpoint directory .*: missing tokenizer"):
         check_model_dir(tmp_path, family="janus")
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_fall_back_without_it(monkeypatch, tmp_path):
+    """Ports the kernel hands out (bind to 0) are the ones outgoing connections reuse, which is how a learner
+    rendezvous once lost its port before binding it; ours come from between Ray's worker ports and that range."""
+    from rayunify import procs
+
+    monkeypatch.setattr(procs, "_EPHEMERAL_RANGE", tmp_path / "range")
+    (tmp_path / "range").write_text("32768\t60999\n")
+    ports = procs.free_ports(32)
+    assert len(set(ports)) == 32 and all(20000 <= p < 32768 for p in ports)
+    (tmp_path / "range").unlink()  # not Linux, or no /proc: whatever the kernel picks
+    assert len(set(procs.free_ports(8))) == 8

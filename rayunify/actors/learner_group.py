@@ -5,6 +5,7 @@ it: train steps, packing weights for a push, the broadcast push group, checkpoin
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,17 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 from rayunify.actors.group import ActorGroup, Strategy, reserve_bundles, run_on_bundle
 from rayunify.actors.learner import LearnerWorker, LossFn, ModelFactory, node_ip_and_free_port
 from rayunify.weights import DEFAULT_BUCKET_MB
+
+log = logging.getLogger(__name__)
+
+# Rank 0's rendezvous port is free when it is picked and bound a moment later by another process; on a busy
+# node something may take it in between. That costs a fresh port, not the run.
+_RENDEZVOUS_ATTEMPTS = 3
+
+
+def _port_was_taken(err: BaseException) -> bool:
+    text = str(err)
+    return "EADDRINUSE" in text or "ddress already in use" in text
 
 
 def _mean_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -47,38 +59,45 @@ class LearnerGroup:
         self.pg: PlacementGroup | None = reserve_bundles(
             num_ranks, num_cpus_per_rank, num_gpus_per_rank, resources_per_rank, strategy=strategy, name="learner"
         )
+        actor_options = {"num_cpus": num_cpus_per_rank, "num_gpus": num_gpus_per_rank, "resources": resources_per_rank}
+        rank_kwargs = {
+            "world_size": num_ranks,
+            "model_factory": model_factory,
+            "loss_fn": loss_fn,
+            "ds_config": dict(ds_config),
+            "optimizer_kwargs": optimizer_kwargs,
+            "seed": seed,
+        }
         try:
-            master_addr, master_port = run_on_bundle(self.pg, 0, node_ip_and_free_port)
-            self.group = ActorGroup(
-                LearnerWorker,
-                num_ranks,
-                num_cpus=num_cpus_per_rank,
-                num_gpus=num_gpus_per_rank,
-                resources=resources_per_rank,
-                placement_group=self.pg,
-                name="learner",
-                kwargs={
-                    "world_size": num_ranks,
-                    "master_addr": master_addr,
-                    "master_port": master_port,
-                    "model_factory": model_factory,
-                    "loss_fn": loss_fn,
-                    "ds_config": dict(ds_config),
-                    "optimizer_kwargs": optimizer_kwargs,
-                    "seed": seed,
-                },
-                rank_kwargs=[{"rank": r} for r in range(num_ranks)],
-            )
-        except BaseException:
-            remove_placement_group(self.pg)
-            raise
-        try:
-            start = time.perf_counter()
-            self.setup_info = self.group.run("setup", timeout=setup_timeout_s)
-            self.setup_s = time.perf_counter() - start
+            for attempt in range(1, _RENDEZVOUS_ATTEMPTS + 1):
+                try:
+                    self._start_ranks(actor_options, rank_kwargs, setup_timeout_s)
+                    break
+                except Exception as err:
+                    if attempt == _RENDEZVOUS_ATTEMPTS or not _port_was_taken(err):
+                        raise
+                    log.warning("learner rendezvous port was taken before rank 0 bound it; new port (%s)", err)
+                    self.group.kill()
         except BaseException:
             self.kill()
             raise
+
+    def _start_ranks(self, actor_options: Mapping[str, Any], rank_kwargs: Mapping[str, Any], timeout_s: float) -> None:
+        """Start the ranks on a fresh rendezvous port and wait until every one has built its engine."""
+        assert self.pg is not None
+        master_addr, master_port = run_on_bundle(self.pg, 0, node_ip_and_free_port)
+        self.group = ActorGroup(
+            LearnerWorker,
+            self.num_ranks,
+            placement_group=self.pg,
+            name="learner",
+            kwargs={**rank_kwargs, "master_addr": master_addr, "master_port": master_port},
+            rank_kwargs=[{"rank": r} for r in range(self.num_ranks)],
+            **actor_options,
+        )
+        start = time.perf_counter()
+        self.setup_info = self.group.run("setup", timeout=timeout_s)
+        self.setup_s = time.perf_counter() - start
 
     def async_train_step(self, batches: Sequence[Any]) -> list[ray.ObjectRef]:
         """Rank i trains on batches[i] (the driver splits the global batch); one ref per rank."""
@@ -143,7 +162,8 @@ class LearnerGroup:
 
     def kill(self) -> None:
         """Kill every rank and release the placement group. Safe to call twice."""
-        self.group.kill()
+        if hasattr(self, "group"):  # not yet when the first rendezvous port could not be picked
+            self.group.kill()
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None
