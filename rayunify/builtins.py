@@ -19,6 +19,7 @@ deepspeed) and a config that names no built-in never loads one's implementation.
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -70,18 +71,23 @@ class BuiltinCommand:
 
 T = TypeVar("T")
 _loaded = False
+# Held while loading: another thread's look-up waits for every plugin instead of reading a half-filled
+# registry (a suite runner's threads resolving configs at once saw "unknown" names). Re-entrant, because a
+# plugin's register() may look names up on the loading thread.
+_loading = threading.RLock()
 
 
 def load_plugins() -> None:
     """Register every built-in and installed plugin, once per process (every look-up calls this)."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True  # set first: a plugin's register() may look names up
-    third_party = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    for spec in dict.fromkeys([*BUILTIN_PLUGINS, *third_party]):
-        module_name, _, function = spec.partition(":")
-        getattr(importlib.import_module(module_name), function or "register")()
+    with _loading:
+        if _loaded:
+            return
+        _loaded = True  # set first: a look-up inside a plugin's register() must not load again
+        third_party = [ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)]
+        for spec in dict.fromkeys([*BUILTIN_PLUGINS, *third_party]):
+            module_name, _, function = spec.partition(":")
+            getattr(importlib.import_module(module_name), function or "register")()
 
 
 class Registry(Mapping[str, T], Generic[T]):
