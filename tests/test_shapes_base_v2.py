@@ -34,6 +34,20 @@ def test_v1_recipes_keep_their_cache_keys_and_the_shipped_base_its_directory():
     assert base_dir_name("v2", 0) != base_dir_name("base", 0)
 
 
+def test_the_shipped_v2_base_is_its_recipe_small_and_loads_with_transformers():
+    """Found for SIZES["v2"] as it stands (a recipe change trains a fresh one), within the 8 MB a shipped base
+    may take, and an ordinary transformers checkpoint: its train prompts are remade from the split, not stored."""
+    from transformers import JanusForConditionalGeneration
+
+    shipped = SHIPPED / base_dir_name("v2", 0)
+    info = json.loads((shipped / "shapes_base.json").read_text())
+    assert info["config"] == json.loads(json.dumps(SIZES["v2"].to_dict(), default=str))
+    assert sum(f.stat().st_size for f in shipped.iterdir()) < 8 * 2**20
+    assert not (shipped / "train_prompts.jsonl").exists()
+    model = JanusForConditionalGeneration.from_pretrained(shipped)
+    assert model.config.text_config.hidden_size == SIZES["v2"].arch.hidden_size
+
+
 def _meanings(split: str) -> set:
     return {meaning_key_v2(s) for groups in split_groups_v2(0)[split].values() for g in groups for s in g}
 

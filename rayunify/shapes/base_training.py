@@ -86,7 +86,8 @@ def train_base(
     um.module().eval()
     um.save_pretrained(out)
     save_prompts_jsonl(out / EVAL_PROMPTS_FILE, eval_prompts)
-    save_prompts_jsonl(out / TRAIN_PROMPTS_FILE, train_prompts)
+    if cfg.world == "v1":  # v2's 20,630 would take 6 MB of a shipped base; `split_prompts(cfg)` remakes them
+        save_prompts_jsonl(out / TRAIN_PROMPTS_FILE, train_prompts)
     info = {
         "version": BASE_VERSION,
         "size": size if config is None else "custom",

@@ -116,7 +116,7 @@ def register() -> None:
         ("base", "the ShapesWorld base model (trained on first use)"),
         ("noisy", "the ShapesWorld base trained on noisy captions"),
         ("test", "a small ShapesWorld base for tests"),
-        ("v2", "the ShapesWorld v2 base model (trained on first use)"),
+        ("v2", "the ShapesWorld v2 base model"),
         ("v2-test", "a small ShapesWorld v2 base for tests"),
     ):
         register_model(f"shapes-{size}", BuiltinModel(description, _shapes_model(size), existing=_existing_shapes_model(size)))
