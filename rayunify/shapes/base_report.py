@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rayunify.shapes.judge_set import distinct_prompts_by_category
 from rayunify.types import Prompt, SamplingSettings
 
 # The preconditions (docs/shapes-v2.md, "A base with headroom").
@@ -87,12 +88,8 @@ def _summary(rows: np.ndarray) -> dict[str, float]:
 def texts_per_category(prompts: Sequence[Prompt], k: int, seed: int) -> list[Prompt]:
     """k distinct texts of each category (all of them where it has fewer), drawn with `seed`."""
     rng = np.random.default_rng(seed)
-    by_category: dict[str, dict[str, Prompt]] = defaultdict(dict)
-    for p in prompts:
-        by_category[p.category].setdefault(p.text, p)
     chosen = []
-    for texts in by_category.values():
-        pool = list(texts.values())
+    for pool in distinct_prompts_by_category(prompts).values():
         chosen += [pool[i] for i in sorted(rng.permutation(len(pool))[:k])]
     return chosen
 

@@ -69,7 +69,7 @@ class JudgeSet:
 def build_judge_set(model: Any, prompts: Sequence[Prompt], size: int, seed: int, settings: SamplingSettings) -> JudgeSet:
     """`size` images (fewer where a category lacks images of one label) balanced by label within each
     category, categories equally. `model` is a UnifiedModel; its own samples are drawn with `settings`."""
-    by_category = _distinct_prompts_by_category(prompts)
+    by_category = distinct_prompts_by_category(prompts)
     per_cell = size // (2 * len(by_category))  # images per (category, label)
     if per_cell < 1:
         raise ValueError(f"trainer.judge_set_size={size} is too small for {len(by_category)} categories x 2 labels")
@@ -96,7 +96,8 @@ def build_judge_set(model: Any, prompts: Sequence[Prompt], size: int, seed: int,
     )  # fmt: skip
 
 
-def _distinct_prompts_by_category(prompts: Sequence[Prompt]) -> dict[str, list[Prompt]]:
+def distinct_prompts_by_category(prompts: Sequence[Prompt]) -> dict[str, list[Prompt]]:
+    """Each category's distinct texts (a split's repeats are one text), first occurrence kept, in order."""
     out: dict[str, dict[str, Prompt]] = {}
     for p in prompts:
         if p.spec is None:
