@@ -29,6 +29,11 @@ BASE_RATES = {
     "single_object": 0.70, "colour": 0.41, "two_objects": 0.10,
     "counting": 0.15, "colour_attribution": 0.10, "position": 0.08,
 }  # fmt: skip
+# The shipped v2 base's checker pass@1 per category on v2's test split (docs/shapes-v2.md): rarer passes.
+BASE_RATES_V2 = {
+    "single_object": 0.11, "colour": 0.28, "two_objects": 0.075,
+    "counting": 0.033, "colour_attribution": 0.042, "position": 0.013,
+}  # fmt: skip
 IMAGES_PER_PROMPT = 4
 PROMPTS_PER_CATEGORY = 30
 _NODES, _WEIGHTS = np.polynomial.hermite_e.hermegauss(40)  # E[f(Z)], Z ~ N(0, 1)
@@ -50,6 +55,19 @@ def split_structure(texts_at_least: int = 0) -> dict[str, list[int]]:
     return structure
 
 
+def split_structure_v2() -> dict[str, list[int]]:
+    """{category: images per distinct text} of the findings_v2 evaluation: v2's test split, 180 prompts drawn
+    in turn by category (30 distinct texts each), 4 images a prompt."""
+    from rayunify.shapes.splits_v2 import prompt_split_v2
+
+    _, evaluation = prompt_split_v2(0, 6 * PROMPTS_PER_CATEGORY, seed=0, eval_split="test")
+    structure: dict[str, dict[str, int]] = {}
+    for prompt in evaluation:
+        per_text = structure.setdefault(prompt.category, {})
+        per_text[prompt.text] = per_text.get(prompt.text, 0) + IMAGES_PER_PROMPT
+    return {category: list(per_text.values()) for category, per_text in structure.items()}
+
+
 @dataclass(frozen=True)
 class Spread:
     """Logit-scale standard deviations: between texts of a category, of a training seed's shift (all texts),
@@ -63,12 +81,18 @@ class Spread:
 
 
 class World:
-    def __init__(self, structure: dict[str, list[int]], spread: Spread, rng: np.random.Generator):
+    def __init__(
+        self,
+        structure: dict[str, list[int]],
+        spread: Spread,
+        rng: np.random.Generator,
+        base_rates: dict[str, float] = BASE_RATES,
+    ):
         self.structure, self.spread, self.rng = structure, spread, rng
         self.categories = sorted(structure)
         self.text_category = np.array([c for c in self.categories for _ in structure[c]])
         self.images_per_text = np.array([n for c in self.categories for n in structure[c]])
-        rates = np.array([BASE_RATES[c] for c in self.text_category])
+        rates = np.array([base_rates[c] for c in self.text_category])
         self.base = np.log(rates / (1 - rates)) + rng.normal(0, spread.text, len(rates))
 
     def arm(self, seeds: int, effect: float = 0.0, trained: bool = True) -> ArmRecords:
@@ -144,6 +168,7 @@ def coverage(
     levels: Sequence[str] = LEVELS,
     resamples: int = 100,
     seed: int = 0,
+    base_rates: dict[str, float] = BASE_RATES,
 ) -> dict[str, float]:
     """Share of null worlds whose 95% interval covers the truth, for a recipe's change from the start, a
     recipe against another, a recipe's end figure, and the judge set's change."""
@@ -151,7 +176,7 @@ def coverage(
     structure = structure or split_structure()
     hits = {"change": 0, "recipe_vs_recipe": 0, "end_figure": 0, "judge_set_change": 0}
     for index in range(worlds):
-        world, judges = World(structure, spread, rng), JudgeWorld(spread, rng)
+        world, judges = World(structure, spread, rng, base_rates), JudgeWorld(spread, rng)
         arms = {"start": world.arm(seeds, trained=False), "a": world.arm(seeds), "b": world.arm(seeds)}
         truth = {"start": world.truth(trained=False), "a": world.truth()}
         found = {
@@ -175,17 +200,24 @@ def coverage(
 
 
 def power(
-    worlds: int, seeds: int, effect: float, spread: Spread = Spread(), resamples: int = 100, seed: int = 1
+    worlds: int,
+    seeds: int,
+    effect: float,
+    spread: Spread = Spread(),
+    resamples: int = 100,
+    seed: int = 1,
+    structure: dict[str, list[int]] | None = None,
+    base_rates: dict[str, float] = BASE_RATES,
 ):
     """Share of worlds where recipe a, `effect` logits above b on every text, clears above b; and the median
     minimum detectable effect (percentage points of the category mean) the intervals state."""
     from rayunify.power import minimum_detectable_effect
 
     rng = np.random.default_rng(seed)
-    structure = split_structure()
+    structure = structure or split_structure()
     found, mdes, true = 0, [], []
     for index in range(worlds):
-        world = World(structure, spread, rng)
+        world = World(structure, spread, rng, base_rates)
         arms = {"a": world.arm(seeds, effect), "b": world.arm(seeds)}
         interval = contrast_interval(
             arms, {"a": 1, "b": -1}, "gen_accuracy", "category_mean", LEVELS, resamples, index
@@ -207,17 +239,20 @@ def main(worlds: int = 600) -> None:
         "| structure | seeds | spread | levels | change | recipe vs recipe | end figure | judge set change | CPU s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for structure_name, structure in (
-        ("test split", split_structure()),
-        ("30 texts a category", split_structure(30)),
+    for structure_name, structure, rates in (
+        ("test split", split_structure(), BASE_RATES),
+        ("30 texts a category", split_structure(30), BASE_RATES),
+        ("v2 test split", split_structure_v2(), BASE_RATES_V2),
     ):
         for seeds in (3, 5):
             for spread_name, spread in (("typical", Spread()), ("wide", wide)):
-                if structure_name != "test split" and (spread_name == "wide" or seeds == 5):
+                if structure_name == "30 texts a category" and (spread_name == "wide" or seeds == 5):
+                    continue
+                if structure_name == "v2 test split" and seeds == 3:  # findings_v2 runs five seeds
                     continue
                 for levels in (LEVELS, ("text", "image")):
                     started = time.process_time()
-                    found = coverage(worlds, seeds, spread, structure, levels)
+                    found = coverage(worlds, seeds, spread, structure, levels, base_rates=rates)
                     cells = " | ".join(f"{v:.3f}" for v in found.values())
                     print(f"| {structure_name} | {seeds} | {spread_name} | {', '.join(levels)} | {cells} "
                           f"| {time.process_time() - started:.0f} |", flush=True)  # fmt: skip
@@ -227,6 +262,9 @@ def main(worlds: int = 600) -> None:
             print(
                 f"power: {seeds} seeds, true effect {true:+.3f}: found {found:.3f}, median stated MDE {mde:.3f}"
             )
+    for effect in (0.5, 1.0):
+        found, mde, true = power(200, 5, effect, structure=split_structure_v2(), base_rates=BASE_RATES_V2)
+        print(f"power (v2): 5 seeds, true effect {true:+.3f}: found {found:.3f}, median stated MDE {mde:.3f}")
 
 
 if __name__ == "__main__":
