@@ -159,6 +159,8 @@ def contrast_interval(
     spread = images * seeds  # the variance of one seed's figure
     if "seed" in levels and seeds >= 2:
         spread = _seed_spread(chosen, weights, metric, group)
+        if "image" not in levels:  # a fixed image set (the judge set): nothing below the seeds is drawn
+            spread = max(spread, _rounding_variance(chosen, weights, group))
     if between is None:
         texts, text_df = _text_part(draws, share, next(iter(chosen.values())), levels)
     else:
@@ -192,6 +194,21 @@ def _seed_spread(
         return _variance(sum(weights[n] * v for n, v in per_seed.items()))
     fewest = min(len(v) for v in per_seed.values())
     return sum(weights[n] ** 2 * _variance(v) * fewest / len(v) for n, v in per_seed.items())
+
+
+def _rounding_variance(arms: Mapping[str, ArmRecords], weights: Mapping[str, float], group: str) -> float:
+    """The least variance one seed's figure of the contrast is given on a fixed image set: each arm's figure
+    moves in steps of one verdict (about 1 / its images in the group), so seeds that agree to the step say
+    the spread is below a step, not that it is zero. Without it, a judge that flips the same one of 600
+    images under every seed gets a zero-width interval that "clears" (the rounding error of a uniform
+    step, h² / 12, as in Sheppard's correction)."""
+    total = 0.0
+    for name, arm in arms.items():
+        categories = np.array(arm.categories)[arm.text]
+        in_group = len(categories) if group in ("overall", "category_mean") else int(np.sum(categories == group))
+        images_per_seed = max(in_group / arm.seeds, 1.0)
+        total += weights[name] ** 2 / (12 * images_per_seed**2)
+    return total
 
 
 def _between_texts(

@@ -253,3 +253,27 @@ def test_the_findings_suite_declares_at_most_six_primary_contrasts_it_tabulates(
     assert suite.primary_of(name, dict.fromkeys(recipes), suite.COMPARISONS[name]) == list(
         primary
     )
+
+
+def test_a_fixed_judge_set_whose_seeds_agree_gets_an_interval_of_at_least_its_step(tmp_path):
+    """Two seeds whose trained judge flips the same one of 20 fixed images: the seeds' spread is exactly
+    zero, but the figure moves in steps of one verdict. The interval is at least that step's rounding
+    error wide, and two seeds do not make one image a finding."""
+    from rayunify.intervals import JUDGE_SET_LEVELS, write_judge_set_records
+    from rayunify.types import Judgement, Verdict
+
+    texts = [f"t{i // 2}" for i in range(20)]
+    labels = [i % 2 == 0 for i in range(20)]
+
+    def judge_set(tag: str, seed: int, wrong: set[int]):
+        says = [Verdict.ACCEPT if labels[i] != (i in wrong) else Verdict.REJECT for i in range(20)]
+        judged = [Judgement(v, float(v == Verdict.ACCEPT), "") for v in says]
+        return write_judge_set_records(texts, ["x"] * 20, labels, judged, tmp_path / f"{tag}_{seed}.jsonl")
+
+    start = read_eval_records([judge_set("start", s, {0, 1}) for s in (0, 1)])
+    end = read_eval_records([judge_set("end", s, {0, 1, 2}) for s in (0, 1)])
+    found = contrast_interval({"end": end, "start": start}, {"end": 1, "start": -1}, "balanced_accuracy",
+                              levels=JUDGE_SET_LEVELS)  # fmt: skip
+    assert found.estimate == pytest.approx(-0.05) and found.df == 1
+    assert found.se == pytest.approx(np.sqrt(2 / (12 * 20**2) / 2))  # two arms' steps of 1/20, two seeds
+    assert found.low < -0.05 < found.high and not found.clears()
