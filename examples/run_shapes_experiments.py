@@ -1,6 +1,7 @@
 """Run the ShapesWorld experiments through `rayunify train` and write the results table.
 
-    python examples/run_shapes_experiments.py --jobs 2             # README's findings: every recipe, seeds 0 1 2
+    python examples/run_shapes_experiments.py --jobs 2             # README's findings: findings_v2, seeds 0-4
+    python examples/run_shapes_experiments.py --suite findings --seeds 0 1 2 --jobs 2   # v1's findings
     python examples/run_shapes_experiments.py --suite findings sft dpo --seeds 0   # some of a suite's runs
     python examples/run_shapes_experiments.py sft dpo --out runs/shapes/results    # configs/shapes/<name>.yaml
     python examples/run_shapes_experiments.py --suite objects      # single objects from the noisy-caption base
@@ -299,7 +300,7 @@ def main() -> int:
     parser.add_argument("--out", help="default: runs/shapes/results, or runs/shapes_<suite>/results")
     parser.add_argument("--override", action="append", default=[], help="extra key=value for every run")
     parser.add_argument(
-        "--suite", choices=sorted(SUITES), help="a named set of runs (default: findings, seeds 0 1 2)"
+        "--suite", choices=sorted(SUITES), help="a named set of runs (default: findings_v2, seeds 0-4)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds: every run once per seed")
     parser.add_argument("--baseline", help="with --seeds: the recipe the others are compared with")
@@ -311,7 +312,7 @@ def main() -> int:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: at least 1")
     if not args.suite and not args.names:
-        args.suite, args.seeds = "findings", args.seeds or [0, 1, 2]
+        args.suite, args.seeds = "findings_v2", args.seeds or [0, 1, 2, 3, 4]
     runs = selected_runs(parser, args)
     out = Path(args.out or ROOT / "runs" / (f"shapes_{args.suite}" if args.suite else "shapes") / "results")
     out.mkdir(parents=True, exist_ok=True)
