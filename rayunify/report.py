@@ -333,7 +333,8 @@ def change_interval(
 
 
 def plot_changes(recipes: Mapping[str, Sequence[Path]], path: Path, resamples: int = 2000) -> Path:
-    """One panel per interval column: each recipe's start → end change with its 95% interval."""
+    """One panel per interval column: each recipe's start → end change with its 95% interval, unadjusted (the
+    tables hold exploratory contrasts at Holm-adjusted levels, so a point coloured here may not clear there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -358,7 +359,7 @@ def plot_changes(recipes: Mapping[str, Sequence[Path]], path: Path, resamples: i
                 capsize=3,
             )
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_title(f"{column[3]}\nchange, 95% interval", fontsize=8)
+        ax.set_title(f"{column[3]}\nchange, 95% interval (unadjusted)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     axes[0].set_yticks(list(ys), list(recipes), fontsize=7)
