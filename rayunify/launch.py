@@ -31,6 +31,7 @@ from rayunify.procs import (
     LOOPBACK,
     ProcessExited,
     free_ports,
+    is_port_clash,
     log_tail,
     stop_process_group,
     wait_for_http_ok,
@@ -170,13 +171,9 @@ def _wait_for_dashboard(head: HeadNode, timeout_s: float) -> None:
         probe = f"{head.dashboard_url}/api/version"
         wait_for_http_ok(head.process, probe, timeout_s, name="`ray start --head`", log_path=head.log_path)
     except ProcessExited as err:
-        if _is_port_clash(err.log):
+        if is_port_clash(err.log):
             raise RayPortClash(str(err)) from None
         raise
-
-
-def _is_port_clash(log: str) -> bool:
-    return any(sign in log for sign in ("used by other components", "Address already in use", "port is in use"))
 
 
 def stop_head(head: HeadNode, timeout_s: float = 60.0) -> None:

@@ -68,6 +68,16 @@ def _ports_below_ephemeral_range(tries: int = 256) -> list[int]:
     return random.SystemRandom().sample(span, min(tries, len(span)))
 
 
+# What a server's log or error says when a port it was handed is taken: the kernel's words (as Python and
+# torch's TCPStore print them) and Ray's.
+_PORT_CLASH_SIGNS = ("Address already in use", "EADDRINUSE", "used by other components", "port is in use")
+
+
+def is_port_clash(text: str) -> bool:
+    """Whether `text` (a log, an error message) says a port was taken before its server bound it."""
+    return any(sign in text for sign in _PORT_CLASH_SIGNS)
+
+
 def log_tail(path: str | os.PathLike, chars: int = 4000) -> str:
     """The end of a server's log file ("" if there is none): what goes into an error about that server."""
     try:

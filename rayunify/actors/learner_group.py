@@ -15,6 +15,7 @@ from ray.util.placement_group import PlacementGroup, remove_placement_group
 
 from rayunify.actors.group import ActorGroup, Strategy, reserve_bundles, run_on_bundle
 from rayunify.actors.learner import LearnerWorker, LossFn, ModelFactory, node_ip_and_free_port
+from rayunify.procs import is_port_clash
 from rayunify.weights import DEFAULT_BUCKET_MB
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,6 @@ log = logging.getLogger(__name__)
 # Rank 0's rendezvous port is free when it is picked and bound a moment later by another process; on a busy
 # node something may take it in between. That costs a fresh port, not the run.
 _RENDEZVOUS_ATTEMPTS = 3
-
-
-def _port_was_taken(err: BaseException) -> bool:
-    text = str(err)
-    return "EADDRINUSE" in text or "ddress already in use" in text
 
 
 def _mean_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -74,7 +70,7 @@ class LearnerGroup:
                     self._start_ranks(actor_options, rank_kwargs, setup_timeout_s)
                     break
                 except Exception as err:
-                    if attempt == _RENDEZVOUS_ATTEMPTS or not _port_was_taken(err):
+                    if attempt == _RENDEZVOUS_ATTEMPTS or not is_port_clash(str(err)):
                         raise
                     log.warning("learner rendezvous port was taken before rank 0 bound it; new port (%s)", err)
                     self.group.kill()
